@@ -1,0 +1,1 @@
+"""Aiguillage's event contracts: the one source of truth for what travels on Kafka."""

@@ -1,0 +1,1 @@
+"""Event contracts, grouped by the topic family that carries them."""

@@ -1,0 +1,115 @@
+"""What a prescriber publishes on ``referrals.intake``.
+
+This is the only event that carries a person's identity, and it only travels from the prescriber to
+referral-intake, which keeps the identity and forwards a pseudonymous referral.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from aiguillage_schemas.envelope import Contract, Envelope
+from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
+
+InseeCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^(\d{5}|2[AB]\d{3})$"),
+    Field(description="INSEE commune code (5 characters, Corsica 2A/2B)."),
+]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^\d{5}$")]
+DepartementCode = Annotated[str, StringConstraints(pattern=r"^(\d{2}|2[AB]|97\d)$")]
+ReferralId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$"),
+    Field(description="Pseudonymous referral id chosen by the prescriber (no identity in it)."),
+]
+
+
+class Prescriber(Contract):
+    prescriber_id: str = Field(min_length=1, max_length=64, description="Registry id.")
+    kind: PrescriberKind
+    jurisdiction: str = Field(
+        min_length=1, max_length=128, description="Court or service, e.g. 'TJ Lille'."
+    )
+    case_reference: str = Field(
+        min_length=1, max_length=64, description="Prescriber's opaque case reference."
+    )
+
+
+class Frame(Contract):
+    judicial_frame: JudicialFrame
+    decision_date: date
+    hearing_date: date | None = None
+    measure_end_date: date | None = None
+
+
+class Bans(Contract):
+    """Places the person may not enter: sites there are never proposed."""
+
+    communes: list[InseeCode] = Field(default_factory=list, max_length=50)
+    departements: list[DepartementCode] = Field(default_factory=list, max_length=20)
+
+
+class Residence(Contract):
+    """Where the person lives: an INSEE commune code, or a postal code intake resolves."""
+
+    commune_insee: InseeCode | None = None
+    postal_code: PostalCode | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Residence:
+        if self.commune_insee is None and self.postal_code is None:
+            raise ValueError("give commune_insee or postal_code")
+        return self
+
+
+class Person(Contract):
+    residence: Residence
+    language: str = Field(default="fr", pattern=r"^[a-z]{2,3}$", description="ISO 639 code.")
+    interpreter_needed: bool = False
+    reduced_mobility: bool = False
+    evening_only: bool = False
+
+
+class Identity(Contract):
+    """Needed by the centre to contact the person, and by nobody else."""
+
+    last_name: str = Field(min_length=1, max_length=128)
+    first_name: str = Field(min_length=1, max_length=128)
+    birth_date: date
+    phone: str | None = Field(default=None, max_length=32)
+    address: str | None = Field(default=None, max_length=256)
+
+
+class VictimSafety(Contract):
+    """Used only to exclude sites; never forwarded."""
+
+    victim_commune_insee: InseeCode | None = None
+    anti_approach_bracelet: bool = False
+
+
+class ReferralSubmittedData(Contract):
+    prescriber: Prescriber
+    frame: Frame
+    needed_services: list[ServiceCode] = Field(min_length=1, max_length=11)
+    bans: Bans = Field(default_factory=Bans)
+    person: Person
+    identity: Identity
+    victim_safety: VictimSafety = Field(default_factory=VictimSafety)
+    urgency: Urgency = Urgency.STANDARD
+    respond_by: date | None = Field(default=None, description="Deadline for a first answer.")
+
+
+class ReferralSubmitted(Envelope):
+    """A prescriber asks Aiguillage to orient a person to a CPCA site."""
+
+    EVENT_TYPE = "referral.submitted"
+    SCHEMA_VERSION = 1
+
+    event_type: Literal["referral.submitted"] = "referral.submitted"
+    schema_version: Literal[1] = 1
+    subject: ReferralId
+    data: ReferralSubmittedData

@@ -1,0 +1,47 @@
+"""Every Kafka topic Aiguillage uses, with its partition count: the one list that provisioning,
+the services and the tests read. FastStream never creates publisher topics and gives subscriber
+topics a single partition, so nothing here is left to auto-creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    name: str
+    partitions: int
+    purpose: str
+
+
+REFERRAL_PARTITIONS = 6
+
+# Prescribers (courts, prosecutors, SPIP) publish here: submissions, amendments, cancellations.
+INTAKE = Topic("referrals.intake", REFERRAL_PARTITIONS, "prescribers -> referral-intake")
+# Intake's answer to input it could not accept; also intake's dead-letter topic.
+REJECTED = Topic(
+    "referrals.rejected", REFERRAL_PARTITIONS, "referral-intake -> prescribers, operators"
+)
+# Pseudonymous, identity-free referrals ready to route.
+ACCEPTED = Topic("referrals.accepted", REFERRAL_PARTITIONS, "referral-intake -> routing")
+# Routing decisions (routed, waitlisted, unroutable).
+ROUTED = Topic("referrals.routed", REFERRAL_PARTITIONS, "routing -> notifications")
+# Notifications for systems that integrate by events (centres, prescribers).
+NOTIFICATIONS_OUTBOUND = Topic(
+    "notifications.outbound", REFERRAL_PARTITIONS, "notifications -> centres, prescribers"
+)
+# Dead letters of the internal consumers: a poison message lands here with a reason.
+ROUTING_DEAD_LETTER = Topic("routing.dead-letter", REFERRAL_PARTITIONS, "routing -> operators")
+NOTIFICATIONS_DEAD_LETTER = Topic(
+    "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    INTAKE,
+    REJECTED,
+    ACCEPTED,
+    ROUTED,
+    NOTIFICATIONS_OUTBOUND,
+    ROUTING_DEAD_LETTER,
+    NOTIFICATIONS_DEAD_LETTER,
+)

@@ -1,0 +1,116 @@
+"""Kafka adapters shared by the services: a durable producer, event headers, and a tolerant parser.
+
+Publishing goes through our own aiokafka producer rather than FastStream's so that the outbox relay
+can pipeline a batch and wait for every acknowledgement before marking rows as sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiguillage_schemas.envelope import Envelope
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+
+BAD_HEADERS_MARKER = "x-aiguillage-bad-headers"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    topic: str
+    key: str
+    value: bytes
+    headers: Mapping[str, str]
+
+
+def event_headers(event: Envelope) -> dict[str, str]:
+    """Routing metadata in headers, so consumers and operators can filter without parsing bodies."""
+    return {
+        "content-type": "application/json",
+        "event_id": str(event.event_id),
+        "event_type": event.event_type,
+        "schema_version": str(event.schema_version),
+        "correlation_id": str(event.correlation_id),
+        "source": event.source,
+    }
+
+
+class KafkaProducerAdapter:
+    """An idempotent, acks=all producer: a sent record is on every in-sync replica."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str, timeout_s: float = 15.0) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._timeout_s = timeout_s
+        self._started: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        # aiokafka binds a producer to the running loop, so it is created here, not in __init__.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=int(self._timeout_s * 1000),
+        )
+        await producer.start()
+        self._started = producer
+
+    async def stop(self) -> None:
+        if self._started is not None:
+            await self._started.stop()
+            self._started = None
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._started is None:
+            raise RuntimeError("the producer is not started")
+        return self._started
+
+    async def publish(self, record: OutgoingRecord) -> None:
+        await self.publish_batch([record])
+
+    async def publish_batch(self, records: Sequence[OutgoingRecord]) -> None:
+        """Send every record, then wait for all acknowledgements; raises if any failed."""
+        deliveries = [
+            await self._producer.send(
+                record.topic,
+                value=record.value,
+                key=record.key.encode("utf-8"),
+                headers=[(k, v.encode("utf-8")) for k, v in record.headers.items()],
+            )
+            for record in records
+        ]
+        await asyncio.wait_for(asyncio.gather(*deliveries), timeout=self._timeout_s)
+
+
+async def tolerant_parser(
+    record: ConsumerRecord[Any, Any], original: Callable[[Any], Awaitable[Any]]
+) -> Any:
+    """FastStream's parser decodes headers as UTF-8 and raises before our handler otherwise.
+
+    A producer that sends a binary header must not stall the partition: undecodable headers are
+    replaced and flagged, and the handler dead-letters the message with a reason.
+    """
+    try:
+        return await original(record)
+    except UnicodeDecodeError:
+        headers = [(k, v) for k, v in record.headers if _is_utf8(v)]
+        headers.append((BAD_HEADERS_MARKER, b"1"))
+        cleaned = dataclasses.replace(record, headers=headers)
+        consumer = getattr(record, "consumer", None)
+        if consumer is not None:
+            cleaned.consumer = consumer
+        return await original(cleaned)
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    try:
+        (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

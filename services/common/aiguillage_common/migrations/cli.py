@@ -1,0 +1,55 @@
+"""``aiguillage-migrate``: the explicit step that creates or upgrades every service's tables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import asyncpg
+
+from aiguillage_common.logging import configure_logging, get_logger
+from aiguillage_common.migrations.runner import MigrationError, migrate
+
+# service name -> (python package holding migrations/, default schema)
+SERVICES: dict[str, tuple[str, str]] = {
+    "referral-intake": ("referral_intake", "intake"),
+    "routing": ("routing", "routing"),
+    "notifications": ("notifications", "notifications"),
+}
+DEFAULT_URL = "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage"
+
+
+async def migrate_services(database_url: str, services: list[str], schema_suffix: str = "") -> None:
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        for service in services:
+            package, schema = SERVICES[service]
+            await migrate(connection, schema + schema_suffix, package)
+    finally:
+        await connection.close()
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("AIGUILLAGE_DATABASE_URL", DEFAULT_URL)
+    )
+    parser.add_argument("--schema-suffix", default="", help="e.g. _t1 for an isolated test set")
+    args = parser.parse_args()
+    unknown = set(args.services) - set(SERVICES)
+    if unknown:
+        parser.error(f"unknown services: {', '.join(sorted(unknown))}")
+    configure_logging("migrate")
+    try:
+        asyncio.run(
+            migrate_services(args.database_url, args.services or list(SERVICES), args.schema_suffix)
+        )
+    except (MigrationError, OSError, asyncpg.PostgresError) as error:
+        get_logger("aiguillage.migrations").error(
+            "migration.failed", error_type=type(error).__name__, detail=str(error)
+        )
+        sys.exit(1)
+    get_logger("aiguillage.migrations").info("migration.done")

@@ -1,0 +1,128 @@
+"""Relays committed outbox rows to Kafka, in order, and marks them sent.
+
+One relay at a time per schema (a transaction-scoped advisory lock), so that two instances of a
+service never publish the same rows concurrently or out of order. The relay wakes on NOTIFY from
+the outbox trigger for low latency and polls as a fallback. A crash between the Kafka
+acknowledgement and the UPDATE re-publishes the same event ids, which consumers deduplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+
+from aiguillage_common.kafka import OutgoingRecord
+from aiguillage_common.logging import get_logger
+
+log = get_logger("aiguillage.outbox")
+
+
+class BatchPublisher(Protocol):
+    async def publish_batch(self, records: Sequence[OutgoingRecord]) -> None: ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: BatchPublisher,
+        schema: str,
+        batch_size: int = 200,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._schema = schema
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
+
+    @property
+    def channel(self) -> str:
+        return f"{self._schema}_outbox"
+
+    async def start(self) -> None:
+        listener = await self._pool.acquire()
+        await listener.add_listener(self.channel, self._on_notify)
+        self._listener = listener
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.remove_listener(self.channel, self._on_notify)
+            await self._pool.release(self._listener)
+            self._listener = None
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                relayed = await self.relay_once()
+                failures = 0
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # Kafka or PostgreSQL unreachable: rows stay unsent and are retried with backoff.
+                failures += 1
+                delay = min(30.0, 0.2 * 2**failures)
+                log.warning(
+                    "outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            except Exception as error:
+                failures += 1
+                delay = min(30.0, 0.2 * 2**failures)
+                log.error("outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                continue
+            if relayed < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unsent rows; returns how many were published."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            locked = await connection.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema()))"
+            )
+            if not locked:
+                return 0
+            rows = await connection.fetch(
+                "SELECT id, topic, key, headers, payload FROM outbox "
+                "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            await self._publisher.publish_batch(
+                [
+                    OutgoingRecord(
+                        topic=row["topic"],
+                        key=row["key"],
+                        value=bytes(row["payload"]),
+                        headers=json.loads(row["headers"]),
+                    )
+                    for row in rows
+                ]
+            )
+            await connection.execute(
+                "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+        log.debug("outbox.relayed", count=len(rows))
+        return len(rows)

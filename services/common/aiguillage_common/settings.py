@@ -1,0 +1,32 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Infrastructure and delivery knobs. Subclasses set ``env_prefix`` (one per service)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage"
+    db_schema: str = Field(description="PostgreSQL schema the service owns.")
+    topic_prefix: str = Field(default="", description="Prepended to every topic (test isolation).")
+    consumer_group: str
+    log_level: str = "INFO"
+
+    db_pool_max_size: int = 5
+    db_command_timeout_s: float = 10.0
+    handler_timeout_s: float = 30.0
+    retry_max_attempts: int = 5
+    retry_base_delay_s: float = 0.2
+    retry_max_delay_s: float = 10.0
+    outbox_batch_size: int = 200
+    outbox_poll_interval_s: float = 1.0
+    graceful_timeout_s: float = 15.0
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"

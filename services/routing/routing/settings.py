@@ -1,0 +1,13 @@
+"""routing settings, read from ``AIGUILLAGE_ROUTING_*`` environment variables."""
+
+from __future__ import annotations
+
+from aiguillage_common.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class RoutingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AIGUILLAGE_ROUTING_", extra="ignore", frozen=True)
+
+    db_schema: str = "routing"
+    consumer_group: str = "routing"
