@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from aiguillage_schemas.events.referral_submitted import (
@@ -19,92 +20,88 @@ from aiguillage_schemas.events.referral_submitted import (
 )
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 
-# (commune INSEE, département, prescriber id, prescriber kind, frame, needs) — spread over the map.
-DEMO_CASES: tuple[tuple[str, str, PrescriberKind, JudicialFrame, tuple[ServiceCode, ...]], ...] = (
-    (
+
+@dataclass(frozen=True, slots=True)
+class DemoCase:
+    commune_insee: str
+    prescriber_id: str
+    kind: PrescriberKind
+    frame: JudicialFrame
+    needs: tuple[ServiceCode, ...]
+
+
+_S = ServiceCode
+_K = PrescriberKind
+_F = JudicialFrame
+# Spread over the map and over prescribers, frames and needs. Dijon's addiction care is the demo's
+# unroutable case: no centre serving Côte-d'Or offers it in the directory.
+DEMO_CASES: tuple[DemoCase, ...] = (
+    DemoCase(
         "59350",
         "parquet-tj-lille",
-        PrescriberKind.PARQUET,
-        JudicialFrame.ALTERNATIVE_ORIENTATION,
-        (ServiceCode.RESPONSIBILITY_COURSE,),
+        _K.PARQUET,
+        _F.ALTERNATIVE_ORIENTATION,
+        (_S.RESPONSIBILITY_COURSE,),
     ),
-    (
+    DemoCase(
         "69381",
         "spip-69",
-        PrescriberKind.SPIP,
-        JudicialFrame.SURSIS_PROBATOIRE,
-        (ServiceCode.PSYCHOLOGICAL_FOLLOWUP, ServiceCode.ADDICTION_CARE),
+        _K.SPIP,
+        _F.SURSIS_PROBATOIRE,
+        (_S.PSYCHOLOGICAL_FOLLOWUP, _S.ADDICTION_CARE),
     ),
-    (
+    DemoCase(
         "13201",
         "jap-tj-marseille",
-        PrescriberKind.JAP,
-        JudicialFrame.SENTENCE_ADJUSTMENT,
-        (ServiceCode.DISCUSSION_GROUP, ServiceCode.SOCIAL_SUPPORT),
+        _K.JAP,
+        _F.SENTENCE_ADJUSTMENT,
+        (_S.DISCUSSION_GROUP, _S.SOCIAL_SUPPORT),
     ),
-    (
-        "33063",
-        "parquet-tj-bordeaux",
-        PrescriberKind.PARQUET,
-        JudicialFrame.ALTERNATIVE_EVICTION,
-        (ServiceCode.EVICTION_HOUSING, ServiceCode.INITIAL_ASSESSMENT),
+    DemoCase(
+        "31555",
+        "parquet-tj-toulouse",
+        _K.PARQUET,
+        _F.ALTERNATIVE_EVICTION,
+        (_S.EVICTION_HOUSING, _S.INITIAL_ASSESSMENT),
     ),
-    (
+    DemoCase(
         "35238",
         "tribunal-rennes",
-        PrescriberKind.TRIBUNAL_CORRECTIONNEL,
-        JudicialFrame.RESPONSIBILITY_COURSE_PENALTY,
-        (ServiceCode.RESPONSIBILITY_COURSE,),
+        _K.TRIBUNAL_CORRECTIONNEL,
+        _F.RESPONSIBILITY_COURSE_PENALTY,
+        (_S.RESPONSIBILITY_COURSE,),
     ),
-    (
+    DemoCase(
         "67482",
         "juge-instruction-strasbourg",
-        PrescriberKind.JUGE_INSTRUCTION,
-        JudicialFrame.CONTROLE_JUDICIAIRE,
-        (ServiceCode.PSYCHOLOGICAL_FOLLOWUP,),
+        _K.JUGE_INSTRUCTION,
+        _F.CONTROLE_JUDICIAIRE,
+        (_S.PSYCHOLOGICAL_FOLLOWUP,),
     ),
-    (
-        "31555",
-        "spip-31",
-        PrescriberKind.SPIP,
-        JudicialFrame.SURSIS_PROBATOIRE,
-        (ServiceCode.EMPLOYMENT_SUPPORT, ServiceCode.DISCUSSION_GROUP),
+    DemoCase(
+        "33063",
+        "spip-33",
+        _K.SPIP,
+        _F.SURSIS_PROBATOIRE,
+        (_S.PSYCHIATRIC_FOLLOWUP, _S.DISCUSSION_GROUP),
     ),
-    (
+    DemoCase(
         "75056",
         "parquet-tj-paris",
-        PrescriberKind.PARQUET,
-        JudicialFrame.COMPOSITION_PENALE,
-        (ServiceCode.RESPONSIBILITY_COURSE, ServiceCode.PSYCHOLOGICAL_FOLLOWUP),
+        _K.PARQUET,
+        _F.COMPOSITION_PENALE,
+        (_S.RESPONSIBILITY_COURSE, _S.PSYCHOLOGICAL_FOLLOWUP),
     ),
-    (
-        "97411",
-        "spip-974",
-        PrescriberKind.SPIP,
-        JudicialFrame.SURSIS_PROBATOIRE,
-        (ServiceCode.INITIAL_ASSESSMENT,),
-    ),
-    (
-        "64445",
-        "jaf-tj-pau",
-        PrescriberKind.JAF,
-        JudicialFrame.PROTECTION_ORDER,
-        (ServiceCode.PSYCHIATRIC_FOLLOWUP,),
-    ),
-    (
+    DemoCase("97411", "spip-974", _K.SPIP, _F.SURSIS_PROBATOIRE, (_S.INITIAL_ASSESSMENT,)),
+    DemoCase("64445", "jaf-tj-pau", _K.JAF, _F.PROTECTION_ORDER, (_S.PSYCHIATRIC_FOLLOWUP,)),
+    DemoCase(
         "44109",
         "ne-frappez-pas",
-        PrescriberKind.VOLUNTARY_LINE,
-        JudicialFrame.VOLUNTARY,
-        (ServiceCode.HELPLINE_ORIENTATION, ServiceCode.DISCUSSION_GROUP),
+        _K.VOLUNTARY_LINE,
+        _F.VOLUNTARY,
+        (_S.HELPLINE_ORIENTATION, _S.DISCUSSION_GROUP),
     ),
-    (
-        "21231",
-        "parquet-tj-dijon",
-        PrescriberKind.PARQUET,
-        JudicialFrame.CRPC,
-        (ServiceCode.ADDICTION_CARE,),
-    ),
+    DemoCase("21231", "parquet-tj-dijon", _K.PARQUET, _F.CRPC, (_S.ADDICTION_CARE,)),
 )
 
 _FIRST = ("Alex", "Camille", "Dominique", "Sacha", "Claude", "Morgan", "Lou", "Charlie")
@@ -126,7 +123,14 @@ def make_referral(
     """A valid referral for demo case ``case_index`` (modulo the number of cases)."""
     rng = rng or random.Random(case_index)  # noqa: S311 - made-up data
     today = today or date.today()
-    insee, prescriber_id, kind, frame, needs = DEMO_CASES[case_index % len(DEMO_CASES)]
+    case = DEMO_CASES[case_index % len(DEMO_CASES)]
+    insee, prescriber_id, kind, frame, needs = (
+        case.commune_insee,
+        case.prescriber_id,
+        case.kind,
+        case.frame,
+        case.needs,
+    )
     referral_id = referral_id or new_referral_id()
     return ReferralSubmitted(
         source=prescriber_id,

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiguillage_schemas.envelope import Envelope
-from aiguillage_schemas.vocabulary import RejectionReason
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.vocabulary import RejectionReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,6 @@ from uuid import UUID
 
 import asyncpg
 import structlog
-from aiguillage_schemas.events.referral_lifecycle import Rejection
-from aiguillage_schemas.vocabulary import RejectionReason
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
@@ -30,6 +28,8 @@ from faststream.middlewares import AckPolicy
 from aiguillage_common.codec import InvalidMessage, Problem, sha256_hex
 from aiguillage_common.kafka import BAD_HEADERS_MARKER, tolerant_parser
 from aiguillage_common.logging import get_logger
+from aiguillage_schemas.events.referral_lifecycle import Rejection
+from aiguillage_schemas.vocabulary import RejectionReason
 
 log = get_logger("aiguillage.consumer")
 

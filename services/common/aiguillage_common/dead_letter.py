@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import re
 
-from aiguillage_schemas.envelope import Envelope
-from aiguillage_schemas.events.referral_lifecycle import DeadLetter, MessageDeadLettered
-
 from aiguillage_common.codec import Problem, encode_event
 from aiguillage_common.consumer import InboundRecord
 from aiguillage_common.kafka import KafkaProducerAdapter, OutgoingRecord, event_headers
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.referral_lifecycle import DeadLetter, MessageDeadLettered
 
 _SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UNKNOWN_SUBJECT = "unknown"

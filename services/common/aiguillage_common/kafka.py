@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiguillage_schemas.envelope import Envelope
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+
+from aiguillage_schemas.envelope import Envelope
 
 BAD_HEADERS_MARKER = "x-aiguillage-bad-headers"
 

@@ -13,10 +13,10 @@ from typing import Protocol, Self
 from uuid import UUID
 
 import asyncpg
-from aiguillage_schemas.envelope import Envelope
 
 from aiguillage_common.codec import encode_event
 from aiguillage_common.kafka import event_headers
+from aiguillage_schemas.envelope import Envelope
 
 
 class UnitOfWork(Protocol):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
 from aiguillage_common.consumer import ReliableConsumer, subscribe
 from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.runtime import Runtime, build_app, run_service
@@ -9,9 +12,6 @@ from aiguillage_schemas import topics
 from aiguillage_schemas.events.notifications import NotificationIssued
 from aiguillage_schemas.events.referral_lifecycle import MessageDeadLettered
 from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-from faststream import FastStream
-from faststream.kafka import KafkaBroker
-
 from notifications.adapters.kafka import NotificationsHandler
 from notifications.adapters.postgres import PostgresNotificationsUnitOfWork
 from notifications.settings import NotificationsSettings

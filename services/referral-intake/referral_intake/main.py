@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
 from aiguillage_common.consumer import ReliableConsumer, subscribe
 from aiguillage_common.geography import load_geography
 from aiguillage_common.runtime import Runtime, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
-from faststream import FastStream
-from faststream.kafka import KafkaBroker
-
 from referral_intake.adapters.identity_cipher import IdentityCipher
 from referral_intake.adapters.kafka import IntakeHandler, RejectionPublisher
 from referral_intake.adapters.postgres import PostgresIntakeUnitOfWork

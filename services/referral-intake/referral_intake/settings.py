@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from aiguillage_common.settings import ServiceSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+
+from aiguillage_common.settings import ServiceSettings
 
 
 class IntakeSettings(ServiceSettings):

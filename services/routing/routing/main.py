@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
 from aiguillage_common.consumer import ReliableConsumer, subscribe
 from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.geography import load_geography
@@ -9,9 +12,6 @@ from aiguillage_common.runtime import Runtime, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_lifecycle import MessageDeadLettered, ReferralAccepted
 from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-from faststream import FastStream
-from faststream.kafka import KafkaBroker
-
 from routing.adapters.directory_csv import load_directory
 from routing.adapters.kafka import RoutingHandler
 from routing.adapters.postgres import PostgresRoutingUnitOfWork

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from aiguillage_common.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from aiguillage_common.settings import ServiceSettings
 
 
 class RoutingSettings(ServiceSettings):

@@ -8,7 +8,6 @@ from aiguillage_common.codec import decode_event
 from aiguillage_common.consumer import InboundRecord
 from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-
 from notifications.use_cases.notify import NotificationsUnitOfWork, notify
 
 log = get_logger("aiguillage.notifications")

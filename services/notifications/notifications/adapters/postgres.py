@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-
 from notifications.domain.messages import Notification
 
 

@@ -9,7 +9,6 @@ from typing import Protocol
 from aiguillage_common.unit_of_work import UnitOfWork
 from aiguillage_schemas.events.notifications import NotificationIssued, NotificationIssuedData
 from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-
 from notifications.domain.messages import Notification, notifications_for
 
 CONSUMER = "notifications"

@@ -10,8 +10,9 @@ import base64
 import os
 from dataclasses import dataclass
 
-from aiguillage_schemas.events.referral_submitted import Identity
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from aiguillage_schemas.events.referral_submitted import Identity
 
 _NONCE = 12
 

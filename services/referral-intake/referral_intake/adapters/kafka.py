@@ -14,7 +14,6 @@ from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.referral_lifecycle import ReferralRejected
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 from aiguillage_schemas.vocabulary import RejectionReason
-
 from referral_intake.use_cases.submit_referral import (
     SOURCE,
     IntakeUnitOfWork,

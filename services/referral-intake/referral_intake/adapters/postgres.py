@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
+
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
-
 from referral_intake.adapters.identity_cipher import IdentityCipher
 from referral_intake.domain.admission import Admitted
 

@@ -19,7 +19,6 @@ from aiguillage_schemas.events.referral_lifecycle import (
 )
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
 from aiguillage_schemas.vocabulary import RejectionReason
-
 from referral_intake.domain.admission import Admitted, admit
 
 CONSUMER = "referral-intake"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from aiguillage_common.geography import Geography, default_data_dir
 from aiguillage_schemas.vocabulary import ServiceCode
-
 from routing.domain.directory import Centre, Directory, Site
 
 

@@ -9,7 +9,6 @@ from aiguillage_common.consumer import InboundRecord
 from aiguillage_common.geography import Geography
 from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
-
 from routing.domain.decision import Routed
 from routing.domain.directory import Directory
 from routing.use_cases.route_referral import RoutingUnitOfWork, route_referral

@@ -6,7 +6,6 @@ import uuid
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
-
 from routing.domain.decision import Routed, Unroutable
 
 

@@ -12,7 +12,6 @@ from typing import Literal
 
 from aiguillage_common.geography import Geography, haversine_km
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
-
 from routing.domain.directory import Directory, Site
 
 UnroutableReason = Literal["no_site_offers_services", "all_sites_excluded", "territory_not_served"]

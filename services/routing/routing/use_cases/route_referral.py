@@ -17,7 +17,6 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralUnroutableData,
     SiteRef,
 )
-
 from routing.domain.decision import Routed, Unroutable, decide
 from routing.domain.directory import Directory
 

@@ -1,0 +1,244 @@
+"""``aiguillage-demo``: run the three services on the real infrastructure and route a demo batch.
+
+Expects Kafka and PostgreSQL to answer (``./run demo`` starts them first). Migrates, starts each
+service as its own process, publishes referrals across several départements and needs plus two bad
+inputs, waits until every referral has its outcome, prints where each went and what was notified,
+and the time from submit to both notifications. Then stops the services with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from aiguillage_common.codec import encode_event
+from aiguillage_common.migrations.cli import migrate_services
+from aiguillage_common.provisioning import provision
+from aiguillage_demo.samples import DEMO_CASES, make_referral, new_referral_id
+from aiguillage_schemas import topics
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+
+COMMANDS = {
+    "referral-intake": "aiguillage-intake",
+    "routing": "aiguillage-routing",
+    "notifications": "aiguillage-notifications",
+}
+ENV_PREFIX = {
+    "referral-intake": "AIGUILLAGE_INTAKE_",
+    "routing": "AIGUILLAGE_ROUTING_",
+    "notifications": "AIGUILLAGE_NOTIFICATIONS_",
+}
+
+
+@dataclass
+class Outcome:
+    referral: ReferralSubmitted
+    submitted_ms: int
+    decision: dict[str, Any] | None = None
+    notifications: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        expected = 2 if self.decision and self.decision["event_type"] == "referral.routed" else 1
+        return self.decision is not None and len(self.notifications) >= expected
+
+    def latency_ms(self) -> int:
+        return max(ts for ts, _ in self.notifications) - self.submitted_ms
+
+
+def _start_services(
+    bootstrap: str, database_url: str, log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    processes = []
+    for service, command in COMMANDS.items():
+        prefix = ENV_PREFIX[service]
+        env = {
+            **os.environ,
+            f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            f"{prefix}DATABASE_URL": database_url,
+        }
+        env.setdefault("AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY", _demo_master_key(log_dir))
+        with (log_dir / f"{service}.log").open("ab") as log:
+            processes.append(
+                subprocess.Popen(
+                    [str(bin_dir / command)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return processes
+
+
+def _demo_master_key(log_dir: Path) -> str:
+    """A demo key kept beside the demo's logs; production reads its key from a secret store."""
+    import base64
+
+    path = log_dir.parent / "demo-master-key"
+    if not path.exists():
+        path.write_text(base64.b64encode(os.urandom(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def _wait_started(log_dir: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for service, process in zip(COMMANDS, processes, strict=True):
+            if process.poll() is not None:
+                raise SystemExit(f"{service} exited at start; see {log_dir / (service + '.log')}")
+        started = [
+            '"event": "service.started"' in (log_dir / f"{s}.log").read_text(errors="replace")
+            for s in COMMANDS
+        ]
+        if all(started):
+            return
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"services did not start in time; see {log_dir}")
+
+
+async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path) -> int:
+    await provision(bootstrap)
+    await migrate_services(database_url, list(COMMANDS))
+    processes = _start_services(bootstrap, database_url, log_dir)
+    try:
+        await _wait_started(log_dir, processes)
+        outcomes, rejected = await _exchange(bootstrap, count)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=60) for process in processes]
+    _print_summary(outcomes, rejected)
+    print(f"\nServices stopped with SIGTERM, exit codes {codes}. Logs: {log_dir}")
+    return 0 if all(o.done for o in outcomes.values()) and not any(codes) else 1
+
+
+async def _exchange(bootstrap: str, count: int) -> tuple[dict[str, Outcome], list[dict[str, Any]]]:
+    reader = AIOKafkaConsumer(
+        topics.ROUTED.name,
+        topics.NOTIFICATIONS_OUTBOUND.name,
+        topics.REJECTED.name,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+    )
+    await reader.start()
+    await reader.getmany(timeout_ms=500)  # settle on the end of each partition before publishing
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    outcomes: dict[str, Outcome] = {}
+    rejected: list[dict[str, Any]] = []
+    try:
+        for index in range(count):
+            referral = make_referral(index, referral_id=new_referral_id("demo"))
+            sent = await producer.send_and_wait(
+                topics.INTAKE.name, encode_event(referral), key=referral.subject.encode()
+            )
+            outcomes[referral.subject] = Outcome(referral, sent.timestamp)
+        bad_key = new_referral_id("demo-bad")
+        await producer.send_and_wait(
+            topics.INTAKE.name, b"<referral>not json</referral>", key=bad_key.encode()
+        )
+        wrong = make_referral(0, referral_id=new_referral_id("demo-bad")).model_dump(mode="json")
+        wrong["data"]["needed_services"] = ["astrology"]
+        import json
+
+        await producer.send_and_wait(
+            topics.INTAKE.name, json.dumps(wrong).encode(), key=wrong["subject"].encode()
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (
+            not all(o.done for o in outcomes.values()) or len(rejected) < 2
+        ):
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                for record in records:
+                    body = json.loads(record.value or b"{}")
+                    if record.topic == topics.REJECTED.name:
+                        rejected.append(body)
+                        continue
+                    outcome = outcomes.get(body.get("subject", ""))
+                    if outcome is None:
+                        continue
+                    if record.topic == topics.ROUTED.name:
+                        outcome.decision = body
+                    else:
+                        outcome.notifications.append((record.timestamp, body["data"]))
+    finally:
+        await producer.stop()
+        await reader.stop()
+    return outcomes, rejected
+
+
+def _print_summary(outcomes: dict[str, Outcome], rejected: list[dict[str, Any]]) -> None:
+    print(f"\n{'referral':<30} {'from':<6} {'needs':<48} → outcome")
+    print("-" * 130)
+    for outcome in outcomes.values():
+        data = outcome.referral.data
+        needs = ", ".join(data.needed_services)
+        commune = data.person.residence.commune_insee or "?"
+        decision = outcome.decision
+        if decision is None:
+            result = "NO DECISION (see logs)"
+        elif decision["event_type"] == "referral.routed":
+            site = decision["data"]["site"]
+            result = f"{site['site_id']} ({decision['data']['distance_km']} km)"
+        else:
+            result = f"unroutable: {decision['data']['reason']}"
+        told = ", ".join(
+            f"{n['recipient_kind']}:{n['recipient_id']}" for _, n in outcome.notifications
+        )
+        print(f"{outcome.referral.subject:<30} {commune:<6} {needs[:48]:<48} → {result}")
+        print(f"{'':<30} {'':<6} {'notified':<48}   {told or '-'}")
+    print("\nRejected inputs (referrals.rejected):")
+    for body in rejected:
+        data = body["data"]
+        print(
+            f"  {body['subject']:<30} {data['reason']:<22} {data.get('field_path') or '-':<28} "
+            f"{data['message'][:60]}"
+        )
+    finished = [o for o in outcomes.values() if o.done]
+    if finished:
+        latencies = sorted(o.latency_ms() for o in finished)
+        print(
+            f"\nSubmit → all notifications on notifications.outbound, {len(latencies)} referrals: "
+            f"median {statistics.median(latencies):.0f} ms, worst {latencies[-1]} ms"
+        )
+    routed = sum(
+        1 for o in finished if o.decision and o.decision["event_type"] == "referral.routed"
+    )
+    print(
+        f"{routed} routed, {len(finished) - routed} unroutable, "
+        f"{len(outcomes) - len(finished)} unfinished, {len(rejected)} rejected"
+    )
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=2 * len(DEMO_CASES))
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "AIGUILLAGE_DATABASE_URL",
+            "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage",
+        ),
+    )
+    parser.add_argument("--log-dir", type=Path, default=Path(".local/demo/logs"))
+    args = parser.parse_args()
+    sys.exit(asyncio.run(_run(args.bootstrap, args.database_url, args.count, args.log_dir)))

@@ -1,0 +1,23 @@
+"""Every event contract, for generation, documentation and tests."""
+
+from __future__ import annotations
+
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.notifications import NotificationIssued
+from aiguillage_schemas.events.referral_lifecycle import (
+    MessageDeadLettered,
+    ReferralAccepted,
+    ReferralRejected,
+)
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
+
+ALL_EVENTS: tuple[type[Envelope], ...] = (
+    ReferralSubmitted,
+    ReferralAccepted,
+    ReferralRejected,
+    ReferralRouted,
+    ReferralUnroutable,
+    NotificationIssued,
+    MessageDeadLettered,
+)

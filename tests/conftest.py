@@ -1,0 +1,116 @@
+"""Session infrastructure and per-test isolation on the real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from aiguillage_common.migrations.cli import SERVICES as MIGRATED
+from aiguillage_common.migrations.cli import migrate_services
+from aiguillage_common.provisioning import provision
+from aiguillage_schemas import topics
+from tests.support import infra
+from tests.support.kafka_io import Kafka
+from tests.support.services import ServiceProcess, service_env
+from tests.support.waiting import eventually
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[infra.Endpoints]:
+    try:
+        found, containers = infra.resolve()
+    except Exception as error:  # never skip: missing infrastructure fails the run
+        pytest.fail(f"Kafka/PostgreSQL unavailable: {error}", pytrace=False)
+    yield found
+    for container in containers:
+        container.stop()  # type: ignore[attr-defined]
+
+
+@dataclass
+class Isolated:
+    """One test's private world: its own topics (prefix) and its own schemas (suffix)."""
+
+    endpoints: infra.Endpoints
+    prefix: str
+    suffix: str
+    kafka: Kafka
+    db: asyncpg.Pool
+    tmp: Path
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def topic(self, topic: topics.Topic) -> str:
+        return f"{self.prefix}{topic.name}"
+
+    def schema(self, service: str) -> str:
+        return MIGRATED[service][1] + self.suffix
+
+    def service(self, name: str, **extra: str) -> ServiceProcess:
+        process = ServiceProcess(
+            name,
+            service_env(
+                name,
+                self.endpoints.kafka_bootstrap_servers,
+                self.endpoints.database_url,
+                self.prefix,
+                self.suffix,
+                MIGRATED[name][1],
+                extra,
+            ),
+            self.tmp / name,
+        )
+        self.processes.append(process)
+        return process
+
+    async def start_all(self, *names: str) -> list[ServiceProcess]:
+        started = [self.service(name) for name in names or tuple(MIGRATED)]
+        for process in started:
+            process.start()
+        await wait_started(*started)
+        return started
+
+    async def count(self, sql: str, *args: object) -> int:
+        value = await self.db.fetchval(sql, *args)
+        return int(value or 0)
+
+
+async def wait_started(*processes: ServiceProcess, timeout_s: float = 60.0) -> None:
+    async def ready() -> list[str]:
+        for process in processes:
+            if not process.alive():
+                raise AssertionError(f"{process.name} exited:\n{process.logs()[-4000:]}")
+        return [p.name for p in processes if not p.started()]
+
+    await eventually(ready, lambda pending: not pending, timeout_s, 0.1, "services to start")
+
+
+@pytest.fixture
+async def isolated(endpoints: infra.Endpoints, tmp_path: Path) -> AsyncIterator[Isolated]:
+    token = uuid.uuid4().hex[:8]
+    prefix, suffix = f"t{token}.", f"_t{token}"
+    await provision(endpoints.kafka_bootstrap_servers, prefix=prefix)
+    await migrate_services(endpoints.database_url, list(MIGRATED), suffix)
+    kafka = Kafka(endpoints.kafka_bootstrap_servers)
+    await kafka.start()
+    pool = await asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=4)
+    assert pool is not None
+    world = Isolated(endpoints, prefix, suffix, kafka, pool, tmp_path)
+    try:
+        yield world
+    finally:
+        for process in world.processes:
+            process.kill()
+        await kafka.stop()
+        if not os.environ.get("AIGUILLAGE_KEEP_TEST_SCHEMAS"):
+            async with pool.acquire() as connection:
+                for service in MIGRATED:
+                    await connection.execute(
+                        f"DROP SCHEMA IF EXISTS {world.schema(service)} CASCADE"
+                    )
+        await asyncio.wait_for(pool.close(), 10)

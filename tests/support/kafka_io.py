@@ -1,0 +1,107 @@
+"""Talk to the real broker from tests: publish raw records, read a topic from the beginning."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from aiguillage_schemas.envelope import Envelope
+
+
+@dataclass(frozen=True)
+class Received:
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+    partition: int
+    offset: int
+
+    def json(self) -> Any:
+        return json.loads(self.value)
+
+
+class Kafka:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        assert self._producer is not None
+        await self._producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
+
+    async def send_event(self, topic: str, event: Envelope) -> None:
+        await self.send_raw(
+            topic,
+            event.model_dump_json().encode(),
+            key=event.subject.encode(),
+            headers=[("correlation_id", str(event.correlation_id).encode())],
+        )
+
+    async def partitions(self, topic: str) -> list[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        if described["error_code"] != 0:
+            raise AssertionError(f"topic {topic} is not readable: {described['error_code']}")
+        return sorted(p["partition"] for p in described["partitions"])
+
+    async def read_all(self, topic: str, idle_s: float = 0.5) -> list[Received]:
+        """Every record currently on ``topic``, read without a consumer group."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            client_id=f"test-reader-{uuid.uuid4().hex[:6]}",
+        )
+        await consumer.start()
+        records: list[Received] = []
+        try:
+            partitions = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+            consumer.assign(partitions)
+            end = await consumer.end_offsets(partitions)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                positions = [await consumer.position(tp) for tp in partitions]
+                if all(pos >= end[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                    break
+                batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+                for items in batch.values():
+                    records.extend(
+                        Received(
+                            item.key.decode() if item.key else None,
+                            item.value or b"",
+                            {k: v.decode(errors="replace") for k, v in item.headers},
+                            item.partition,
+                            item.offset,
+                        )
+                        for item in items
+                    )
+        finally:
+            await consumer.stop()
+        return records

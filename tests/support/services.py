@@ -1,0 +1,88 @@
+"""Run Aiguillage's services as real processes, as in production, and kill them for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SERVICES = {
+    "referral-intake": ("aiguillage-intake", "AIGUILLAGE_INTAKE_"),
+    "routing": ("aiguillage-routing", "AIGUILLAGE_ROUTING_"),
+    "notifications": ("aiguillage-notifications", "AIGUILLAGE_NOTIFICATIONS_"),
+}
+TEST_MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, tests only
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _logs: list[Path] = field(default_factory=list)
+
+    def start(self) -> None:
+        command, _ = SERVICES[self.name]
+        self.starts += 1
+        path = self.log_path.with_suffix(f".{self.starts}.log")
+        self._logs.append(path)
+        handle = path.open("wb")
+        self.process = subprocess.Popen(
+            [str(BIN / command)],
+            env={**os.environ, **self.env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        handle.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def started(self) -> bool:
+        return '"event": "service.started"' in self.logs()
+
+
+def service_env(
+    name: str,
+    bootstrap: str,
+    database_url: str,
+    topic_prefix: str,
+    schema_suffix: str,
+    schema: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    _, prefix = SERVICES[name]
+    env = {
+        f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        f"{prefix}DATABASE_URL": database_url,
+        f"{prefix}TOPIC_PREFIX": topic_prefix,
+        f"{prefix}DB_SCHEMA": schema + schema_suffix,
+        f"{prefix}CONSUMER_GROUP": f"{topic_prefix}{name}",
+        f"{prefix}OUTBOX_POLL_INTERVAL_S": "0.5",
+        f"{prefix}RETRY_BASE_DELAY_S": "0.05",
+        "AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY": TEST_MASTER_KEY,
+    }
+    env.update(extra or {})
+    return env

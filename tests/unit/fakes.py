@@ -1,0 +1,61 @@
+"""In-memory stand-ins for the units of work, so use cases are tested without I/O."""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any, Self
+
+from aiguillage_schemas.envelope import Envelope
+
+
+class FakeUnitOfWork:
+    """Commits on clean exit, forgets everything on error, like the PostgreSQL one."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self._claims: set[tuple[str, uuid.UUID]] = set()
+        self._emitted: list[tuple[str, Envelope]] = []
+        self._writes: list[tuple[str, Any]] = []
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.store.claims |= self._claims
+            for topic, event in self._emitted:
+                if event.event_id not in {e.event_id for _, e in self.store.outbox}:
+                    self.store.outbox.append((topic, event))
+            for table, row in self._writes:
+                self.store.tables.setdefault(table, []).append(row)
+            self.store.commits += 1
+
+    async def claim(self, consumer: str, event_id: uuid.UUID) -> bool:
+        key = (consumer, event_id)
+        if key in self.store.claims or key in self._claims:
+            return False
+        self._claims.add(key)
+        return True
+
+    async def emit(self, topic: str, event: Envelope) -> None:
+        self._emitted.append((topic, event))
+
+    def write(self, table: str, row: Any) -> None:
+        self._writes.append((table, row))
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.claims: set[tuple[str, uuid.UUID]] = set()
+        self.outbox: list[tuple[str, Envelope]] = []
+        self.tables: dict[str, list[Any]] = {}
+        self.commits = 0
+
+    def rows(self, table: str) -> list[Any]:
+        return self.tables.get(table, [])
