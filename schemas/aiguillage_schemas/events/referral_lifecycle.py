@@ -52,6 +52,25 @@ class ReferralAccepted(Envelope):
     data: ReferralAcceptedData
 
 
+class ReferralCancelledData(Contract):
+    prescriber_id: str
+    prescriber_kind: PrescriberKind
+    reason: Literal["prescriber_decision", "measure_lifted", "duplicate", "other"]
+
+
+class ReferralCancelled(Envelope):
+    """Intake forwards a prescriber's cancellation (same topic and key as the referral, so it
+    is ordered after it); routing releases any place and tells the centre."""
+
+    EVENT_TYPE = "referral.cancelled"
+    SCHEMA_VERSION = 1
+
+    event_type: Literal["referral.cancelled"] = "referral.cancelled"
+    schema_version: Literal[1] = 1
+    subject: ReferralId
+    data: ReferralCancelledData
+
+
 class Rejection(Contract):
     """Why a message was refused, precise enough for its sender to fix it."""
 
