@@ -82,6 +82,9 @@ class Rejection(Contract):
     original_partition: int
     original_offset: int
     original_event_id: UUID | None = None
+    prescriber_id: str | None = Field(
+        default=None, description="Set when the sender could be identified, so it can be told."
+    )
 
 
 class DeadLetter(Rejection):
