@@ -41,6 +41,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
 
@@ -54,11 +55,18 @@ class OutboxRelay:
         self._listener = listener
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Drain what is committed, never cutting a batch between Kafka's ack and the UPDATE
+        (that would re-publish it on the next start); cancel only past the timeout."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.remove_listener(self.channel, self._on_notify)
@@ -75,22 +83,22 @@ class OutboxRelay:
             try:
                 relayed = await self.relay_once()
                 failures = 0
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                # Kafka or PostgreSQL unreachable: rows stay unsent and are retried with backoff.
+            except Exception as error:
+                # Kafka or PostgreSQL unreachable (or a bug): the rows stay unsent and are
+                # retried with backoff; when stopping they wait in the outbox for the next start.
                 failures += 1
+                if self._stopping.is_set():
+                    return
                 delay = min(30.0, 0.2 * 2**failures)
-                log.warning(
+                expected = isinstance(error, OSError | TimeoutError | asyncpg.PostgresError)
+                (log.warning if expected else log.error)(
                     "outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay
                 )
                 await asyncio.sleep(delay)
                 continue
-            except Exception as error:
-                failures += 1
-                delay = min(30.0, 0.2 * 2**failures)
-                log.error("outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                continue
-            if relayed < self._batch_size:
+            if self._stopping.is_set() and relayed == 0:
+                return
+            if relayed < self._batch_size and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
 

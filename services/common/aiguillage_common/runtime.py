@@ -100,7 +100,7 @@ def build_app(
 
     async def close_resources() -> None:
         if runtime.relay is not None:
-            await runtime.relay.stop()
+            await runtime.relay.stop(settings.graceful_timeout_s)
         await runtime.producer.stop()
         if runtime.pool is not None:
             await asyncio.wait_for(runtime.pool.close(), settings.graceful_timeout_s)
