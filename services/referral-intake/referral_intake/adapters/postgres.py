@@ -133,7 +133,8 @@ async def purge_closed(pool: asyncpg.Pool, older_than_days: int, now: datetime) 
         rows = await connection.fetch(
             "UPDATE referrals SET purged_at = $1, accepted = '{}'::jsonb"
             " WHERE closed_at IS NOT NULL AND purged_at IS NULL"
-            " AND closed_at < $1 - make_interval(days => $2) RETURNING referral_id",
+            " AND closed_at < $1::timestamptz - make_interval(days => $2::int)"
+            " RETURNING referral_id",
             now,
             older_than_days,
         )
