@@ -12,6 +12,11 @@ from pathlib import Path
 
 from aiguillage_common.geography import default_data_dir
 from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.referral_requests import (
+    ReferralAmended,
+    ReferralCancellationRequested,
+)
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from aiguillage_schemas.signing import sign
 
 SECRETS_ENV = "AIGUILLAGE_INTAKE_SIGNING_SECRETS"
@@ -41,14 +46,10 @@ def sign_as(prescriber_id: str, value: bytes, timestamp: int | None = None) -> d
 
 
 def sender_of(event: Envelope) -> str | None:
-    """The prescriber an inbound event claims to come from, or None for internal events."""
-    data = getattr(event, "data", None)
-    prescriber = getattr(data, "prescriber", None)
-    if prescriber is not None:
-        return str(prescriber.prescriber_id)
-    claimed = getattr(data, "prescriber_id", None)
-    if event.event_type.startswith("prescriber.") or claimed is None:
-        return None
-    if event.event_type in ("referral.amended", "referral.cancellation_requested"):
-        return str(claimed)
+    """The prescriber a prescriber's event (submission, amendment, cancellation) comes from;
+    None for every other event, which is not signed."""
+    if isinstance(event, ReferralSubmitted | ReferralSubmittedV1):
+        return event.data.prescriber.prescriber_id
+    if isinstance(event, ReferralAmended | ReferralCancellationRequested):
+        return event.data.prescriber_id
     return None
