@@ -17,7 +17,11 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralCancelled,
     ReferralRejected,
 )
-from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+from aiguillage_schemas.events.referral_requests import (
+    ReferralAmended,
+    ReferralCancellationRequested,
+)
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from referral_intake.adapters.identity_cipher import IdentityCipher
 from referral_intake.adapters.kafka import IntakeHandler, RegistryHandler, RejectionPublisher
 from referral_intake.adapters.postgres import (
@@ -70,7 +74,10 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             consumer,
             topic=settings.topic(topics.INTAKE.name),
             group_id=settings.consumer_group,
-            documented_payload=ReferralSubmitted,
+            documented_payload=ReferralSubmitted
+            | ReferralSubmittedV1
+            | ReferralAmended
+            | ReferralCancellationRequested,
             description="Referrals submitted, amended (referral.amended) or cancelled "
             "(referral.cancellation_requested) by prescribers; signed (see docs/intake.md).",
         )
