@@ -26,6 +26,7 @@ from aiguillage_common.codec import encode_event
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision
 from aiguillage_demo.samples import DEMO_CASES, make_referral, new_referral_id
+from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
@@ -71,6 +72,7 @@ def _start_services(
             f"{prefix}DATABASE_URL": database_url,
         }
         env.setdefault("AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY", _demo_master_key(log_dir))
+        env.setdefault(SECRETS_ENV, demo_secrets_json())
         with (log_dir / f"{service}.log").open("ab") as log:
             processes.append(
                 subprocess.Popen(
@@ -144,20 +146,32 @@ async def _exchange(bootstrap: str, count: int) -> tuple[dict[str, Outcome], lis
     try:
         for index in range(count):
             referral = make_referral(index, referral_id=new_referral_id("demo"))
+            value = encode_event(referral)
             sent = await producer.send_and_wait(
-                topics.INTAKE.name, encode_event(referral), key=referral.subject.encode()
+                topics.INTAKE.name,
+                value,
+                key=referral.subject.encode(),
+                headers=_signed(referral.data.prescriber.prescriber_id, value),
             )
             outcomes[referral.subject] = Outcome(referral, sent.timestamp)
         bad_key = new_referral_id("demo-bad")
+        not_json = b"<referral>not json</referral>"
         await producer.send_and_wait(
-            topics.INTAKE.name, b"<referral>not json</referral>", key=bad_key.encode()
+            topics.INTAKE.name,
+            not_json,
+            key=bad_key.encode(),
+            headers=_signed("parquet-tj-lille", not_json),
         )
         wrong = make_referral(0, referral_id=new_referral_id("demo-bad")).model_dump(mode="json")
         wrong["data"]["needed_services"] = ["astrology"]
         import json
 
+        wrong_value = json.dumps(wrong).encode()
         await producer.send_and_wait(
-            topics.INTAKE.name, json.dumps(wrong).encode(), key=wrong["subject"].encode()
+            topics.INTAKE.name,
+            wrong_value,
+            key=wrong["subject"].encode(),
+            headers=_signed(wrong["data"]["prescriber"]["prescriber_id"], wrong_value),
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (
@@ -180,6 +194,11 @@ async def _exchange(bootstrap: str, count: int) -> tuple[dict[str, Outcome], lis
         await producer.stop()
         await reader.stop()
     return outcomes, rejected
+
+
+def _signed(prescriber_id: str, value: bytes) -> list[tuple[str, bytes]]:
+    """Demo prescribers sign like real ones (with made-up secrets)."""
+    return [(k, v.encode()) for k, v in sign_as(prescriber_id, value).items()]
 
 
 def _print_summary(outcomes: dict[str, Outcome], rejected: list[dict[str, Any]]) -> None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.notifications import NotificationIssued
+from aiguillage_schemas.events.prescribers import PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
     MessageDeadLettered,
     ReferralAccepted,
     ReferralCancelled,
     ReferralRejected,
 )
-from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+from aiguillage_schemas.events.referral_requests import (
+    ReferralAmended,
+    ReferralCancellationRequested,
+)
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from aiguillage_schemas.events.routing_decisions import (
     PathReported,
     ReferralEscalated,
@@ -35,4 +40,8 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     PathReported,
     NotificationIssued,
     MessageDeadLettered,
+    ReferralSubmittedV1,
+    ReferralAmended,
+    ReferralCancellationRequested,
+    PrescriberRegistryUpdated,
 )

@@ -36,6 +36,9 @@ NOTIFICATIONS_DEAD_LETTER = Topic(
     "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
 )
 
+# Prescriber registry updates (administrators -> intake, notifications), keyed by prescriber id.
+PRESCRIBERS_REGISTRY = Topic("prescribers.registry", 3, "registry administrators -> services")
+
 ALL_TOPICS: tuple[Topic, ...] = (
     INTAKE,
     REJECTED,
@@ -44,4 +47,5 @@ ALL_TOPICS: tuple[Topic, ...] = (
     NOTIFICATIONS_OUTBOUND,
     ROUTING_DEAD_LETTER,
     NOTIFICATIONS_DEAD_LETTER,
+    PRESCRIBERS_REGISTRY,
 )

@@ -53,6 +53,14 @@ class JudicialFrame(StrEnum):
     VOLUNTARY = "voluntary"
 
 
+class Availability(StrEnum):
+    """When the person can attend (schema v2; v1 only had ``evening_only``)."""
+
+    DAYTIME = "daytime"
+    EVENING = "evening"
+    WEEKEND = "weekend"
+
+
 class Urgency(StrEnum):
     STANDARD = "standard"
     URGENT = "urgent"
@@ -80,5 +88,11 @@ class RejectionReason(StrEnum):
     IMPOSSIBLE_DATE = "impossible_date"
     FUTURE_DATE = "future_date"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    UNKNOWN_PRESCRIBER = "unknown_prescriber"
+    BAD_SIGNATURE = "bad_signature"
+    REPLAYED_MESSAGE = "replayed_message"
+    OUTSIDE_JURISDICTION = "outside_jurisdiction"
+    UNKNOWN_REFERRAL = "unknown_referral"
+    REFERRAL_CLOSED = "referral_closed"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PROCESSING_ERROR = "processing_error"

@@ -15,9 +15,13 @@ async def test_not_json_and_wrong_shape_are_rejected_and_the_next_referral_flows
     intake = isolated.topic(topics.INTAKE)
     # Same key, so all three land on one partition, in this order.
     key = b"ref-poison-order-1"
-    await isolated.kafka.send_raw(intake, b"{not json", key=key)
+    sender = "parquet-tj-lille"  # authenticated, so its rejections name it
+    await isolated.kafka.send_raw(intake, b"{not json", key=key, signed_by=sender)
     await isolated.kafka.send_raw(
-        intake, b'{"event_type": "referral.submitted", "schema_version": 1}', key=key
+        intake,
+        b'{"event_type": "referral.submitted", "schema_version": 1}',
+        key=key,
+        signed_by=sender,
     )
     valid = make_referral(0, referral_id=key.decode())
     await isolated.kafka.send_event(intake, valid)
@@ -37,6 +41,7 @@ async def test_not_json_and_wrong_shape_are_rejected_and_the_next_referral_flows
     assert missing["field_path"] == "source"
     assert missing["original_topic"] == intake
     assert len(missing["original_sha256"]) == 64
+    assert {r.json()["data"]["prescriber_id"] for r in rejected} == {sender}
 
 
 async def test_rejections_do_not_echo_the_input(isolated: Isolated) -> None:
@@ -47,7 +52,10 @@ async def test_rejections_do_not_echo_the_input(isolated: Isolated) -> None:
     import json
 
     await isolated.kafka.send_raw(
-        intake, json.dumps(referral).encode(), key=referral["subject"].encode()
+        intake,
+        json.dumps(referral).encode(),
+        key=referral["subject"].encode(),
+        signed_by=referral["data"]["prescriber"]["prescriber_id"],
     )
     rejected = await eventually(
         lambda: isolated.kafka.read_all(isolated.topic(topics.REJECTED)),

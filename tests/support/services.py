@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json
+
 BIN = Path(sys.executable).parent
 SERVICES = {
     "referral-intake": ("aiguillage-intake", "AIGUILLAGE_INTAKE_"),
@@ -83,6 +85,7 @@ def service_env(
         f"{prefix}OUTBOX_POLL_INTERVAL_S": "0.5",
         f"{prefix}RETRY_BASE_DELAY_S": "0.05",
         "AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY": TEST_MASTER_KEY,
+        SECRETS_ENV: demo_secrets_json(),
     }
     env.update(extra or {})
     return env

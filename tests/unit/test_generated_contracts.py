@@ -15,5 +15,5 @@ def test_generated_files_are_up_to_date() -> None:
 
 
 def test_a_sample_referral_validates_against_the_published_schema() -> None:
-    schema = json.loads((ROOT / "json" / "referral.submitted.v1.schema.json").read_text())
+    schema = json.loads((ROOT / "json" / "referral.submitted.v2.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(make_referral(4).model_dump(mode="json"))

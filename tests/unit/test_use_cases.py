@@ -20,6 +20,7 @@ from aiguillage_schemas.events.routing_decisions import ReferralRouted
 from aiguillage_schemas.vocabulary import RejectionReason
 from notifications.domain.messages import Notification
 from notifications.use_cases.notify import notify
+from referral_intake.adapters.registry_file import load_registry_file
 from referral_intake.domain.admission import Admitted
 from referral_intake.use_cases.submit_referral import Outcome, Topics, submit_referral
 from routing.domain.decision import Routed, Unroutable
@@ -28,6 +29,7 @@ from routing.use_cases.route_referral import route_referral
 from tests.unit.fakes import FakeStore, FakeUnitOfWork
 
 TODAY = date(2026, 11, 22)
+REGISTRY = load_registry_file()
 TOPICS = Topics(accepted="accepted", rejected="rejected")
 CONFLICT = Rejection(
     reason=RejectionReason.CONFLICTING_DUPLICATE,
@@ -44,7 +46,11 @@ class FakeIntakeUow(FakeUnitOfWork):
         return next((fp for rid, fp in self.store.rows("referrals") if rid == referral_id), None)
 
     async def add_referral(
-        self, event: ReferralSubmitted, admitted: Admitted, identity: Identity
+        self,
+        event: ReferralSubmitted,
+        admitted: Admitted,
+        identity: Identity,
+        outside_jurisdiction: bool,
     ) -> None:
         self.write("referrals", (event.subject, admitted.fingerprint))
 
@@ -61,7 +67,14 @@ class FakeNotificationsUow(FakeUnitOfWork):
 
 async def _submit(store: FakeStore, event: ReferralSubmitted, geography: Geography) -> Outcome:
     return await submit_referral(
-        event, CONFLICT, lambda: FakeIntakeUow(store), geography, TOPICS, TODAY
+        event,
+        CONFLICT,
+        lambda: FakeIntakeUow(store),
+        geography,
+        TOPICS,
+        TODAY,
+        REGISTRY[event.data.prescriber.prescriber_id],
+        flag_outside_jurisdiction=False,
     )
 
 

@@ -2,6 +2,9 @@
 
 This is the only event that carries a person's identity, and it only travels from the prescriber to
 referral-intake, which keeps the identity and forwards a pseudonymous referral.
+
+Version 2 (current) replaced ``person.evening_only`` by ``person.availability``; intake still
+accepts version 1 and upgrades it with ``upgrade_v1`` (see schemas/CHANGELOG.md).
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from aiguillage_schemas.envelope import Contract, Envelope
-from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
+from aiguillage_schemas.vocabulary import (
+    Availability,
+    JudicialFrame,
+    PrescriberKind,
+    ServiceCode,
+    Urgency,
+)
 
 InseeCode = Annotated[
     str,
@@ -66,12 +75,25 @@ class Residence(Contract):
         return self
 
 
-class Person(Contract):
+class PersonV1(Contract):
     residence: Residence
     language: str = Field(default="fr", pattern=r"^[a-z]{2,3}$", description="ISO 639 code.")
     interpreter_needed: bool = False
     reduced_mobility: bool = False
     evening_only: bool = False
+
+
+class Person(Contract):
+    residence: Residence
+    language: str = Field(default="fr", pattern=r"^[a-z]{2,3}$", description="ISO 639 code.")
+    interpreter_needed: bool = False
+    reduced_mobility: bool = False
+    availability: list[Availability] = Field(
+        default_factory=lambda: [Availability.DAYTIME, Availability.EVENING],
+        min_length=1,
+        max_length=3,
+        description="When the person can attend; evening groups exist.",
+    )
 
 
 class Identity(Contract):
@@ -91,6 +113,18 @@ class VictimSafety(Contract):
     anti_approach_bracelet: bool = False
 
 
+class ReferralSubmittedDataV1(Contract):
+    prescriber: Prescriber
+    frame: Frame
+    needed_services: list[ServiceCode] = Field(min_length=1, max_length=11)
+    bans: Bans = Field(default_factory=Bans)
+    person: PersonV1
+    identity: Identity
+    victim_safety: VictimSafety = Field(default_factory=VictimSafety)
+    urgency: Urgency = Urgency.STANDARD
+    respond_by: date | None = Field(default=None, description="Deadline for a first answer.")
+
+
 class ReferralSubmittedData(Contract):
     prescriber: Prescriber
     frame: Frame
@@ -103,8 +137,8 @@ class ReferralSubmittedData(Contract):
     respond_by: date | None = Field(default=None, description="Deadline for a first answer.")
 
 
-class ReferralSubmitted(Envelope):
-    """A prescriber asks Aiguillage to orient a person to a CPCA site."""
+class ReferralSubmittedV1(Envelope):
+    """Previous version, still accepted by intake and upgraded on arrival."""
 
     EVENT_TYPE = "referral.submitted"
     SCHEMA_VERSION = 1
@@ -112,4 +146,31 @@ class ReferralSubmitted(Envelope):
     event_type: Literal["referral.submitted"] = "referral.submitted"
     schema_version: Literal[1] = 1
     subject: ReferralId
+    data: ReferralSubmittedDataV1
+
+
+class ReferralSubmitted(Envelope):
+    """A prescriber asks Aiguillage to orient a person to a CPCA site (current version)."""
+
+    EVENT_TYPE = "referral.submitted"
+    SCHEMA_VERSION = 2
+
+    event_type: Literal["referral.submitted"] = "referral.submitted"
+    schema_version: Literal[2] = 2
+    subject: ReferralId
     data: ReferralSubmittedData
+
+
+def upgrade_v1(event: ReferralSubmittedV1) -> ReferralSubmitted:
+    """The one place that knows how v1 maps to v2: ``evening_only`` becomes an availability.
+
+    The envelope (event id, times, ids) is kept, so deduplication and correlation are unchanged.
+    """
+    document = event.model_dump()
+    person = document["data"]["person"]
+    evening_only = person.pop("evening_only")
+    person["availability"] = (
+        [Availability.EVENING] if evening_only else [Availability.DAYTIME, Availability.EVENING]
+    )
+    document["schema_version"] = 2
+    return ReferralSubmitted.model_validate(document)

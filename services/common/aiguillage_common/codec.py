@@ -26,6 +26,8 @@ class Problem:
     reason: RejectionReason
     message: str
     field_path: str | None = None
+    # Set only once the sender is authenticated, so that it (and nobody it claims to be) is told.
+    prescriber_id: str | None = None
 
 
 class InvalidMessage(Exception):

@@ -84,6 +84,7 @@ class InboundRecord:
             original_partition=self.partition,
             original_offset=self.offset,
             original_event_id=event_id,
+            prescriber_id=problem.prescriber_id,
         )
 
     def derived_id(self, purpose: str) -> UUID:

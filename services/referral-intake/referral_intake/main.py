@@ -11,13 +11,28 @@ from aiguillage_common.consumer import ReliableConsumer, subscribe
 from aiguillage_common.geography import load_geography
 from aiguillage_common.runtime import Runtime, build_app, run_service
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
-from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
+from aiguillage_schemas.events.referral_lifecycle import (
+    ReferralAccepted,
+    ReferralCancelled,
+    ReferralRejected,
+)
+from aiguillage_schemas.events.referral_requests import (
+    ReferralAmended,
+    ReferralCancellationRequested,
+)
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from referral_intake.adapters.identity_cipher import IdentityCipher
-from referral_intake.adapters.kafka import IntakeHandler, RejectionPublisher
-from referral_intake.adapters.postgres import PostgresIntakeUnitOfWork
+from referral_intake.adapters.kafka import IntakeHandler, RegistryHandler, RejectionPublisher
+from referral_intake.adapters.postgres import (
+    PostgresIntakeUnitOfWork,
+    PostgresRegistry,
+    PostgresRegistryUnitOfWork,
+)
+from referral_intake.adapters.registry_file import load_registry_file
 from referral_intake.settings import IntakeSettings
 from referral_intake.use_cases.submit_referral import CONSUMER, Topics
+from referral_intake.use_cases.update_registry import REGISTRY_CONSUMER
 
 SERVICE = "referral-intake"
 DESCRIPTION = (
@@ -29,6 +44,8 @@ DESCRIPTION = (
 def create_app(settings: IntakeSettings | None = None) -> FastStream:
     settings = settings or IntakeSettings()
     geography = load_geography()
+    registry_file = load_registry_file(settings.registry_file)
+    secrets = settings.secrets()
     cipher = IdentityCipher(
         settings.identity_master_key.get_secret_value(), settings.identity_master_key_id
     )
@@ -43,26 +60,47 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             topics=topic_names,
             max_bytes=settings.max_message_bytes,
             today=lambda: datetime.now(UTC).date(),
+            registry=_LazyRegistry(runtime, registry_file),
+            secrets=secrets,
+            replay_window_s=settings.replay_window_s,
+            flag_outside_jurisdiction=settings.jurisdiction_policy == "flag",
         )
+        rejections = RejectionPublisher(runtime.producer, topic_names.rejected)
         consumer = ReliableConsumer(
-            CONSUMER,
-            handler,
-            RejectionPublisher(runtime.producer, topic_names.rejected),
-            runtime.retry_policy,
-            settings.handler_timeout_s,
+            CONSUMER, handler, rejections, runtime.retry_policy, settings.handler_timeout_s
         )
         subscribe(
             broker,
             consumer,
             topic=settings.topic(topics.INTAKE.name),
             group_id=settings.consumer_group,
-            documented_payload=ReferralSubmitted,
-            description="Referrals submitted by prescribers.",
+            documented_payload=ReferralSubmitted
+            | ReferralSubmittedV1
+            | ReferralAmended
+            | ReferralCancellationRequested,
+            description="Referrals submitted, amended (referral.amended) or cancelled "
+            "(referral.cancellation_requested) by prescribers; signed (see docs/intake.md).",
+        )
+        subscribe(
+            broker,
+            ReliableConsumer(
+                REGISTRY_CONSUMER,
+                RegistryHandler(lambda: PostgresRegistryUnitOfWork(runtime.require_pool())),
+                rejections,
+                runtime.retry_policy,
+                settings.handler_timeout_s,
+            ),
+            topic=settings.topic(topics.PRESCRIBERS_REGISTRY.name),
+            # Its own group: a registry update must reach this service even while the referral
+            # consumers rebalance, and must not make them rebalance.
+            group_id=f"{settings.consumer_group}.registry",
+            documented_payload=PrescriberRegistryUpdated,
+            description="Prescriber registry updates; they override the registry file.",
         )
         broker.publisher(
             topic_names.accepted,
-            schema=ReferralAccepted,
-            description="Identity-free referrals, via the outbox.",
+            schema=ReferralAccepted | ReferralCancelled,
+            description="Identity-free referrals and their cancellations, via the outbox.",
         )
         broker.publisher(
             topic_names.rejected,
@@ -71,6 +109,20 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
         )
 
     return build_app(SERVICE, settings, register, DESCRIPTION)
+
+
+class _LazyRegistry:
+    """The pool exists only once the app started; handlers run only after that."""
+
+    def __init__(self, runtime: Runtime, from_file: dict[str, PrescriberEntry]) -> None:
+        self._runtime = runtime
+        self._from_file = from_file
+        self._registry: PostgresRegistry | None = None
+
+    async def by_key_id(self, key_id: str) -> PrescriberEntry | None:
+        if self._registry is None:
+            self._registry = PostgresRegistry(self._runtime.require_pool(), self._from_file)
+        return await self._registry.by_key_id(key_id)
 
 
 def run() -> None:

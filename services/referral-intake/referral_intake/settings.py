@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -18,3 +22,29 @@ class IntakeSettings(ServiceSettings):
         description="Base64 of 32 random bytes; wraps each person's identity key."
     )
     identity_master_key_id: str = "k1"
+    signing_secrets: SecretStr = Field(
+        default=SecretStr("{}"),
+        description="JSON object: signing key id -> shared secret (from a secret store).",
+    )
+    replay_window_s: int = Field(
+        default=300, ge=1, description="Signed timestamps older or newer than this are refused."
+    )
+    jurisdiction_policy: Literal["reject", "flag"] = Field(
+        default="reject",
+        description="A referral outside its prescriber's jurisdiction: refuse it, or admit it "
+        "flagged for review.",
+    )
+    registry_file: Path | None = Field(
+        default=None, description="Prescriber registry at start; default data/prescribers.json."
+    )
+    retention_days: int = Field(
+        default=365, ge=0, description="Closed referrals older than this are purged."
+    )
+
+    def secrets(self) -> dict[str, bytes]:
+        parsed = json.loads(self.signing_secrets.get_secret_value())
+        if not isinstance(parsed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
+        ):
+            raise ValueError("signing_secrets must be a JSON object of non-empty strings")
+        return {key: value.encode("utf-8") for key, value in parsed.items()}

@@ -1,9 +1,17 @@
-"""Kafka side of intake: turn a raw record into a submitted referral, or a rejection."""
+"""Kafka side of intake: authenticate a raw record, decode it, dispatch it, or reject it.
+
+Order of checks, cheapest and least trusting first: size, headers, emptiness, then the signature
+(before the body is parsed), then the body, then the business rules. Once the sender is
+authenticated every rejection names it, so notifications can tell it what to fix.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Protocol
 
 from aiguillage_common.codec import InvalidMessage, Problem, decode_event
 from aiguillage_common.consumer import InboundRecord
@@ -11,31 +19,70 @@ from aiguillage_common.dead_letter import publish_event, safe_subject
 from aiguillage_common.geography import Geography
 from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import get_logger
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import ReferralRejected
-from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+from aiguillage_schemas.events.referral_requests import (
+    ReferralAmended,
+    ReferralCancellationRequested,
+)
+from aiguillage_schemas.events.referral_submitted import (
+    ReferralSubmitted,
+    ReferralSubmittedV1,
+    upgrade_v1,
+)
 from aiguillage_schemas.vocabulary import RejectionReason
+from referral_intake.domain.authentication import authenticate, signing_key_id
+from referral_intake.use_cases.referral_requests import (
+    RequestsUnitOfWork,
+    amend_referral,
+    cancel_referral,
+)
 from referral_intake.use_cases.submit_referral import (
     SOURCE,
     IntakeUnitOfWork,
+    Outcome,
     Topics,
     conflict_problem,
     submit_referral,
 )
+from referral_intake.use_cases.update_registry import RegistryUnitOfWork, update_registry
 
 log = get_logger("aiguillage.intake")
-ACCEPTED_VERSIONS: tuple[type[ReferralSubmitted], ...] = (ReferralSubmitted,)
+ACCEPTED_VERSIONS: tuple[type[Envelope], ...] = (
+    ReferralSubmitted,
+    ReferralSubmittedV1,
+    ReferralAmended,
+    ReferralCancellationRequested,
+)
 
 
-def read_submission(record: InboundRecord, max_bytes: int) -> ReferralSubmitted:
-    """Envelope-level checks that need nothing but the record."""
+class Registry(Protocol):
+    async def by_key_id(self, key_id: str) -> PrescriberEntry | None: ...
+
+
+class IntakeUnitOfWorkAll(IntakeUnitOfWork, RequestsUnitOfWork, Protocol):
+    pass
+
+
+def precheck(record: InboundRecord, max_bytes: int) -> bytes:
+    """Checks that need nothing but the record, before any cryptography runs on it."""
     if record.value is not None and len(record.value) > max_bytes:
         raise InvalidMessage(
             Problem(RejectionReason.MESSAGE_TOO_LARGE, f"the value exceeds {max_bytes} bytes")
         )
     if record.has_bad_headers:
         raise InvalidMessage(Problem(RejectionReason.BAD_HEADER, "a header value is not UTF-8"))
+    if not record.value:
+        raise InvalidMessage(
+            Problem(RejectionReason.EMPTY_MESSAGE, "the message has no value (or is a tombstone)")
+        )
+    return record.value
+
+
+def read_request(record: InboundRecord) -> Envelope:
+    """Decode the body and check the key; v1 submissions come out upgraded to v2."""
     event = decode_event(record.value, ACCEPTED_VERSIONS)
-    assert isinstance(event, ReferralSubmitted)
     if record.key is None:
         raise InvalidMessage(
             Problem(RejectionReason.MISSING_KEY, "the Kafka key must be the referral id")
@@ -44,38 +91,131 @@ def read_submission(record: InboundRecord, max_bytes: int) -> ReferralSubmitted:
         raise InvalidMessage(
             Problem(RejectionReason.KEY_MISMATCH, "the Kafka key differs from subject", "subject")
         )
+    if isinstance(event, ReferralSubmittedV1):
+        return upgrade_v1(event)
     return event
+
+
+def claimed_sender(event: Envelope) -> tuple[str, str]:
+    """The prescriber id the body claims, and where it says so."""
+    if isinstance(event, ReferralSubmitted):
+        return event.data.prescriber.prescriber_id, "data.prescriber.prescriber_id"
+    assert isinstance(event, ReferralAmended | ReferralCancellationRequested)
+    return event.data.prescriber_id, "data.prescriber_id"
 
 
 class IntakeHandler:
     def __init__(
         self,
-        uow_factory: Callable[[], IntakeUnitOfWork],
+        uow_factory: Callable[[], IntakeUnitOfWorkAll],
         geography: Geography,
         topics: Topics,
         max_bytes: int,
         today: Callable[[], date],
+        registry: Registry,
+        secrets: Mapping[str, bytes],
+        replay_window_s: int,
+        flag_outside_jurisdiction: bool,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._uow_factory = uow_factory
         self._geography = geography
         self._topics = topics
         self._max_bytes = max_bytes
         self._today = today
+        self._registry = registry
+        self._secrets = dict(secrets)
+        self._window_s = replay_window_s
+        self._flag = flag_outside_jurisdiction
+        self._clock = clock
 
     async def __call__(self, record: InboundRecord) -> None:
-        event = read_submission(record, self._max_bytes)
-        outcome = await submit_referral(
-            event,
-            record.rejection(conflict_problem(), event.event_id),
-            self._uow_factory,
-            self._geography,
-            self._topics,
-            self._today(),
-        )
+        value = precheck(record, self._max_bytes)
+        prescriber = await self._authenticate(record, value)
+        try:
+            event = read_request(record)
+            claimed, path = claimed_sender(event)
+            if claimed != prescriber.prescriber_id:
+                raise InvalidMessage(
+                    Problem(
+                        RejectionReason.BAD_SIGNATURE,
+                        "the record is signed with another prescriber's key",
+                        path,
+                    )
+                )
+            outcome = await self._dispatch(record, event, prescriber)
+        except InvalidMessage as invalid:
+            named = dataclasses.replace(invalid.problem, prescriber_id=prescriber.prescriber_id)
+            raise InvalidMessage(named) from None
         log.info(
             f"referral.{outcome}",
             referral_id=event.subject,
             correlation_id=str(event.correlation_id),
+            prescriber_id=prescriber.prescriber_id,
+        )
+
+    async def _authenticate(self, record: InboundRecord, value: bytes) -> PrescriberEntry:
+        key_id = signing_key_id(record.headers)
+        if isinstance(key_id, Problem):
+            raise InvalidMessage(key_id)
+        entry = await self._registry.by_key_id(key_id)
+        found = authenticate(
+            record.headers,
+            value,
+            entry,
+            self._secrets.get(key_id),
+            self._clock(),
+            self._window_s,
+        )
+        if isinstance(found, Problem):
+            raise InvalidMessage(found)
+        return found
+
+    async def _dispatch(
+        self, record: InboundRecord, event: Envelope, prescriber: PrescriberEntry
+    ) -> Outcome:
+        if isinstance(event, ReferralSubmitted):
+            return await submit_referral(
+                event,
+                record.rejection(conflict_problem(prescriber.prescriber_id), event.event_id),
+                self._uow_factory,
+                self._geography,
+                self._topics,
+                self._today(),
+                prescriber,
+                self._flag,
+            )
+        if isinstance(event, ReferralCancellationRequested):
+            return await cancel_referral(
+                event, prescriber, self._uow_factory, self._topics, datetime.now(UTC)
+            )
+        assert isinstance(event, ReferralAmended)
+        return await amend_referral(event, prescriber, self._uow_factory, self._today())
+
+
+class RegistryHandler:
+    """Registry updates: same delivery guarantees as referrals (inbox, commit after storing)."""
+
+    def __init__(self, uow_factory: Callable[[], RegistryUnitOfWork]) -> None:
+        self._uow_factory = uow_factory
+
+    async def __call__(self, record: InboundRecord) -> None:
+        event = decode_event(record.value, (PrescriberRegistryUpdated,))
+        assert isinstance(event, PrescriberRegistryUpdated)
+        if record.key_text != event.subject or event.subject != event.data.prescriber_id:
+            raise InvalidMessage(
+                Problem(
+                    RejectionReason.KEY_MISMATCH,
+                    "key, subject and prescriber_id must be the same prescriber id",
+                    "subject",
+                )
+            )
+        kept = await update_registry(event, self._uow_factory)
+        log.info(
+            "registry.updated" if kept else "registry.update_ignored",
+            prescriber_id=event.data.prescriber_id,
+            signing_key_id=event.data.signing_key_id,
+            active=event.data.active,
         )
 
 

@@ -1,13 +1,19 @@
-"""PostgreSQL side of intake: referrals and sealed identities."""
+"""PostgreSQL side of intake: referrals, sealed identities, the registry, retention."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
 
 import asyncpg
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
+from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
 from referral_intake.adapters.identity_cipher import IdentityCipher
 from referral_intake.domain.admission import Admitted
+from referral_intake.domain.registry import effective_entry
+from referral_intake.use_cases.referral_requests import StoredReferral
 
 
 class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
@@ -22,24 +28,120 @@ class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
         return value
 
     async def add_referral(
-        self, event: ReferralSubmitted, admitted: Admitted, identity: Identity
+        self,
+        event: ReferralSubmitted,
+        admitted: Admitted,
+        identity: Identity,
+        outside_jurisdiction: bool,
     ) -> None:
         await self.connection.execute(
             "INSERT INTO referrals (referral_id, fingerprint, prescriber_id, correlation_id,"
-            " submitted_event_id, accepted) VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+            " submitted_event_id, accepted, outside_jurisdiction)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
             event.subject,
             admitted.fingerprint,
             admitted.data.prescriber_id,
             event.correlation_id,
             event.event_id,
             admitted.data.model_dump_json(),
+            outside_jurisdiction,
         )
-        sealed = self._cipher.seal(event.subject, identity)
+        await self._seal(event.subject, identity, insert=True)
+
+    async def referral(self, referral_id: str) -> StoredReferral | None:
+        row = await self.connection.fetchrow(
+            "SELECT prescriber_id, status, purged_at FROM referrals WHERE referral_id = $1"
+            " FOR UPDATE",
+            referral_id,
+        )
+        if row is None:
+            return None
+        return StoredReferral(row["prescriber_id"], row["status"], row["purged_at"] is not None)
+
+    async def cancel(self, referral_id: str, at: datetime) -> None:
         await self.connection.execute(
-            "INSERT INTO identities (referral_id, ciphertext, wrapped_key, master_key_id)"
-            " VALUES ($1, $2, $3, $4)",
-            event.subject,
-            sealed.ciphertext,
-            sealed.wrapped_key,
-            sealed.master_key_id,
+            "UPDATE referrals SET status = 'cancelled', closed_at = $2 WHERE referral_id = $1",
+            referral_id,
+            at,
         )
+
+    async def replace_identity(self, referral_id: str, identity: Identity) -> None:
+        await self._seal(referral_id, identity, insert=False)
+
+    async def _seal(self, referral_id: str, identity: Identity, *, insert: bool) -> None:
+        sealed = self._cipher.seal(referral_id, identity)
+        sql = (
+            "INSERT INTO identities (referral_id, ciphertext, wrapped_key, master_key_id)"
+            " VALUES ($1, $2, $3, $4)"
+            if insert
+            else "UPDATE identities SET ciphertext = $2, wrapped_key = $3, master_key_id = $4"
+            " WHERE referral_id = $1"
+        )
+        await self.connection.execute(
+            sql, referral_id, sealed.ciphertext, sealed.wrapped_key, sealed.master_key_id
+        )
+
+
+class PostgresRegistryUnitOfWork(PostgresUnitOfWork):
+    async def store_entry(self, event: PrescriberRegistryUpdated) -> bool:
+        kept = await self.connection.fetchval(
+            "INSERT INTO prescribers (prescriber_id, signing_key_id, entry, updated_at, event_id)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5)"
+            " ON CONFLICT (prescriber_id) DO UPDATE SET signing_key_id = excluded.signing_key_id,"
+            " entry = excluded.entry, updated_at = excluded.updated_at,"
+            " event_id = excluded.event_id"
+            " WHERE prescribers.updated_at < excluded.updated_at RETURNING true",
+            event.data.prescriber_id,
+            event.data.signing_key_id,
+            event.data.model_dump_json(),
+            event.occurred_at,
+            event.event_id,
+        )
+        return bool(kept)
+
+
+class PostgresRegistry:
+    """The effective registry: the file's entries, overridden by those received by event.
+
+    Read per message (one indexed query), so every intake instance sees an update at once.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, from_file: Mapping[str, PrescriberEntry]) -> None:
+        self._pool = pool
+        self._from_file = dict(from_file)
+
+    async def by_key_id(self, key_id: str) -> PrescriberEntry | None:
+        file_ids = [e.prescriber_id for e in self._from_file.values() if e.signing_key_id == key_id]
+        rows = await self._pool.fetch(
+            "SELECT entry FROM prescribers WHERE signing_key_id = $1 OR prescriber_id = ANY($2)",
+            key_id,
+            file_ids,
+        )
+        stored = [PrescriberEntry.model_validate_json(row["entry"]) for row in rows]
+        return effective_entry(key_id, self._from_file, stored)
+
+
+async def purge_closed(pool: asyncpg.Pool, older_than_days: int, now: datetime) -> list[str]:
+    """Crypto-shred the identity of referrals closed more than ``older_than_days`` ago.
+
+    The wrapped person key and the ciphertext are deleted, so any copy of the sealed identity left
+    elsewhere (backups, a topic) can never be opened again. The pseudonymous referral row stays, as
+    the record that the referral existed and was closed; its routing attributes (which include the
+    unlabelled victim commune among the exclusions) are emptied.
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        rows = await connection.fetch(
+            "UPDATE referrals SET purged_at = $1, accepted = '{}'::jsonb"
+            " WHERE closed_at IS NOT NULL AND purged_at IS NULL"
+            " AND closed_at < $1::timestamptz - make_interval(days => $2::int)"
+            " RETURNING referral_id",
+            now,
+            older_than_days,
+        )
+        purged = [row["referral_id"] for row in rows]
+        await connection.execute(
+            "UPDATE identities SET wrapped_key = NULL, ciphertext = ''::bytea"
+            " WHERE referral_id = ANY($1)",
+            purged,
+        )
+    return purged

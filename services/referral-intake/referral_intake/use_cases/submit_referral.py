@@ -12,6 +12,7 @@ from typing import Protocol
 from aiguillage_common.codec import InvalidMessage, Problem
 from aiguillage_common.geography import Geography
 from aiguillage_common.unit_of_work import UnitOfWork
+from aiguillage_schemas.events.prescribers import PrescriberEntry
 from aiguillage_schemas.events.referral_lifecycle import (
     ReferralAccepted,
     ReferralRejected,
@@ -20,6 +21,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
 from aiguillage_schemas.vocabulary import RejectionReason
 from referral_intake.domain.admission import Admitted, admit
+from referral_intake.domain.registry import outside_jurisdiction
 
 CONSUMER = "referral-intake"
 SOURCE = "referral-intake"
@@ -28,7 +30,10 @@ _IDS = uuid.UUID("0b9a4bb0-54c4-4b8e-8d3c-1f0b6f1a9e21")
 
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
+    ACCEPTED_FLAGGED = "accepted_outside_jurisdiction"
     DUPLICATE = "duplicate"
+    CANCELLED = "cancelled"
+    AMENDED = "amended"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
@@ -36,7 +41,11 @@ class IntakeUnitOfWork(UnitOfWork, Protocol):
     async def stored_fingerprint(self, referral_id: str) -> str | None: ...
 
     async def add_referral(
-        self, event: ReferralSubmitted, admitted: Admitted, identity: Identity
+        self,
+        event: ReferralSubmitted,
+        admitted: Admitted,
+        identity: Identity,
+        outside_jurisdiction: bool,
     ) -> None: ...
 
 
@@ -58,15 +67,22 @@ async def submit_referral(
     geography: Geography,
     topics: Topics,
     today: date,
+    prescriber: PrescriberEntry,
+    flag_outside_jurisdiction: bool,
 ) -> Outcome:
     """Admit the referral once: store it (identity sealed) and emit the identity-free event.
 
     ``conflict`` is the rejection to send if the referral id is already taken by other content.
+    ``prescriber`` is the authenticated sender; a referral outside its jurisdiction is refused, or
+    admitted and flagged when ``flag_outside_jurisdiction`` (a policy setting).
     Checks that need no database raise ``InvalidMessage`` before any transaction is opened.
     """
     admitted = admit(event, geography, today)
     if isinstance(admitted, Problem):
         raise InvalidMessage(admitted)
+    foreign = outside_jurisdiction(prescriber, admitted.data.residence_departement)
+    if foreign is not None and not flag_outside_jurisdiction:
+        raise InvalidMessage(foreign)
     uow = uow_factory()
     async with uow:
         if not await uow.claim(CONSUMER, event.event_id):
@@ -77,7 +93,7 @@ async def submit_referral(
         if stored is not None:
             await uow.emit(topics.rejected, _conflict(event, conflict))
             return Outcome.CONFLICTING_DUPLICATE
-        await uow.add_referral(event, admitted, event.data.identity)
+        await uow.add_referral(event, admitted, event.data.identity, foreign is not None)
         await uow.emit(
             topics.accepted,
             ReferralAccepted(
@@ -88,14 +104,15 @@ async def submit_referral(
                 data=admitted.data,
             ),
         )
-    return Outcome.ACCEPTED
+    return Outcome.ACCEPTED if foreign is None else Outcome.ACCEPTED_FLAGGED
 
 
-def conflict_problem() -> Problem:
+def conflict_problem(prescriber_id: str | None = None) -> Problem:
     return Problem(
         RejectionReason.CONFLICTING_DUPLICATE,
         "this referral id was already submitted with different content",
         "subject",
+        prescriber_id,
     )
 
 

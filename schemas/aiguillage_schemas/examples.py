@@ -1,0 +1,169 @@
+"""Published examples, one per inbound contract and per answer a prescriber receives.
+
+Fixed values (ids, dates, made-up people) so that the committed files only change when a contract
+does. They are validated by pydantic (tests) and by ajv, a validator from another ecosystem (CI).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from uuid import UUID
+
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.prescribers import (
+    Channel,
+    Jurisdiction,
+    PrescriberEntry,
+    PrescriberRegistryUpdated,
+)
+from aiguillage_schemas.events.referral_lifecycle import ReferralRejected, Rejection
+from aiguillage_schemas.events.referral_requests import (
+    ReferralAmended,
+    ReferralAmendedData,
+    ReferralCancellationRequested,
+    ReferralCancellationRequestedData,
+)
+from aiguillage_schemas.events.referral_submitted import (
+    Bans,
+    Frame,
+    Identity,
+    Person,
+    PersonV1,
+    Prescriber,
+    ReferralSubmitted,
+    ReferralSubmittedData,
+    ReferralSubmittedDataV1,
+    ReferralSubmittedV1,
+    Residence,
+    VictimSafety,
+)
+from aiguillage_schemas.vocabulary import (
+    Availability,
+    JudicialFrame,
+    PrescriberKind,
+    RejectionReason,
+    ServiceCode,
+    Urgency,
+)
+
+REFERRAL_ID = "tjlille-2026-000123"
+CORRELATION = UUID("5d0c4a8e-2f7b-4c61-9a3e-0b8f6d1e2c47")
+AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+PRESCRIBER = Prescriber(
+    prescriber_id="parquet-tj-lille",
+    kind=PrescriberKind.PARQUET,
+    jurisdiction="TJ Lille",
+    case_reference="PR-2026-004512",
+)
+FRAME = Frame(
+    judicial_frame=JudicialFrame.ALTERNATIVE_ORIENTATION,
+    decision_date=date(2026, 11, 18),
+    measure_end_date=date(2027, 5, 18),
+)
+IDENTITY = Identity(
+    last_name="Exemple",
+    first_name="Camille",
+    birth_date=date(1984, 3, 9),
+    phone="0600000000",
+    address="1 rue de l'Exemple, 59350 Lille",
+)
+NEEDS = [ServiceCode.INITIAL_ASSESSMENT, ServiceCode.RESPONSIBILITY_COURSE]
+BANS = Bans(communes=["59599"])
+SAFETY = VictimSafety(victim_commune_insee="59009", anti_approach_bracelet=False)
+
+
+def examples() -> dict[str, Envelope]:
+    """Schema name (``<event_type>.v<N>``) -> example."""
+    submitted = ReferralSubmitted(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a01"),
+        occurred_at=AT,
+        source="parquet-tj-lille",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=ReferralSubmittedData(
+            prescriber=PRESCRIBER,
+            frame=FRAME,
+            needed_services=NEEDS,
+            bans=BANS,
+            person=Person(
+                residence=Residence(commune_insee="59350"),
+                availability=[Availability.EVENING],
+            ),
+            identity=IDENTITY,
+            victim_safety=SAFETY,
+            urgency=Urgency.STANDARD,
+            respond_by=date(2026, 11, 24),
+        ),
+    )
+    submitted_v1 = ReferralSubmittedV1(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a02"),
+        occurred_at=AT,
+        source="parquet-tj-lille",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=ReferralSubmittedDataV1(
+            prescriber=PRESCRIBER,
+            frame=FRAME,
+            needed_services=NEEDS,
+            bans=BANS,
+            person=PersonV1(residence=Residence(postal_code="59000"), evening_only=True),
+            identity=IDENTITY,
+            victim_safety=SAFETY,
+        ),
+    )
+    amended = ReferralAmended(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a03"),
+        occurred_at=AT,
+        source="parquet-tj-lille",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=ReferralAmendedData(
+            prescriber_id="parquet-tj-lille",
+            identity=IDENTITY.model_copy(update={"phone": "0611111111"}),
+        ),
+    )
+    cancelled = ReferralCancellationRequested(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a04"),
+        occurred_at=AT,
+        source="parquet-tj-lille",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=ReferralCancellationRequestedData(
+            prescriber_id="parquet-tj-lille", reason="measure_lifted"
+        ),
+    )
+    rejected = ReferralRejected(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a05"),
+        occurred_at=AT,
+        source="referral-intake",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=Rejection(
+            reason=RejectionReason.UNKNOWN_COMMUNE,
+            message="residence commune is not a known INSEE code",
+            field_path="data.person.residence.commune_insee",
+            original_sha256="9f2c" * 16,
+            original_topic="referrals.intake",
+            original_partition=3,
+            original_offset=1842,
+            original_event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a01"),
+            prescriber_id="parquet-tj-lille",
+        ),
+    )
+    registry = PrescriberRegistryUpdated(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a06"),
+        occurred_at=AT,
+        source="registry-admin",
+        correlation_id=UUID("6e1d5b9f-3a8c-4d72-8b4f-1c9a7e2d3f58"),
+        subject="parquet-tj-lille",
+        data=PrescriberEntry(
+            prescriber_id="parquet-tj-lille",
+            kind=PrescriberKind.PARQUET,
+            name="Parquet (parquet-tj-lille)",
+            jurisdiction=Jurisdiction(departements=["59"]),
+            signing_key_id="parquet-tj-lille-2027",
+            channels=[Channel(type="kafka")],
+        ),
+    )
+    events: list[Envelope] = [submitted, submitted_v1, amended, cancelled, rejected, registry]
+    return {event.schema_name(): event for event in events}
