@@ -70,9 +70,7 @@ async def test_each_service_killed_mid_batch_loses_nothing_and_duplicates_nothin
     routing_schema, notif_schema = isolated.schema("routing"), isolated.schema("notifications")
     decisions = await isolated.db.fetch(f"SELECT referral_id FROM {routing_schema}.decisions")
     assert sorted(r["referral_id"] for r in decisions) == sorted(r.subject for r in referrals)
-    rows = await isolated.db.fetch(
-        f"SELECT referral_id, topic FROM {notif_schema}.notifications"
-    )
+    rows = await isolated.db.fetch(f"SELECT referral_id, topic FROM {notif_schema}.notifications")
     per_referral = Counter((r["referral_id"], r["topic"]) for r in rows)
     assert len(rows) == expected_notifications
     assert set(per_referral.values()) == {1}
