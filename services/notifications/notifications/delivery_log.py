@@ -92,8 +92,9 @@ def _attempt_line(row: Any) -> list[str]:
 
 def render(lines: list[list[str]]) -> str:
     header = " ".join(name.ljust(width) for name, width in COLUMNS)
+    widths = [width for _, width in COLUMNS]
     body = [
-        " ".join(value[:width].ljust(width) for value, (_, width) in zip(line, COLUMNS, strict=True))
+        " ".join(value[:width].ljust(width) for value, width in zip(line, widths, strict=True))
         for line in lines
     ]
     return "\n".join([header, "-" * len(header), *body])
