@@ -102,6 +102,7 @@ class WebhookCall:
     body: bytes
     status: int
     signature_ok: bool
+    at: float = field(default_factory=time.time)  # when the call arrived (epoch seconds)
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -361,7 +361,9 @@ class Planner:
     def _routed(self, event: ReferralRouted) -> list[_Draft]:
         data = event.data
         site = data.site
-        answer_by = french_datetime(data.answer_by) if data.answer_by else "dès que possible"
+        answer_by = (
+            f"avant le {french_datetime(data.answer_by)}" if data.answer_by else "dès que possible"
+        )
         centre = _Draft(
             "centre",
             site.centre_id,
