@@ -279,6 +279,35 @@ async def test_permanently_failing_webhook_is_dead_lettered_and_falls_back_to_em
     assert '"fallback_channel": "email"' in line
 
 
+async def test_webhook_failing_until_retries_are_exhausted_is_dead_lettered_with_that_reason(
+    isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
+) -> None:
+    hooks.always[LYON_HOOK] = 503
+    env = notifications_env(hooks, smtp, delivery_max_attempts="3")
+    await start_notifications(isolated, env)
+    referral_id = new_ref(isolated, "hook503")
+    await isolated.kafka.send_event(isolated.topic(topics.ROUTED), routed(referral_id))
+
+    rows = await settled(isolated, referral_id, 5)
+    dead = one(rows, channel="webhook")
+    assert dead["state"] == "dead"
+    assert dead["attempts"] == 3
+    assert len([c for c in hooks.calls if c.path == LYON_HOOK]) == 3
+    assert one(rows, fallback_for=dead["delivery_id"])["state"] == "delivered"
+    dead_letters = await eventually(
+        lambda: isolated.kafka.read_all(isolated.topic(topics.NOTIFICATIONS_DEAD_LETTER)),
+        lambda records: any(r.key == referral_id for r in records),
+        timeout_s=30,
+        what="the dead-lettered delivery",
+    )
+    (letter,) = [r.json()["data"] for r in dead_letters if r.key == referral_id]
+    assert (letter["reason"], letter["error_class"], letter["attempts"]) == (
+        "retries_exhausted",
+        "http_503",
+        3,
+    )
+
+
 async def test_smtp_refusing_then_accepting_delivers_the_email_once(
     isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
 ) -> None:

@@ -487,3 +487,23 @@ async def test_notify_records_every_delivery_once() -> None:
     assert len(store.rows("deliveries")) == 4
     assert len(store.rows("reminders")) == 1
     assert len(store.outbox) == 2
+
+
+def test_rejection_of_a_malformed_key_is_still_told_with_an_unknown_reference() -> None:
+    rejected = ReferralRejected(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject="ab",
+        data=Rejection(
+            reason=RejectionReason.NOT_JSON,
+            message="the value is not JSON",
+            original_sha256="0" * 64,
+            original_topic="referrals.intake",
+            original_partition=0,
+            original_offset=1,
+            prescriber_id=PRESCRIBER,
+        ),
+    )
+    (told,) = notifications_planner().plan(rejected, NOW).notifications
+    assert told.referral_id == "unknown"
+    assert "not_json" in told.email_text

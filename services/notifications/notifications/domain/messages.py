@@ -7,6 +7,7 @@ the channel, so a redelivered event plans the very same rows, which the database
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from notifications.domain.recipients import Recipients
 from notifications.domain.templates import Templates
 
 _IDS = uuid.UUID("9d3f1c0e-7b2a-4e55-8f61-2a9c3e7d5b14")
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$")  # ReferralId of the contracts
 PARIS = ZoneInfo("Europe/Paris")
 
 RoutingEvent = (
@@ -181,11 +183,14 @@ class Planner:
 
     def plan(self, event: InboundEvent, now: datetime) -> Plan:
         drafts = self._drafts(event)
-        common = {"reference": event.subject, "correlation_id": str(event.correlation_id)}
+        # A rejection's subject is whatever key the sender used; quote it back only when it is a
+        # well-formed reference (the outbound contract requires one).
+        reference = event.subject if _REFERENCE.match(event.subject) else "unknown"
+        common = {"reference": reference, "correlation_id": str(event.correlation_id)}
         notifications, unknown = [], []
         for draft in drafts:
             nid = notification_id(event.event_id, draft.kind, draft.recipient_id)
-            notification = self._notification(nid, event.subject, draft, common)
+            notification = self._notification(nid, reference, draft, common)
             if not notification.deliveries:
                 unknown.append(f"{draft.kind}:{draft.recipient_id}")
             notifications.append(notification)
