@@ -507,3 +507,26 @@ def test_rejection_of_a_malformed_key_is_still_told_with_an_unknown_reference() 
     (told,) = notifications_planner().plan(rejected, NOW).notifications
     assert told.referral_id == "unknown"
     assert "not_json" in told.email_text
+
+
+class BrokenSender:
+    async def send(self, job: DeliveryJob) -> AttemptResult:
+        raise KeyError("a bug, not a network failure")
+
+
+async def test_a_sender_bug_dead_letters_that_delivery_instead_of_stalling_the_worker() -> None:
+    store, job = FakeStore(), _job()
+    copy = Delivery(uuid.uuid4(), job.notification_id, "email", "c@x.invalid", 1)
+    deliverer = Deliverer(
+        lambda: FakeDeliveryUow(store, [job], [copy]),
+        {"webhook": BrokenSender()},
+        BackoffPolicy(3, 1.0, 10.0),
+        "dead-letter",
+        30.0,
+        10,
+        lambda: NOW,
+    )
+    assert await deliverer.deliver_due() == 1
+    ((_, result, decision),) = store.rows("attempts")
+    assert result.error_class == "internal_KeyError"
+    assert decision.dead_reason == "permanent_failure"

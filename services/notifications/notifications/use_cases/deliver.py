@@ -81,7 +81,14 @@ class Deliverer:
         async with self._uow_factory() as uow:
             jobs = await uow.lease_due(self._batch_size, self._lease_s)
         if jobs:
-            await asyncio.gather(*(self._deliver(job) for job in jobs))
+            outcomes = await asyncio.gather(
+                *(self._deliver(job) for job in jobs), return_exceptions=True
+            )
+            # One delivery whose outcome could not be recorded (database gone) must not hide
+            # the others': they are recorded; this one is due again when its lease expires.
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise failed[0]
         return len(jobs)
 
     async def _deliver(self, job: DeliveryJob) -> None:
@@ -89,7 +96,12 @@ class Deliverer:
         if sender is None:
             result = AttemptResult("permanent", 0, f"no_sender_{job.channel}")
         else:
-            result = await sender.send(job)
+            try:
+                result = await sender.send(job)
+            except Exception as error:
+                # A bug for this delivery (the channels classify every network failure): retrying
+                # would fail the same way forever, so it is dead-lettered with the error's type.
+                result = AttemptResult("permanent", 0, f"internal_{type(error).__name__}")
         decision = decide(result, job.attempts + 1, self._policy, self._clock())
         async with self._uow_factory() as uow:
             await uow.record_attempt(job, result, decision)
