@@ -74,7 +74,9 @@ SITE = SiteRef(
 
 
 def notifications_planner() -> Planner:
-    settings = NotificationsSettings(webhook_url_template="http://hooks.test/{kind}/{id}")
+    settings = NotificationsSettings(
+        webhook_url_template="http://hooks.test/{kind}/{id}", smtp_host="smtp.test"
+    )
     return Planner(load_recipients(settings, "outbound"), load_templates(), timedelta(hours=24))
 
 
@@ -530,3 +532,13 @@ async def test_a_sender_bug_dead_letters_that_delivery_instead_of_stalling_the_w
     ((_, result, decision),) = store.rows("attempts")
     assert result.error_class == "internal_KeyError"
     assert decision.dead_reason == "permanent_failure"
+
+
+def test_channels_that_are_not_configured_are_left_out() -> None:
+    bare = Planner(
+        load_recipients(NotificationsSettings(), "outbound"), load_templates(), timedelta(hours=1)
+    )
+    centre, prescriber = bare.plan(routed(), NOW).notifications
+    assert centre.deliveries == ()  # no webhook URL, no SMTP relay: nothing to retry against
+    assert [d.channel for d in prescriber.deliveries] == ["kafka"]
+    assert bare.plan(routed(), NOW).unknown_recipients == ("centre:ARA-LYON",)

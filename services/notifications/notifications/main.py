@@ -164,6 +164,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
                 settings.db_schema,
                 settings.delivery_poll_interval_s,
                 client,
+                settings.graceful_timeout_s,
             )
 
         runtime.worker_factories.append(delivery_worker)

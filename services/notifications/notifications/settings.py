@@ -30,7 +30,7 @@ class NotificationsSettings(ServiceSettings):
     )
     webhook_timeout_s: float = 5.0
 
-    smtp_host: str = "127.0.0.1"
+    smtp_host: str = Field(default="", description="SMTP relay; empty: no e-mail channel.")
     smtp_port: int = 25
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None

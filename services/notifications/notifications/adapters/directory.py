@@ -1,8 +1,9 @@
 """Recipients and templates from files: data/centre_contacts.json, data/prescribers.json and
 the package's templates/ folder.
 
-Read once at start. A recipient's webhook channel is kept only when the settings give it a URL, so
-a deployment without webhooks simply delivers on the other channels.
+Read once at start. A recipient's webhook channel is kept only when the settings give it a URL, and
+e-mail only when an SMTP relay is configured, so a deployment without them delivers on the other
+channels instead of retrying against a peer that does not exist.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _recipient(
         kind_of = channel["type"]
         if kind_of == "kafka":
             channels.append(Channel("kafka", outbound_topic))
-        elif kind_of == "email" and channel.get("address"):
+        elif kind_of == "email" and channel.get("address") and settings.smtp_host:
             channels.append(Channel("email", channel["address"]))
         elif kind_of == "webhook":
             url = webhook_url(settings, kind, recipient_id)

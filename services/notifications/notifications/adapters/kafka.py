@@ -48,13 +48,16 @@ class NotificationsHandler:
         if not issued:
             log.info("notification.nobody_to_tell", referral_id=event.subject)
         for notification in issued:
+            fields = {
+                "referral_id": event.subject,
+                "recipient_kind": notification.recipient_kind,
+                "recipient_id": notification.recipient_id,
+                "topic": notification.topic,
+            }
             channels = [d.channel for d in notification.deliveries]
-            log_method = log.info if channels else log.warning
-            log_method(
-                "notification.issued",
-                referral_id=event.subject,
-                recipient_kind=notification.recipient_kind,
-                recipient_id=notification.recipient_id,
-                topic=notification.topic,
-                channels=channels or "none (unknown recipient)",
-            )
+            if channels:
+                log.info("notification.issued", channels=channels, **fields)
+            else:
+                # Only on the outbound topic: the recipient is unknown or none of its channels
+                # is configured. An operator must fix the directory or the settings.
+                log.warning("notification.no_channel", **fields)

@@ -29,6 +29,7 @@ class DeliveryWorker:
         schema: str,
         poll_interval_s: float,
         http_client: httpx.AsyncClient | None = None,
+        grace_s: float = 15.0,
     ) -> None:
         self._pool = pool
         self._deliverer = deliverer
@@ -37,6 +38,8 @@ class DeliveryWorker:
         self._channel = f"{schema}_deliveries"
         self._poll_interval_s = poll_interval_s
         self._http_client = http_client
+        self._grace_s = grace_s
+        self._stopping = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
@@ -48,11 +51,17 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="notifications-delivery-worker")
 
     async def stop(self) -> None:
-        # Cancelling mid-attempt only loses the lease: the delivery is due again after it.
+        """Let the attempts in flight finish and be recorded (SIGTERM), within the grace period;
+        past it, cancelling only loses their lease: they are due again when it expires."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._grace_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.remove_listener(self._channel, self._on_notify)
@@ -66,7 +75,7 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self._deliverer.fire_due_reminders(self._planner, self._outbound_topic)
@@ -83,6 +92,6 @@ class DeliveryWorker:
                 )
                 await asyncio.sleep(delay)
                 continue
-            if attempted == 0:
+            if attempted == 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
