@@ -404,5 +404,5 @@ class Planner:
         facts = self._site_facts(data.site)
         facts["report"] = REPORT_LABELS.get(data.report, data.report)
         facts["occurred_on"] = data.occurred_on.strftime("%d/%m/%Y")
-        facts["details"] = " ; ".join(details) if details else "-"
+        facts["details"] = " ; ".join(details) if details else "aucune"
         return _Draft("prescriber", data.prescriber_id, "path_reported", data.site.site_id, facts)
