@@ -23,6 +23,8 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralPlacedData,
     ReferralRouted,
     ReferralRoutedData,
+    ReferralWithdrawn,
+    ReferralWithdrawnData,
     SiteRef,
 )
 from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
@@ -306,6 +308,41 @@ async def test_webhook_failing_until_retries_are_exhausted_is_dead_lettered_with
         "http_503",
         3,
     )
+
+
+async def test_a_cancellation_never_overtakes_the_offer_being_retried(
+    isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
+) -> None:
+    hooks.scripts[LYON_HOOK] = [500]  # the offer's first call fails; its retry is ~1 s away
+    await start_notifications(isolated, notifications_env(hooks, smtp, base_delay_s=1.0))
+    referral_id = new_ref(isolated, "order")
+    offer = routed(referral_id)
+    await isolated.kafka.send_event(isolated.topic(topics.ROUTED), offer)
+    await isolated.kafka.send_event(
+        isolated.topic(topics.ROUTED),
+        ReferralWithdrawn(
+            source="routing",
+            correlation_id=offer.correlation_id,
+            subject=referral_id,
+            data=ReferralWithdrawnData(
+                prescriber_id="spip-69",
+                prescriber_kind=PrescriberKind.SPIP,
+                site=LYON,
+                reason="cancelled_by_prescriber",
+            ),
+        ),
+    )
+
+    await settled(isolated, referral_id, 6)  # offer: 4 deliveries; cancellation: webhook, e-mail
+    calls = [(c.json()["topic"], c.status) for c in hooks.calls if c.path == LYON_HOOK]
+    assert calls == [
+        ("referral_offered", 500),
+        ("referral_offered", 200),
+        ("referral_withdrawn", 200),
+    ]
+    subjects = [m.subject for m in smtp.to(LYON_MAIL)]
+    assert len(subjects) == 2
+    assert "annulée" in subjects[1]
 
 
 async def test_smtp_refusing_then_accepting_delivers_the_email_once(

@@ -9,13 +9,27 @@ from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob
 from notifications.domain.messages import Delivery, Notification, Reminder
 
+# Due deliveries, in order per (referral, recipient, channel): one waits while an earlier one to
+# the same recipient on the same channel is still pending, so that a centre never receives the
+# cancellation of an offer before the offer itself (head-of-line blocking, per referral only).
 _LEASE_DUE = """
 WITH due AS (
-    SELECT delivery_id FROM deliveries
-    WHERE state = 'pending' AND next_attempt_at <= clock_timestamp()
-    ORDER BY next_attempt_at
+    SELECT d.delivery_id FROM deliveries d
+    JOIN notifications n ON n.notification_id = d.notification_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= clock_timestamp()
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          JOIN notifications en ON en.notification_id = e.notification_id
+          WHERE en.referral_id = n.referral_id
+            AND en.recipient_kind = n.recipient_kind
+            AND en.recipient_id = n.recipient_id
+            AND e.channel = d.channel
+            AND e.state = 'pending'
+            AND e.created_at < d.created_at
+      )
+    ORDER BY d.next_attempt_at
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries d
 SET next_attempt_at = clock_timestamp() + make_interval(secs => $2)
