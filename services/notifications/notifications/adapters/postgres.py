@@ -9,9 +9,11 @@ from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob
 from notifications.domain.messages import Delivery, Notification, Reminder
 
-# Due deliveries, in order per (referral, recipient, channel): one waits while an earlier one to
-# the same recipient on the same channel is still pending, so that a centre never receives the
-# cancellation of an offer before the offer itself (head-of-line blocking, per referral only).
+# Due deliveries, in decision order per (referral, recipient, channel): one waits while a delivery
+# of an earlier notification to the same recipient on the same channel is still pending, so that
+# a centre never receives the cancellation of an offer before the offer itself (head-of-line
+# blocking, per referral only). Notification time, not delivery time: a fallback created later
+# still belongs to its earlier decision.
 _LEASE_DUE = """
 WITH due AS (
     SELECT d.delivery_id FROM deliveries d
@@ -25,7 +27,7 @@ WITH due AS (
             AND en.recipient_id = n.recipient_id
             AND e.channel = d.channel
             AND e.state = 'pending'
-            AND e.created_at < d.created_at
+            AND en.created_at < n.created_at
       )
     ORDER BY d.next_attempt_at
     LIMIT $1
