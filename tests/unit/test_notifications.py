@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed
@@ -53,7 +55,15 @@ from notifications.domain.delivery import (
     http_result,
     smtp_result,
 )
-from notifications.domain.messages import Delivery, Notification, Planner, Reminder
+from notifications.domain.messages import (
+    REPORT_LABELS,
+    SERVICE_LABELS,
+    TERMINATION_LABELS,
+    Delivery,
+    Notification,
+    Planner,
+    Reminder,
+)
 from notifications.domain.templates import TemplateError, TopicTemplate
 from notifications.settings import NotificationsSettings
 from notifications.use_cases.deliver import Deliverer
@@ -542,3 +552,34 @@ def test_channels_that_are_not_configured_are_left_out() -> None:
     assert centre.deliveries == ()  # no webhook URL, no SMTP relay: nothing to retry against
     assert [d.channel for d in prescriber.deliveries] == ["kafka"]
     assert bare.plan(routed(), NOW).unknown_recipients == ("centre:ARA-LYON",)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    services=st.lists(st.sampled_from(list(ServiceCode)), min_size=1, max_size=5, unique=True),
+    report=st.sampled_from(
+        ["no_show", "module_completed", "path_terminated", "breach_suspected", "attended"]
+    ),
+    module=st.sampled_from(list(ServiceCode)),
+    attempt=st.integers(min_value=1, max_value=5),
+)
+def test_no_health_or_judicial_label_ever_reaches_an_email(
+    services: list[ServiceCode], report: str, module: ServiceCode, attempt: int
+) -> None:
+    planner = notifications_planner()
+    offer = routed(attempt=attempt).model_copy(
+        update={"data": routed(attempt=attempt).data.model_copy(update={"services": services})}
+    )
+    extra: dict[str, Any] = {"module": module} if report == "module_completed" else {}
+    if report == "path_terminated":
+        extra["termination_reason"] = "excluded"
+    if report == "no_show":
+        extra["justified"] = False
+    notifications = [
+        *planner.plan(offer, NOW).notifications,
+        *planner.plan(path(report, **extra), NOW).notifications,
+    ]
+    forbidden = [*SERVICE_LABELS.values(), *REPORT_LABELS.values(), *TERMINATION_LABELS.values()]
+    for notification in notifications:
+        mail = f"{notification.title}\n{notification.email_text}\n{notification.email_html}"
+        assert not [label for label in forbidden if label in mail]
