@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import signal
 import statistics
@@ -52,14 +53,19 @@ class Outcome:
     @property
     def done(self) -> bool:
         expected = 2 if self.decision and self.decision["event_type"] == "referral.routed" else 1
-        return self.decision is not None and len(self.notifications) >= expected
+        # "Received" comes from intake's acceptance, not from the routing decision.
+        about_decision = [n for _, n in self.notifications if n["topic"] != "referral_received"]
+        return self.decision is not None and len(about_decision) >= expected
 
     def latency_ms(self) -> int:
         return max(ts for ts, _ in self.notifications) - self.submitted_ms
 
 
 def _start_services(
-    bootstrap: str, database_url: str, log_dir: Path
+    bootstrap: str,
+    database_url: str,
+    log_dir: Path,
+    extra_env: dict[str, dict[str, str]] | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
@@ -70,6 +76,7 @@ def _start_services(
             **os.environ,
             f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             f"{prefix}DATABASE_URL": database_url,
+            **(extra_env or {}).get(service, {}),
         }
         env.setdefault("AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY", _demo_master_key(log_dir))
         env.setdefault(SECRETS_ENV, demo_secrets_json())
@@ -115,15 +122,19 @@ async def _wait_started(log_dir: Path, processes: list[subprocess.Popen[bytes]])
 async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path) -> int:
     await provision(bootstrap)
     await migrate_services(database_url, list(COMMANDS))
-    processes = _start_services(bootstrap, database_url, log_dir)
+    peers = await _start_peers()
+    processes = _start_services(bootstrap, database_url, log_dir, {"notifications": peers.env})
     try:
         await _wait_started(log_dir, processes)
         outcomes, rejected = await _exchange(bootstrap, count)
+        await peers.wait_for(outcomes)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=60) for process in processes]
+        await peers.stop()
     _print_summary(outcomes, rejected)
+    peers.print_summary(outcomes)
     print(f"\nServices stopped with SIGTERM, exit codes {codes}. Logs: {log_dir}")
     return 0 if all(o.done for o in outcomes.values()) and not any(codes) else 1
 
@@ -261,3 +272,89 @@ def run() -> None:
     parser.add_argument("--log-dir", type=Path, default=Path(".local/demo/logs"))
     args = parser.parse_args()
     sys.exit(asyncio.run(_run(args.bootstrap, args.database_url, args.count, args.log_dir)))
+
+
+@dataclass
+class _Peers:
+    """The demo's local SMTP sink and webhook receiver, and the env pointing notifications there."""
+
+    smtp: Any
+    hooks: Any
+    env: dict[str, str]
+
+    async def stop(self) -> None:
+        await self.smtp.stop()
+        await self.hooks.stop()
+
+    def _mails(self, outcomes: dict[str, Outcome]) -> list[Any]:
+        return [m for m in self.smtp.received if m.message["X-Aiguillage-Reference"] in outcomes]
+
+    def _calls(self, outcomes: dict[str, Outcome]) -> list[Any]:
+        return [c for c in self.hooks.calls if c.json().get("reference") in outcomes]
+
+    async def wait_for(self, outcomes: dict[str, Outcome], timeout_s: float = 60) -> None:
+        """Until every routed referral's centre was called and e-mailed (or the deadline)."""
+        routed = sum(
+            1
+            for o in outcomes.values()
+            if o.decision and o.decision["event_type"] == "referral.routed"
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            offered = [c for c in self._calls(outcomes) if c.json()["topic"] == "referral_offered"]
+            if len(offered) >= routed and len(self._mails(outcomes)) >= routed:
+                return
+            await asyncio.sleep(0.2)
+
+    def print_summary(self, outcomes: dict[str, Outcome]) -> None:
+        mails, calls = self._mails(outcomes), self._calls(outcomes)
+        print(f"\nE-mails captured by the local SMTP sink (port {self.smtp.port}): {len(mails)}")
+        example = next((m for m in mails if "coordination@" in m.rcpt_tos[0]), None) or (
+            mails[0] if mails else None
+        )
+        if example is not None:
+            print(f"  To: {', '.join(example.rcpt_tos)}")
+            print(f"  Subject: {example.subject}")
+            print(f"  Message-ID: {example.message_id}")
+            for line in [ln for ln in example.text().splitlines() if ln.strip()][:4]:
+                print(f"  | {line}")
+        verified = sum(1 for c in calls if c.signature_ok)
+        print(
+            f"\nWebhook calls received by the local receiver (port {self.hooks.port}): "
+            f"{len(calls)}, signature verified on {verified}"
+        )
+        offered = [c for c in calls if c.json()["topic"] == "referral_offered"]
+        if offered:
+            delays = sorted(
+                c.at * 1000 - outcomes[c.json()["reference"]].submitted_ms for c in offered
+            )
+            print(
+                f"  submit → centre's webhook called, {len(delays)} referrals: "
+                f"median {statistics.median(delays):.0f} ms, worst {delays[-1]:.0f} ms"
+            )
+        if calls:
+            call = calls[0]
+            body = call.json()
+            print(f"  POST {call.path} -> {call.status}")
+            signature = call.headers.get("x-aiguillage-signature", "")
+            print(f"  X-Aiguillage-Signature: {signature[:40]}...")
+            print(f"  Idempotency-Key: {call.idempotency_key}")
+            print(f"  topic={body['topic']} reference={body['reference']} title={body['title']!r}")
+
+
+async def _start_peers() -> _Peers:
+    from aiguillage_demo.peers import SmtpSink, WebhookReceiver
+
+    secret = base64.b64encode(os.urandom(24)).decode()
+    smtp, hooks = SmtpSink(), WebhookReceiver(secret.encode())
+    await smtp.start()
+    await hooks.start()
+    prefix = "AIGUILLAGE_NOTIFICATIONS_"
+    env = {
+        f"{prefix}WEBHOOK_URL_TEMPLATE": hooks.base_url + "/hooks/{kind}/{id}",
+        f"{prefix}WEBHOOK_SECRET": secret,
+        f"{prefix}SMTP_HOST": "127.0.0.1",
+        f"{prefix}SMTP_PORT": str(smtp.port),
+        f"{prefix}DELIVERY_POLL_INTERVAL_S": "0.2",
+    }
+    return _Peers(smtp, hooks, env)

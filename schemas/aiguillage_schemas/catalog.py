@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiguillage_schemas.envelope import Envelope
-from aiguillage_schemas.events.notifications import NotificationIssued
+from aiguillage_schemas.events.notifications import NotificationDeliveryFailed, NotificationIssued
 from aiguillage_schemas.events.prescribers import PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
     MessageDeadLettered,
@@ -39,6 +39,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     ReferralWithdrawn,
     PathReported,
     NotificationIssued,
+    NotificationDeliveryFailed,
     MessageDeadLettered,
     ReferralSubmittedV1,
     ReferralAmended,

@@ -16,7 +16,8 @@ async def test_each_service_killed_mid_batch_loses_nothing_and_duplicates_nothin
     isolated: Isolated,
 ) -> None:
     intake, routing, notifications = await isolated.start_all()
-    # Routable cases only, so that every referral ends with exactly two notifications.
+    # Routable cases only, so that every referral ends with exactly three notifications
+    # (received and routed to the prescriber, offered to the centre).
     routable = [i for i, case in enumerate(DEMO_CASES) if case.commune_insee != "21231"]
     referrals = [
         make_referral(
@@ -40,7 +41,7 @@ async def test_each_service_killed_mid_batch_loses_nothing_and_duplicates_nothin
         "referral-intake": f"SELECT count(*) FROM {isolated.schema('referral-intake')}.referrals",
         "routing": f"SELECT count(*) FROM {isolated.schema('routing')}.decisions",
         "notifications": (
-            f"SELECT count(*) / 2 FROM {isolated.schema('notifications')}.notifications"
+            f"SELECT count(*) / 3 FROM {isolated.schema('notifications')}.notifications"
         ),
     }
     handled_at_kill = []
@@ -58,7 +59,7 @@ async def test_each_service_killed_mid_batch_loses_nothing_and_duplicates_nothin
         victim.start()
         await wait_started(victim)
 
-    expected_notifications = 2 * len(referrals)
+    expected_notifications = 3 * len(referrals)
     await eventually(
         progress,
         lambda n: n >= expected_notifications,
@@ -69,10 +70,8 @@ async def test_each_service_killed_mid_batch_loses_nothing_and_duplicates_nothin
     routing_schema, notif_schema = isolated.schema("routing"), isolated.schema("notifications")
     decisions = await isolated.db.fetch(f"SELECT referral_id FROM {routing_schema}.decisions")
     assert sorted(r["referral_id"] for r in decisions) == sorted(r.subject for r in referrals)
-    rows = await isolated.db.fetch(
-        f"SELECT referral_id, recipient_kind FROM {notif_schema}.notifications"
-    )
-    per_referral = Counter((r["referral_id"], r["recipient_kind"]) for r in rows)
+    rows = await isolated.db.fetch(f"SELECT referral_id, topic FROM {notif_schema}.notifications")
+    per_referral = Counter((r["referral_id"], r["topic"]) for r in rows)
     assert len(rows) == expected_notifications
     assert set(per_referral.values()) == {1}
 

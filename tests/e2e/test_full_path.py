@@ -17,14 +17,16 @@ async def test_referral_is_routed_and_centre_and_prescriber_are_notified(
 
     outbound = await eventually(
         lambda: isolated.kafka.read_all(isolated.topic(topics.NOTIFICATIONS_OUTBOUND)),
-        lambda records: len(records) >= 2,
+        lambda records: len(records) == 3,
         timeout_s=60,
-        what="two notifications on notifications.outbound",
+        what="three notifications on notifications.outbound",
     )
-    by_recipient = {r.json()["data"]["recipient_kind"]: r.json()["data"] for r in outbound}
-    assert set(by_recipient) == {"centre", "prescriber"}
-    assert by_recipient["centre"]["recipient_id"] == "ARA-LYON"
-    assert by_recipient["prescriber"]["recipient_id"] == "spip-69"
+    told = {r.json()["data"]["topic"]: r.json()["data"] for r in outbound}
+    assert set(told) == {"referral_received", "referral_offered", "referral_routed"}
+    assert told["referral_offered"]["recipient_kind"] == "centre"
+    assert told["referral_offered"]["recipient_id"] == "ARA-LYON"
+    assert told["referral_routed"]["recipient_id"] == "spip-69"
+    assert told["referral_received"]["recipient_id"] == "spip-69"
     assert all(r.key == referral.subject for r in outbound)
     assert {r.headers["correlation_id"] for r in outbound} == {str(referral.correlation_id)}
 

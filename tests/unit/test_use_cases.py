@@ -27,6 +27,7 @@ from routing.domain.decision import Routed, Unroutable
 from routing.domain.directory import Directory
 from routing.use_cases.route_referral import route_referral
 from tests.unit.fakes import FakeStore, FakeUnitOfWork
+from tests.unit.test_notifications import notifications_planner
 
 TODAY = date(2026, 11, 22)
 REGISTRY = load_registry_file()
@@ -61,8 +62,17 @@ class FakeRoutingUow(FakeUnitOfWork):
 
 
 class FakeNotificationsUow(FakeUnitOfWork):
-    async def record(self, notification: Notification, cause: Any) -> None:
+    async def record(self, notification: Notification, *_cause: Any) -> None:
         self.write("notifications", notification)
+
+    async def add_delivery(self, delivery: Any) -> None:
+        self.write("deliveries", delivery)
+
+    async def cancel_reminders(self, referral_id: str) -> int:
+        return 0
+
+    async def schedule_reminder(self, reminder: Any) -> None:
+        self.write("reminders", reminder)
 
 
 async def _submit(store: FakeStore, event: ReferralSubmitted, geography: Geography) -> Outcome:
@@ -162,9 +172,11 @@ async def test_notifications_tell_centre_and_prescriber_once(
     )
     routed = routing_store.outbox[0][1]
     assert isinstance(routed, ReferralRouted)
-    issued = await notify(routed, lambda: FakeNotificationsUow(store), "outbound")
+    planner, now = notifications_planner(), routed.occurred_at
+    issued = await notify(routed, lambda: FakeNotificationsUow(store), "outbound", planner, now)
     assert issued is not None
-    assert await notify(routed, lambda: FakeNotificationsUow(store), "outbound") is None
+    again = await notify(routed, lambda: FakeNotificationsUow(store), "outbound", planner, now)
+    assert again is None
     kinds = sorted(n.recipient_kind for n in store.rows("notifications"))
     assert kinds == ["centre", "prescriber"]
     assert len(store.outbox) == 2

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 from faststream import FastStream
@@ -25,6 +26,14 @@ from aiguillage_common.outbox import OutboxRelay
 from aiguillage_common.settings import ServiceSettings
 
 
+class BackgroundWorker(Protocol):
+    """A service's own long-running task (e.g. a delivery worker), started after the relay."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Runtime:
     """What a service's handlers reach at run time; filled in at startup."""
@@ -33,6 +42,9 @@ class Runtime:
     producer: KafkaProducerAdapter
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
+    # Built at startup (they need the pool), stopped before the relay, in reverse order.
+    worker_factories: list[Callable[[Runtime], BackgroundWorker]] = field(default_factory=list)
+    workers: list[BackgroundWorker] = field(default_factory=list)
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -93,12 +105,18 @@ def build_app(
             settings.outbox_poll_interval_s,
         )
         await runtime.relay.start()
+        for factory in runtime.worker_factories:
+            worker = factory(runtime)
+            await worker.start()
+            runtime.workers.append(worker)
         log.info("service.resources_ready", schema=settings.db_schema)
 
     async def announce() -> None:
         log.info("service.started", kafka=settings.kafka_bootstrap_servers)
 
     async def close_resources() -> None:
+        while runtime.workers:
+            await runtime.workers.pop().stop()
         if runtime.relay is not None:
             await runtime.relay.stop(settings.graceful_timeout_s)
         await runtime.producer.stop()

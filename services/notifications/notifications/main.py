@@ -2,49 +2,116 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import httpx
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from aiguillage_common.consumer import ReliableConsumer, subscribe
 from aiguillage_common.dead_letter import DeadLetterPublisher
-from aiguillage_common.runtime import Runtime, build_app, run_service
+from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.notifications import NotificationIssued
-from aiguillage_schemas.events.referral_lifecycle import MessageDeadLettered
-from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.notifications import NotificationDeliveryFailed, NotificationIssued
+from aiguillage_schemas.events.referral_lifecycle import (
+    MessageDeadLettered,
+    ReferralAccepted,
+    ReferralRejected,
+)
+from aiguillage_schemas.events.routing_decisions import (
+    PathReported,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralRouted,
+    ReferralUnroutable,
+    ReferralWaitlisted,
+    ReferralWithdrawn,
+)
+from notifications.adapters.directory import load_recipients, load_templates, webhook_secret
+from notifications.adapters.email import EmailSender
 from notifications.adapters.kafka import NotificationsHandler
 from notifications.adapters.postgres import PostgresNotificationsUnitOfWork
+from notifications.adapters.webhook import WebhookSender
+from notifications.adapters.worker import DeliveryWorker
+from notifications.domain.delivery import BackoffPolicy
+from notifications.domain.messages import ROUTING_EVENTS, Planner
 from notifications.settings import NotificationsSettings
+from notifications.use_cases.deliver import Deliverer, Sender
 from notifications.use_cases.notify import CONSUMER
 
 SERVICE = "notifications"
-DESCRIPTION = "Tells centres and prescribers what routing decided."
+DESCRIPTION = "Tells centres and prescribers what happens to a referral, on their channels."
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def create_app(settings: NotificationsSettings | None = None) -> FastStream:
     settings = settings or NotificationsSettings()
     outbound_topic = settings.topic(topics.NOTIFICATIONS_OUTBOUND.name)
     dead_letter_topic = settings.topic(topics.NOTIFICATIONS_DEAD_LETTER.name)
+    planner = Planner(
+        load_recipients(settings, outbound_topic),
+        load_templates(),
+        timedelta(seconds=settings.reminder_before_s),
+    )
 
     def register(broker: KafkaBroker, runtime: Runtime) -> None:
-        handler = NotificationsHandler(
-            lambda: PostgresNotificationsUnitOfWork(runtime.require_pool()), outbound_topic
+        def uow() -> PostgresNotificationsUnitOfWork:
+            return PostgresNotificationsUnitOfWork(runtime.require_pool())
+
+        # One consumer group per source topic: a rebalance on one never pauses the others.
+        sources: Sequence[tuple[topics.Topic, str, Sequence[type[Envelope]], str, object]] = (
+            (
+                topics.ROUTED,
+                CONSUMER,
+                ROUTING_EVENTS,
+                settings.consumer_group,
+                ReferralRouted
+                | ReferralUnroutable
+                | ReferralWaitlisted
+                | ReferralEscalated
+                | ReferralPlaced
+                | ReferralWithdrawn
+                | PathReported,
+            ),
+            (
+                topics.ACCEPTED,
+                f"{CONSUMER}.accepted",
+                (ReferralAccepted,),
+                f"{settings.consumer_group}.accepted",
+                ReferralAccepted,
+            ),
+            (
+                topics.REJECTED,
+                f"{CONSUMER}.rejected",
+                (ReferralRejected,),
+                f"{settings.consumer_group}.rejected",
+                ReferralRejected,
+            ),
         )
-        consumer = ReliableConsumer(
-            CONSUMER,
-            handler,
-            DeadLetterPublisher(runtime.producer, dead_letter_topic, CONSUMER),
-            runtime.retry_policy,
-            settings.handler_timeout_s,
-        )
-        subscribe(
-            broker,
-            consumer,
-            topic=settings.topic(topics.ROUTED.name),
-            group_id=settings.consumer_group,
-            documented_payload=ReferralRouted | ReferralUnroutable,
-            description="Routing decisions.",
-        )
+        for topic, consumer_name, accepted, group, documented in sources:
+            handler = NotificationsHandler(
+                uow, outbound_topic, planner, accepted, consumer_name, _now
+            )
+            consumer = ReliableConsumer(
+                consumer_name,
+                handler,
+                DeadLetterPublisher(runtime.producer, dead_letter_topic, consumer_name),
+                runtime.retry_policy,
+                settings.handler_timeout_s,
+            )
+            subscribe(
+                broker,
+                consumer,
+                topic=settings.topic(topic.name),
+                group_id=group,
+                documented_payload=documented,
+                description=f"What to tell centres and prescribers ({topic.purpose}).",
+            )
         broker.publisher(
             outbound_topic,
             schema=NotificationIssued,
@@ -52,9 +119,55 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
         )
         broker.publisher(
             dead_letter_topic,
-            schema=MessageDeadLettered,
-            description="Messages notifications could not process, with the reason.",
+            schema=MessageDeadLettered | NotificationDeliveryFailed,
+            description="Messages notifications could not process, and deliveries that gave up.",
         )
+
+        def delivery_worker(runtime: Runtime) -> BackgroundWorker:
+            client = httpx.AsyncClient(follow_redirects=False)
+            smtp_password = settings.smtp_password
+            senders: dict[str, Sender] = {
+                "webhook": WebhookSender(
+                    client,
+                    lambda kind, rid: webhook_secret(settings, kind, rid),
+                    settings.webhook_timeout_s,
+                ),
+                "email": EmailSender(
+                    settings.smtp_host,
+                    settings.smtp_port,
+                    settings.mail_from,
+                    settings.message_id_domain,
+                    settings.smtp_timeout_s,
+                    settings.smtp_username,
+                    smtp_password.get_secret_value() if smtp_password else None,
+                    settings.smtp_start_tls,
+                ),
+            }
+            deliverer = Deliverer(
+                uow,
+                senders,
+                BackoffPolicy(
+                    settings.delivery_max_attempts,
+                    settings.delivery_base_delay_s,
+                    settings.delivery_max_delay_s,
+                ),
+                dead_letter_topic,
+                settings.delivery_lease_s,
+                settings.delivery_batch_size,
+                _now,
+            )
+            return DeliveryWorker(
+                runtime.require_pool(),
+                deliverer,
+                planner,
+                outbound_topic,
+                settings.db_schema,
+                settings.delivery_poll_interval_s,
+                client,
+                settings.graceful_timeout_s,
+            )
+
+        runtime.worker_factories.append(delivery_worker)
 
     return build_app(SERVICE, settings, register, DESCRIPTION)
 

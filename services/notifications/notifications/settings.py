@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from aiguillage_common.settings import ServiceSettings
@@ -14,3 +15,42 @@ class NotificationsSettings(ServiceSettings):
 
     db_schema: str = "notifications"
     consumer_group: str = "notifications"
+
+    # Webhooks: where each recipient's system listens, and the secret it checks signatures with.
+    # Configuration, never data files. ``{kind}`` and ``{id}`` are filled in per recipient.
+    webhook_url_template: str = Field(
+        default="", description="e.g. https://hooks.example/{kind}/{id}; empty: no webhooks."
+    )
+    webhook_urls: dict[str, str] = Field(
+        default_factory=dict, description="Per-recipient override, key 'centre:ARA-LYON'."
+    )
+    webhook_secret: SecretStr = Field(default=SecretStr(""), description="Default HMAC secret.")
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Per-recipient secret, key 'centre:ARA-LYON'."
+    )
+    webhook_timeout_s: float = 5.0
+
+    smtp_host: str = Field(default="", description="SMTP relay; empty: no e-mail channel.")
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_start_tls: bool = False
+    smtp_timeout_s: float = 10.0
+    mail_from: str = "Aiguillage <notifications@aiguillage.demo.invalid>"
+    message_id_domain: str = "aiguillage.demo.invalid"
+
+    # Delivery: retries of transient failures back off exponentially with jitter.
+    delivery_max_attempts: int = 8
+    delivery_base_delay_s: float = 2.0
+    delivery_max_delay_s: float = 600.0
+    delivery_batch_size: int = 20
+    delivery_poll_interval_s: float = 1.0
+
+    reminder_before_s: float = Field(
+        default=24 * 3600, description="Remind the centre this long before its answer deadline."
+    )
+
+    @property
+    def delivery_lease_s(self) -> float:
+        """Longer than any single attempt, so that a leased delivery is never sent twice at once."""
+        return max(self.webhook_timeout_s, self.smtp_timeout_s) * 2 + 5

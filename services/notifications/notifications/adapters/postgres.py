@@ -1,20 +1,73 @@
-"""PostgreSQL side of notifications: the record of every notification decided."""
+"""PostgreSQL side of notifications: notifications, deliveries, attempts and reminder timers."""
 
 from __future__ import annotations
 
+import json
+import uuid
+
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
-from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-from notifications.domain.messages import Notification
+from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob
+from notifications.domain.messages import Delivery, Notification, Reminder
+
+# Due deliveries, in decision order per (referral, recipient, channel): one waits while a delivery
+# of an earlier notification to the same recipient on the same channel is still pending, so that
+# a centre never receives the cancellation of an offer before the offer itself (head-of-line
+# blocking, per referral only). Notification time, not delivery time: a fallback created later
+# still belongs to its earlier decision.
+_LEASE_DUE = """
+WITH due AS (
+    SELECT d.delivery_id FROM deliveries d
+    JOIN notifications n ON n.notification_id = d.notification_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= clock_timestamp()
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          JOIN notifications en ON en.notification_id = e.notification_id
+          WHERE en.referral_id = n.referral_id
+            AND en.recipient_kind = n.recipient_kind
+            AND en.recipient_id = n.recipient_id
+            AND e.channel = d.channel
+            AND e.state = 'pending'
+            AND en.created_at < n.created_at
+      )
+    ORDER BY d.next_attempt_at
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET next_attempt_at = clock_timestamp() + make_interval(secs => $2)
+FROM due, notifications n
+WHERE d.delivery_id = due.delivery_id AND n.notification_id = d.notification_id
+RETURNING d.delivery_id, d.notification_id, n.referral_id, n.correlation_id, n.recipient_kind,
+    n.recipient_id, d.channel, d.target, d.position, d.fallback_for,
+    (SELECT f.channel FROM deliveries f WHERE f.delivery_id = d.fallback_for)
+        AS fallback_from_channel,
+    d.attempts, n.topic, n.site_id, n.title, n.body, n.email_text, n.email_html, n.facts
+"""
+
+_DUE_REMINDERS = """
+UPDATE reminders r SET state = 'fired', settled_at = clock_timestamp()
+FROM (
+    SELECT reminder_id FROM reminders
+    WHERE state = 'pending' AND fire_at <= clock_timestamp()
+    ORDER BY fire_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE r.reminder_id = due.reminder_id
+RETURNING r.reminder_id, r.referral_id, r.correlation_id, r.centre_id, r.centre_name, r.site_id,
+    r.answer_by, r.fire_at
+"""
 
 
 class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
     async def record(
-        self, notification: Notification, cause: ReferralRouted | ReferralUnroutable
+        self, notification: Notification, cause_id: uuid.UUID, correlation_id: uuid.UUID
     ) -> None:
         await self.connection.execute(
             "INSERT INTO notifications (notification_id, referral_id, recipient_kind,"
-            " recipient_id, topic, site_id, title, body, caused_by_event_id, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " recipient_id, topic, site_id, title, body, caused_by_event_id, correlation_id,"
+            " email_text, email_html, facts)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)",
             notification.notification_id,
             notification.referral_id,
             notification.recipient_kind,
@@ -23,6 +76,141 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             notification.site_id,
             notification.title,
             notification.body,
-            cause.event_id,
-            cause.correlation_id,
+            cause_id,
+            correlation_id,
+            notification.email_text,
+            notification.email_html,
+            json.dumps(dict(notification.facts)),
         )
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        # Kafka deliveries ride on the outbox row written in this same transaction: they are
+        # as durable as the notification itself, so they are recorded as handed over at once.
+        queued = delivery.channel == "kafka"
+        inserted = await self.connection.fetchval(
+            "INSERT INTO deliveries (delivery_id, notification_id, channel, target, position,"
+            " fallback_for, state, attempts, next_attempt_at, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+            "  CASE WHEN $7 = 'pending' THEN clock_timestamp() END,"
+            "  CASE WHEN $7 = 'pending' THEN NULL ELSE clock_timestamp() END)"
+            " ON CONFLICT (delivery_id) DO NOTHING RETURNING true",
+            delivery.delivery_id,
+            delivery.notification_id,
+            delivery.channel,
+            delivery.target,
+            delivery.position,
+            delivery.fallback_for,
+            "delivered" if queued else "pending",
+            1 if queued else 0,
+        )
+        if inserted and queued:
+            await self.connection.execute(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms)"
+                " VALUES ($1, 1, 'queued', 0)",
+                delivery.delivery_id,
+            )
+
+    async def cancel_reminders(self, referral_id: str) -> int:
+        status = await self.connection.execute(
+            "UPDATE reminders SET state = 'cancelled', settled_at = clock_timestamp()"
+            " WHERE referral_id = $1 AND state = 'pending'",
+            referral_id,
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def schedule_reminder(self, reminder: Reminder) -> None:
+        await self.connection.execute(
+            "INSERT INTO reminders (reminder_id, referral_id, correlation_id, centre_id,"
+            " centre_name, site_id, answer_by, fire_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (reminder_id) DO NOTHING",
+            reminder.reminder_id,
+            reminder.referral_id,
+            reminder.correlation_id,
+            reminder.centre_id,
+            reminder.centre_name,
+            reminder.site_id,
+            reminder.answer_by,
+            reminder.fire_at,
+        )
+
+    async def lease_due(self, limit: int, lease_s: float) -> list[DeliveryJob]:
+        rows = await self.connection.fetch(_LEASE_DUE, limit, lease_s)
+        return [
+            DeliveryJob(
+                delivery_id=row["delivery_id"],
+                notification_id=row["notification_id"],
+                referral_id=row["referral_id"],
+                correlation_id=row["correlation_id"],
+                recipient_kind=row["recipient_kind"],
+                recipient_id=row["recipient_id"],
+                channel=row["channel"],
+                target=row["target"],
+                position=row["position"],
+                fallback_for=row["fallback_for"],
+                fallback_from_channel=row["fallback_from_channel"],
+                attempts=row["attempts"],
+                topic=row["topic"],
+                site_id=row["site_id"],
+                title=row["title"],
+                body=row["body"],
+                email_text=row["email_text"],
+                email_html=row["email_html"],
+                facts=json.loads(row["facts"]),
+            )
+            for row in rows
+        ]
+
+    async def record_attempt(
+        self, job: DeliveryJob, result: AttemptResult, decision: Decision
+    ) -> None:
+        await self.connection.execute(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms,"
+            " error_class, http_status, smtp_code) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            job.delivery_id,
+            job.attempts + 1,
+            result.outcome,
+            result.latency_ms,
+            result.error_class,
+            result.http_status,
+            result.smtp_code,
+        )
+        await self.connection.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, state = $2, next_attempt_at = $3,"
+            " last_error = $4,"
+            " finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE clock_timestamp() END"
+            " WHERE delivery_id = $1 AND state = 'pending'",
+            job.delivery_id,
+            decision.state,
+            decision.next_attempt_at,
+            result.error_class,
+        )
+
+    async def next_channel(self, job: DeliveryJob) -> Delivery | None:
+        row = await self.connection.fetchrow(
+            "SELECT channel, target, position FROM deliveries"
+            " WHERE notification_id = $1 AND position > $2 AND fallback_for IS NULL"
+            " AND channel <> 'kafka' ORDER BY position LIMIT 1",
+            job.notification_id,
+            job.position,
+        )
+        if row is None:
+            return None
+        return Delivery(
+            uuid.uuid4(), job.notification_id, row["channel"], row["target"], row["position"]
+        )
+
+    async def due_reminders(self, limit: int) -> list[Reminder]:
+        rows = await self.connection.fetch(_DUE_REMINDERS, limit)
+        return [
+            Reminder(
+                reminder_id=row["reminder_id"],
+                referral_id=row["referral_id"],
+                correlation_id=row["correlation_id"],
+                centre_id=row["centre_id"],
+                centre_name=row["centre_name"],
+                site_id=row["site_id"],
+                answer_by=row["answer_by"],
+                fire_at=row["fire_at"],
+            )
+            for row in rows
+        ]

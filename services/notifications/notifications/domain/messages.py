@@ -1,18 +1,112 @@
-"""Who is told what after a routing decision, in French, with no identity or judicial detail.
+"""Who is told what, in French, with no identity, and on which channels. Pure: no I/O.
 
-Notification ids derive from the triggering event and the recipient, so a redelivered decision
-yields the same notifications, which the database and consumers recognise.
+An event becomes notifications (one per recipient, rendered from a template and facts), each with
+one delivery per channel of its recipient. Ids derive from the triggering event, the recipient and
+the channel, so a redelivered event plans the very same rows, which the database recognises.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from aiguillage_schemas.events.notifications import NotificationTopic, RecipientKind
-from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
+from aiguillage_schemas.events.notifications import (
+    DeliveryChannel,
+    NotificationTopic,
+    RecipientKind,
+)
+from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
+from aiguillage_schemas.events.routing_decisions import (
+    PathReported,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralRouted,
+    ReferralUnroutable,
+    ReferralWaitlisted,
+    ReferralWithdrawn,
+    SiteRef,
+)
+from notifications.domain.recipients import Recipients
+from notifications.domain.templates import Templates
 
 _IDS = uuid.UUID("9d3f1c0e-7b2a-4e55-8f61-2a9c3e7d5b14")
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$")  # ReferralId of the contracts
+PARIS = ZoneInfo("Europe/Paris")
+
+RoutingEvent = (
+    ReferralRouted
+    | ReferralUnroutable
+    | ReferralWaitlisted
+    | ReferralEscalated
+    | ReferralPlaced
+    | ReferralWithdrawn
+    | PathReported
+)
+InboundEvent = RoutingEvent | ReferralAccepted | ReferralRejected
+ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
+    ReferralRouted,
+    ReferralUnroutable,
+    ReferralWaitlisted,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralWithdrawn,
+    PathReported,
+)
+
+SERVICE_LABELS = {
+    "initial_assessment": "évaluation initiale",
+    "responsibility_course": "stage de responsabilisation",
+    "discussion_group": "groupe de parole",
+    "psychological_followup": "suivi psychologique",
+    "psychiatric_followup": "suivi psychiatrique",
+    "addiction_care": "soins en addictologie",
+    "social_support": "accompagnement social",
+    "employment_support": "accompagnement vers l'emploi",
+    "eviction_housing": "hébergement (éviction du domicile)",
+    "probationary_placement": "placement probatoire",
+    "helpline_orientation": "écoute et orientation",
+}
+REPORT_LABELS = {
+    "appointment_scheduled": "rendez-vous fixé",
+    "attended": "présence constatée",
+    "no_show": "absence constatée",
+    "module_completed": "module terminé",
+    "path_completed": "parcours terminé",
+    "path_terminated": "parcours interrompu",
+    "breach_suspected": "manquement suspecté à l'obligation de soins ou de stage",
+}
+TERMINATION_LABELS = {
+    "completed_early": "achevé avant le terme prévu",
+    "excluded": "exclusion par le centre",
+    "moved_away": "déménagement",
+    "refused": "refus de la personne",
+    "other": "autre motif",
+}
+ESCALATION_LABELS = {
+    "attempts_exhausted": "plusieurs sites ont décliné ou n'ont pas répondu",
+    "no_feasible_site": "aucun site ne peut accueillir la personne en l'état",
+}
+UNROUTABLE_LABELS = {
+    "no_site_offers_services": "aucun site ne propose les services demandés",
+    "all_sites_excluded": "tous les sites possibles sont exclus par les interdictions",
+    "territory_not_served": "le territoire n'est couvert par aucun centre",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One notification on one channel; ``delivery_id`` is also the idempotency key."""
+
+    delivery_id: uuid.UUID
+    notification_id: uuid.UUID
+    channel: DeliveryChannel
+    target: str
+    position: int  # 0 = primary
+    fallback_for: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,61 +119,290 @@ class Notification:
     site_id: str | None
     title: str
     body: str
+    email_text: str = ""
+    email_html: str = ""
+    facts: Mapping[str, str] = field(default_factory=dict)
+    deliveries: tuple[Delivery, ...] = ()
 
 
-def _id(event_id: uuid.UUID, recipient_kind: str, recipient_id: str) -> uuid.UUID:
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """Fires once before the centre's answer deadline unless the offer was settled meanwhile."""
+
+    reminder_id: uuid.UUID
+    referral_id: str
+    correlation_id: uuid.UUID
+    centre_id: str
+    centre_name: str
+    site_id: str
+    answer_by: datetime
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    notifications: tuple[Notification, ...]
+    cancel_reminders: bool = False  # the referral's pending reminder no longer applies
+    reminder: Reminder | None = None
+    unknown_recipients: tuple[str, ...] = ()
+
+
+def notification_id(event_id: uuid.UUID, recipient_kind: str, recipient_id: str) -> uuid.UUID:
     return uuid.uuid5(_IDS, f"{event_id}:{recipient_kind}:{recipient_id}")
 
 
-def notifications_for(event: ReferralRouted | ReferralUnroutable) -> list[Notification]:
-    reference = event.subject
-    if isinstance(event, ReferralUnroutable):
-        prescriber = event.data.prescriber_id
-        return [
-            Notification(
-                _id(event.event_id, "prescriber", prescriber),
-                reference,
-                "prescriber",
-                prescriber,
-                "referral_unroutable",
-                None,
-                f"Orientation {reference} : aucun site disponible",
-                (
-                    f"Aucun site du réseau CPCA ne peut accueillir l'orientation {reference} "
-                    f"({event.data.explanation}). Un coordinateur reprend le dossier et vous "
-                    "recontactera."
-                ),
+def delivery_id(notification: uuid.UUID, channel: str, position: int) -> uuid.UUID:
+    return uuid.uuid5(notification, f"delivery:{position}:{channel}")
+
+
+def fallback_delivery_id(failed: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(failed, "fallback")
+
+
+def french_datetime(moment: datetime) -> str:
+    local = moment.astimezone(PARIS)
+    return local.strftime("%d/%m/%Y à %H:%M") + " (heure de Paris)"
+
+
+@dataclass(frozen=True)
+class _Draft:
+    kind: RecipientKind
+    recipient_id: str
+    topic: NotificationTopic
+    site_id: str | None
+    facts: dict[str, str]
+
+
+class Planner:
+    def __init__(
+        self, recipients: Recipients, templates: Templates, reminder_before: timedelta
+    ) -> None:
+        self._recipients = recipients
+        self._templates = templates
+        self._reminder_before = reminder_before
+
+    def plan(self, event: InboundEvent, now: datetime) -> Plan:
+        drafts = self._drafts(event)
+        # A rejection's subject is whatever key the sender used; quote it back only when it is a
+        # well-formed reference (the outbound contract requires one).
+        reference = event.subject if _REFERENCE.match(event.subject) else "unknown"
+        common = {"reference": reference, "correlation_id": str(event.correlation_id)}
+        notifications, unknown = [], []
+        for draft in drafts:
+            nid = notification_id(event.event_id, draft.kind, draft.recipient_id)
+            notification = self._notification(nid, reference, draft, common)
+            if not notification.deliveries:
+                unknown.append(f"{draft.kind}:{draft.recipient_id}")
+            notifications.append(notification)
+        settled = isinstance(
+            event,
+            ReferralRouted
+            | ReferralPlaced
+            | ReferralWithdrawn
+            | ReferralEscalated
+            | ReferralWaitlisted
+            | ReferralUnroutable,
+        )
+        return Plan(
+            tuple(notifications),
+            cancel_reminders=settled,
+            reminder=self._reminder(event, now) if isinstance(event, ReferralRouted) else None,
+            unknown_recipients=tuple(unknown),
+        )
+
+    def reminder_notification(self, reminder: Reminder) -> Notification:
+        draft = _Draft(
+            "centre",
+            reminder.centre_id,
+            "answer_reminder",
+            reminder.site_id,
+            {
+                "site_id": reminder.site_id,
+                "centre_name": reminder.centre_name,
+                "answer_by": french_datetime(reminder.answer_by),
+            },
+        )
+        common = {"reference": reminder.referral_id, "correlation_id": str(reminder.correlation_id)}
+        nid = notification_id(reminder.reminder_id, "centre", reminder.centre_id)
+        return self._notification(nid, reminder.referral_id, draft, common)
+
+    def _notification(
+        self, nid: uuid.UUID, reference: str, draft: _Draft, common: Mapping[str, str]
+    ) -> Notification:
+        facts = {**common, **draft.facts}
+        rendered = self._templates.render(draft.topic, facts)
+        recipient = self._recipients.find(draft.kind, draft.recipient_id)
+        channels = recipient.channels if recipient else ()
+        deliveries = tuple(
+            Delivery(
+                delivery_id(nid, channel.type, position),
+                nid,
+                channel.type,
+                channel.target,
+                position,
             )
-        ]
-    site = event.data.site
-    prescriber = event.data.prescriber_id
-    return [
-        Notification(
-            _id(event.event_id, "centre", site.centre_id),
+            for position, channel in enumerate(channels)
+        )
+        return Notification(
+            nid,
             reference,
+            draft.kind,
+            draft.recipient_id,
+            draft.topic,
+            draft.site_id,
+            rendered.subject,
+            rendered.text,
+            rendered.email_text,
+            rendered.email_html,
+            facts,
+            deliveries,
+        )
+
+    def _reminder(self, event: ReferralRouted, now: datetime) -> Reminder | None:
+        answer_by = event.data.answer_by
+        if answer_by is None or answer_by <= now:
+            return None
+        site = event.data.site
+        return Reminder(
+            reminder_id=uuid.uuid5(event.event_id, "answer-reminder"),
+            referral_id=event.subject,
+            correlation_id=event.correlation_id,
+            centre_id=site.centre_id,
+            centre_name=site.centre_name,
+            site_id=site.site_id,
+            answer_by=answer_by,
+            fire_at=max(now, answer_by - self._reminder_before),
+        )
+
+    def _site_facts(self, site: SiteRef) -> dict[str, str]:
+        contact = self._recipients.public_contact(site.centre_id)
+        return {
+            "site_id": site.site_id,
+            "centre_name": site.centre_name,
+            "public_contact": contact or "communiqué par la coordination du réseau CPCA",
+        }
+
+    def _drafts(self, event: InboundEvent) -> list[_Draft]:
+        if isinstance(event, ReferralAccepted):
+            return [_Draft("prescriber", event.data.prescriber_id, "referral_received", None, {})]
+        if isinstance(event, ReferralRejected):
+            prescriber = event.data.prescriber_id
+            if prescriber is None:
+                return []  # the sender could not be identified: nobody to tell
+            return [
+                _Draft(
+                    "prescriber",
+                    prescriber,
+                    "referral_rejected",
+                    None,
+                    {
+                        "reason": str(event.data.reason),
+                        "message": event.data.message,
+                        "field_path": event.data.field_path or "-",
+                    },
+                )
+            ]
+        if isinstance(event, ReferralRouted):
+            return self._routed(event)
+        if isinstance(event, ReferralUnroutable):
+            return [
+                _Draft(
+                    "prescriber",
+                    event.data.prescriber_id,
+                    "referral_unroutable",
+                    None,
+                    {"reason": UNROUTABLE_LABELS.get(event.data.reason, event.data.reason)},
+                )
+            ]
+        if isinstance(event, ReferralWaitlisted):
+            facts = self._site_facts(event.data.site)
+            facts["position"] = str(event.data.position)
+            facts["service"] = SERVICE_LABELS.get(event.data.service, str(event.data.service))
+            return [
+                _Draft(
+                    "prescriber",
+                    event.data.prescriber_id,
+                    "referral_waitlisted",
+                    event.data.site.site_id,
+                    facts,
+                )
+            ]
+        if isinstance(event, ReferralEscalated):
+            return [
+                _Draft(
+                    "prescriber",
+                    event.data.prescriber_id,
+                    "referral_escalated",
+                    None,
+                    {"reason": ESCALATION_LABELS.get(event.data.reason, event.data.reason)},
+                )
+            ]
+        if isinstance(event, ReferralPlaced):
+            site = event.data.site
+            return [
+                _Draft(
+                    "prescriber",
+                    event.data.prescriber_id,
+                    "referral_placed",
+                    site.site_id,
+                    self._site_facts(site),
+                )
+            ]
+        if isinstance(event, ReferralWithdrawn):
+            withdrawn_site = event.data.site
+            if withdrawn_site is None:
+                return []  # no centre held an offer or a place: nobody else to tell
+            return [
+                _Draft(
+                    "centre",
+                    withdrawn_site.centre_id,
+                    "referral_withdrawn",
+                    withdrawn_site.site_id,
+                    {"site_id": withdrawn_site.site_id, "centre_name": withdrawn_site.centre_name},
+                )
+            ]
+        return [self._path(event)]
+
+    def _routed(self, event: ReferralRouted) -> list[_Draft]:
+        data = event.data
+        site = data.site
+        answer_by = (
+            f"avant le {french_datetime(data.answer_by)}" if data.answer_by else "dès que possible"
+        )
+        centre = _Draft(
             "centre",
             site.centre_id,
             "referral_offered",
             site.site_id,
-            f"Nouvelle orientation {reference} proposée au site {site.site_id}",
-            (
-                f"Une nouvelle orientation ({reference}) est proposée à votre site {site.site_id}. "
-                "Merci d'indiquer si vous l'acceptez; les coordonnées de la personne sont "
-                "accessibles par votre canal sécurisé."
-            ),
-        ),
-        Notification(
-            _id(event.event_id, "prescriber", prescriber),
-            reference,
-            "prescriber",
-            prescriber,
-            "referral_routed",
-            site.site_id,
-            f"Orientation {reference} : adressée à {site.centre_name}",
-            (
-                f"L'orientation {reference} a été adressée à {site.centre_name} "
-                f"(site {site.site_id}). Le centre prendra contact avec la personne; vous serez "
-                "informé de chaque étape du parcours."
-            ),
-        ),
-    ]
+            {
+                "site_id": site.site_id,
+                "centre_name": site.centre_name,
+                "answer_by": answer_by,
+                "services": ", ".join(SERVICE_LABELS.get(s, str(s)) for s in data.services),
+                "attempt": str(data.attempt),
+            },
+        )
+        facts = self._site_facts(site)
+        if data.attempt > 1:
+            facts["previous_site_id"] = data.previous_site_id or "-"
+            facts["attempt"] = str(data.attempt)
+            topic: NotificationTopic = "referral_rerouted"
+        else:
+            topic = "referral_routed"
+        return [centre, _Draft("prescriber", data.prescriber_id, topic, site.site_id, facts)]
+
+    def _path(self, event: PathReported) -> _Draft:
+        data = event.data
+        details: list[str] = []
+        if data.report == "no_show" and data.justified is not None:
+            details.append("absence justifiée" if data.justified else "absence non justifiée")
+        if data.termination_reason is not None:
+            label = TERMINATION_LABELS.get(data.termination_reason, data.termination_reason)
+            details.append(f"motif : {label}")
+        if data.module is not None:
+            details.append(f"module : {SERVICE_LABELS.get(data.module, str(data.module))}")
+        facts = self._site_facts(data.site)
+        facts["report"] = REPORT_LABELS.get(data.report, data.report)
+        facts["occurred_on"] = data.occurred_on.strftime("%d/%m/%Y")
+        facts["details"] = " ; ".join(details) if details else "aucune"
+        return _Draft("prescriber", data.prescriber_id, "path_reported", data.site.site_id, facts)

@@ -1,15 +1,27 @@
-"""Use case: a routing decision arrives; record and publish who is told what, once."""
+"""Use case: an event arrives; decide who is told what, and record it with its deliveries, once.
+
+One transaction holds the inbox claim, the notifications, one delivery row per channel, the
+reminder bookkeeping and the NotificationIssued events for the outbound topic. So a crash before
+commit leaves nothing (the event is redelivered), and after commit everything needed to deliver is
+durable: the delivery worker picks the rows up, even after a restart.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from aiguillage_common.unit_of_work import UnitOfWork
 from aiguillage_schemas.events.notifications import NotificationIssued, NotificationIssuedData
-from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-from notifications.domain.messages import Notification, notifications_for
+from notifications.domain.messages import (
+    Delivery,
+    InboundEvent,
+    Notification,
+    Planner,
+    Reminder,
+)
 
 CONSUMER = "notifications"
 SOURCE = "notifications"
@@ -17,34 +29,63 @@ SOURCE = "notifications"
 
 class NotificationsUnitOfWork(UnitOfWork, Protocol):
     async def record(
-        self, notification: Notification, cause: ReferralRouted | ReferralUnroutable
+        self, notification: Notification, cause_id: uuid.UUID, correlation_id: uuid.UUID
     ) -> None: ...
+
+    async def add_delivery(self, delivery: Delivery) -> None: ...
+
+    async def cancel_reminders(self, referral_id: str) -> int: ...
+
+    async def schedule_reminder(self, reminder: Reminder) -> None: ...
 
 
 async def notify(
-    event: ReferralRouted | ReferralUnroutable,
+    event: InboundEvent,
     uow_factory: Callable[[], NotificationsUnitOfWork],
     outbound_topic: str,
+    planner: Planner,
+    now: datetime,
+    consumer: str = CONSUMER,
 ) -> list[Notification] | None:
     """Returns the notifications issued, or None when the event was already handled."""
-    planned = notifications_for(event)
+    plan = planner.plan(event, now)
     async with uow_factory() as uow:
-        if not await uow.claim(CONSUMER, event.event_id):
+        if not await uow.claim(consumer, event.event_id):
             return None
-        for notification in planned:
-            await uow.record(notification, event)
-            await uow.emit(outbound_topic, _issued(notification, event))
-    return planned
+        await record_notifications(
+            uow, plan.notifications, event.event_id, event.correlation_id, outbound_topic
+        )
+        if plan.cancel_reminders:
+            await uow.cancel_reminders(event.subject)
+        if plan.reminder is not None:
+            await uow.schedule_reminder(plan.reminder)
+    return list(plan.notifications)
 
 
-def _issued(
-    notification: Notification, cause: ReferralRouted | ReferralUnroutable
+async def record_notifications(
+    uow: NotificationsUnitOfWork,
+    notifications: tuple[Notification, ...],
+    cause_id: uuid.UUID,
+    correlation_id: uuid.UUID,
+    outbound_topic: str,
+) -> None:
+    for notification in notifications:
+        await uow.record(notification, cause_id, correlation_id)
+        # Every notification is also an event on the outbound topic: it is the Kafka channel of
+        # the recipients that integrate by events, and the audit stream of what was said.
+        await uow.emit(outbound_topic, issued(notification, cause_id, correlation_id))
+        for delivery in notification.deliveries:
+            await uow.add_delivery(delivery)
+
+
+def issued(
+    notification: Notification, cause_id: uuid.UUID, correlation_id: uuid.UUID
 ) -> NotificationIssued:
     return NotificationIssued(
         event_id=uuid.uuid5(notification.notification_id, "issued"),
         source=SOURCE,
-        correlation_id=cause.correlation_id,
-        subject=cause.subject,
+        correlation_id=correlation_id,
+        subject=notification.referral_id,
         data=NotificationIssuedData(
             notification_id=notification.notification_id,
             recipient_kind=notification.recipient_kind,
@@ -54,6 +95,6 @@ def _issued(
             site_id=notification.site_id,
             title=notification.title,
             body=notification.body,
-            caused_by_event_id=cause.event_id,
+            caused_by_event_id=cause_id,
         ),
     )

@@ -1,0 +1,102 @@
+"""Webhook channel: a signed HTTPS POST with a JSON body, an idempotency key and short timeouts.
+
+Signature: ``X-Aiguillage-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``,
+the Stripe-like scheme receivers already know: the timestamp lets them refuse replays, the body is
+signed byte for byte. ``Idempotency-Key`` is the delivery id, identical on every retry, so a
+receiver that saw a call whose answer was lost can recognise the re-sent one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from notifications.domain.delivery import AttemptResult, DeliveryJob, http_result
+
+SIGNATURE_HEADER = "X-Aiguillage-Signature"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: bytes, header: str, body: bytes, now: float, tolerance_s: float = 300) -> bool:
+    """What a receiver does; used by the tests' and the demo's receivers."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, given)
+
+
+def payload(job: DeliveryJob) -> dict[str, Any]:
+    return {
+        "delivery_id": str(job.delivery_id),
+        "notification_id": str(job.notification_id),
+        "topic": job.topic,
+        "reference": job.referral_id,
+        "correlation_id": str(job.correlation_id),
+        "recipient": {"kind": job.recipient_kind, "id": job.recipient_id},
+        "site_id": job.site_id,
+        "title": job.title,
+        "text": job.body,
+        "facts": job.facts,
+        "fallback_from": job.fallback_from_channel,
+    }
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        secret_for: Callable[[str, str], bytes | None],
+        timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._secret_for = secret_for
+        self._timeout = httpx.Timeout(timeout_s)
+        self._clock = clock
+
+    async def send(self, job: DeliveryJob) -> AttemptResult:
+        secret = self._secret_for(job.recipient_kind, job.recipient_id)
+        if not secret:
+            return AttemptResult("permanent", 0, "no_webhook_secret")
+        body = json.dumps(payload(job), ensure_ascii=False, separators=(",", ":")).encode()
+        headers: Mapping[str, str] = {
+            "Content-Type": "application/json; charset=utf-8",
+            SIGNATURE_HEADER: sign(secret, int(self._clock()), body),
+            "Idempotency-Key": str(job.delivery_id),
+            "X-Correlation-Id": str(job.correlation_id),
+            "X-Aiguillage-Attempt": str(job.attempts + 1),
+        }
+        started = time.monotonic()
+        try:
+            response = await self._client.post(
+                job.target, content=body, headers=headers, timeout=self._timeout
+            )
+        except httpx.TimeoutException:
+            return AttemptResult("transient", _ms(started), "timeout")
+        except httpx.ConnectError:
+            return AttemptResult("transient", _ms(started), "connect")
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            return AttemptResult("permanent", _ms(started), "bad_url")
+        except httpx.TransportError as error:
+            return AttemptResult("transient", _ms(started), type(error).__name__.lower())
+        return http_result(response.status_code, _ms(started))
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
