@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.centres import CENTRE_RESPONSES, DIRECTORY_UPDATES
 from aiguillage_schemas.events.notifications import NotificationIssued
 from aiguillage_schemas.events.referral_lifecycle import (
     MessageDeadLettered,
@@ -35,4 +36,6 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     PathReported,
     NotificationIssued,
     MessageDeadLettered,
+    *CENTRE_RESPONSES,
+    *DIRECTORY_UPDATES,
 )

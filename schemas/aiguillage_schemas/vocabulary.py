@@ -82,3 +82,7 @@ class RejectionReason(StrEnum):
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PROCESSING_ERROR = "processing_error"
+    # Routing's closed loop: a centre spoke about a referral that is not (or no longer) its own.
+    NOT_OFFERED_TO_SENDER = "not_offered_to_sender"
+    UNKNOWN_REFERRAL = "unknown_referral"
+    UNKNOWN_SITE = "unknown_site"
