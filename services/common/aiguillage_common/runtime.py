@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 from faststream import FastStream
@@ -25,6 +26,14 @@ from aiguillage_common.outbox import OutboxRelay
 from aiguillage_common.settings import ServiceSettings
 
 
+class BackgroundWorker(Protocol):
+    """A service's own loop (e.g. a timer), started after the pool and relay, stopped before."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Runtime:
     """What a service's handlers reach at run time; filled in at startup."""
@@ -33,6 +42,7 @@ class Runtime:
     producer: KafkaProducerAdapter
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
+    workers: list[BackgroundWorker] = field(default_factory=list)
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -63,6 +73,7 @@ def build_app(
     settings: ServiceSettings,
     register: Callable[[KafkaBroker, Runtime], None],
     description: str,
+    workers: Callable[[Runtime], Sequence[BackgroundWorker]] | None = None,
 ) -> FastStream:
     """Compose a service: ``register`` attaches its subscribers and documents its publishers."""
     broker = KafkaBroker(
@@ -93,12 +104,17 @@ def build_app(
             settings.outbox_poll_interval_s,
         )
         await runtime.relay.start()
+        for worker in workers(runtime) if workers else ():
+            await worker.start()
+            runtime.workers.append(worker)
         log.info("service.resources_ready", schema=settings.db_schema)
 
     async def announce() -> None:
         log.info("service.started", kafka=settings.kafka_bootstrap_servers)
 
     async def close_resources() -> None:
+        for worker in reversed(runtime.workers):
+            await worker.stop()
         if runtime.relay is not None:
             await runtime.relay.stop()
         await runtime.producer.stop()
