@@ -29,7 +29,7 @@ class RoutingStore:
     outbox: list[tuple[str, Envelope]] = dataclasses.field(default_factory=list)
     referrals: dict[str, ReferralState] = dataclasses.field(default_factory=dict)
     holds: dict[str, list[tuple[str, ServiceCode]]] = dataclasses.field(default_factory=dict)
-    waitlist: dict[str, tuple[str, ServiceCode, int, datetime, int]] = dataclasses.field(
+    waitlist: dict[str, tuple[str, ServiceCode, int, datetime, int, str]] = dataclasses.field(
         default_factory=dict
     )
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -185,6 +185,7 @@ class InMemoryRoutingUow:
             state.urgency_rank,
             state.arrived_at,
             self.store.seq,
+            state.accepted.residence_departement,
         )
         order = await self.waitlist_order(site_id, service)
         return order.index(state.referral_id) + 1
@@ -195,13 +196,28 @@ class InMemoryRoutingUow:
     async def waitlist_order(self, site_id: str, service: ServiceCode) -> list[str]:
         entries = [
             (rank, arrived, seq, rid)
-            for rid, (s, svc, rank, arrived, seq) in self.store.waitlist.items()
+            for rid, (s, svc, rank, arrived, seq, _) in self.store.waitlist.items()
             if s == site_id and svc == service
         ]
         return [rid for *_, rid in sorted(entries)]
 
-    async def waitlisted_services(self, site_id: str) -> list[ServiceCode]:
-        return sorted({svc for s, svc, *_ in self.store.waitlist.values() if s == site_id})
+    async def waiting_for(
+        self, service: ServiceCode, departements: Collection[str], limit: int
+    ) -> list[str]:
+        entries = [
+            (rank, arrived, seq, rid)
+            for rid, (_, svc, rank, arrived, seq, home) in self.store.waitlist.items()
+            if svc == service and home in departements
+        ]
+        return [rid for *_, rid in sorted(entries)][:limit]
+
+    async def places_open(self, site_id: str, service: ServiceCode) -> int:
+        capacity = self.store.directory.capacity.get((site_id, service))
+        return max(capacity.places_total - capacity.places_held, 0) if capacity else 0
+
+    async def site_reach(self, site_id: str) -> list[str]:
+        site = self.store.directory.site(site_id)
+        return sorted({*site.serves, site.departement}) if site else []
 
     async def record_decision(
         self,

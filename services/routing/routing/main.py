@@ -68,6 +68,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastStream:
                     urgent_offer_timeout=timedelta(seconds=settings.urgent_offer_timeout_s),
                     max_attempts=settings.max_attempts,
                     reservation_retries=settings.reservation_retries,
+                    drain_scan_limit=settings.drain_scan_limit,
                 )
             )
         return contexts[0]

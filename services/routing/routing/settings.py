@@ -31,6 +31,7 @@ class RoutingSettings(ServiceSettings):
     max_attempts: int = 3
     timer_poll_interval_s: float = 1.0
     reservation_retries: int = 5
+    drain_scan_limit: int = 50  # waiting referrals looked at when places free
 
     # Seed: used when the directory is empty at start (and by `aiguillage-routing-directory`).
     seed_directory_if_empty: bool = True

@@ -339,12 +339,14 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     # -- waiting lists -------------------------------------------------------------------------
     async def waitlist_add(self, state: ReferralState, site_id: str, service: ServiceCode) -> int:
         await self.connection.execute(
-            "INSERT INTO waitlist (referral_id, site_id, service, urgency_rank, arrived_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (referral_id) DO UPDATE SET"
+            "INSERT INTO waitlist (referral_id, site_id, service, residence_departement,"
+            " urgency_rank, arrived_at) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (referral_id) DO UPDATE SET"
             " site_id = EXCLUDED.site_id, service = EXCLUDED.service",
             state.referral_id,
             site_id,
             str(service),
+            state.accepted.residence_departement,
             state.urgency_rank,
             state.arrived_at,
         )
@@ -369,11 +371,33 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         )
         return [row["referral_id"] for row in rows]
 
-    async def waitlisted_services(self, site_id: str) -> list[ServiceCode]:
+    async def waiting_for(
+        self, service: ServiceCode, departements: Collection[str], limit: int
+    ) -> list[str]:
         rows = await self.connection.fetch(
-            "SELECT DISTINCT service FROM waitlist WHERE site_id = $1 ORDER BY service", site_id
+            "SELECT referral_id FROM waitlist WHERE service = $1"
+            " AND residence_departement = ANY($2::text[])"
+            " ORDER BY urgency_rank, arrived_at, seq LIMIT $3",
+            str(service),
+            sorted(departements),
+            limit,
         )
-        return [ServiceCode(row["service"]) for row in rows]
+        return [row["referral_id"] for row in rows]
+
+    async def places_open(self, site_id: str, service: ServiceCode) -> int:
+        value = await self.connection.fetchval(
+            "SELECT places_open FROM site_services WHERE site_id = $1 AND service = $2 AND is_open",
+            site_id,
+            str(service),
+        )
+        return int(value or 0)
+
+    async def site_reach(self, site_id: str) -> list[str]:
+        """Départements whose residents this site may receive (served ones and its own)."""
+        row = await self.connection.fetchrow(
+            "SELECT serves, departement FROM sites WHERE site_id = $1", site_id
+        )
+        return sorted({*row["serves"], row["departement"]}) if row else []
 
     # -- decision records ------------------------------------------------------------------
     async def record_decision(

@@ -71,11 +71,14 @@ CREATE TABLE waitlist (
     referral_id  text PRIMARY KEY REFERENCES referrals,
     site_id      text NOT NULL,
     service      text NOT NULL,
+    -- Freed places are offered to everyone waiting for the service within the site's reach.
+    residence_departement text NOT NULL,
     urgency_rank integer NOT NULL,
     arrived_at   timestamptz NOT NULL,
     seq          bigint GENERATED ALWAYS AS IDENTITY
 );
 CREATE INDEX waitlist_order ON waitlist (site_id, service, urgency_rank, arrived_at, seq);
+CREATE INDEX waitlist_reach ON waitlist (service, residence_departement);
 
 -- A referral now has one decision per attempt; each keeps its full record.
 ALTER TABLE decisions DROP CONSTRAINT decisions_pkey;

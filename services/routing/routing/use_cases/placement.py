@@ -277,17 +277,24 @@ async def drain(
     cause: uuid.UUID,
     now: datetime,
 ) -> int:
-    """Places freed at (site, service): offer them to the waiting list, in order, until the head
-    of the queue still finds no room. Returns how many waiting referrals were offered a place."""
+    """Places freed at (site, service) go to the referrals waiting for that service within the
+    site's reach (its territory, and neighbours when the fallback is allowed), in order of
+    urgency then arrival. A waiting referral that cannot use the place (another of its services
+    is full, or the site was already tried) keeps its position and does not block those behind.
+    Returns how many waiting referrals were offered a place."""
     offered = 0
     for site_id, service in sorted(set(freed)):
-        for referral_id in await uow.waitlist_order(site_id, service):
+        reach = set(await uow.site_reach(site_id))
+        if ctx.policy.allow_neighbour_fallback:
+            for departement in list(reach):
+                reach |= ctx.geography.neighbours.get(departement, frozenset())
+        for referral_id in await uow.waiting_for(service, reach, ctx.drain_scan_limit):
+            if await uow.places_open(site_id, service) <= 0:
+                break
             ref = await uow.get_referral(referral_id)
             if ref is None or ref.status != "waitlisted":
                 await uow.waitlist_remove(referral_id)
                 continue
             new = await place(uow, ctx, ref, cause, now)
-            if new.status == "waitlisted":
-                break  # strict order: nobody behind the head jumps the queue here
             offered += new.status == "offered"
     return offered
