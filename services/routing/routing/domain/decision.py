@@ -135,8 +135,13 @@ def decide(
     origin = geography.coordinates(referral.residence_commune_insee)
     candidates = [
         _assess(site, referral, directory, policy, now, tried, home, neighbours, needed, origin)
-        for site in directory.sites
+        for site in directory.sites_near({home})
         if home in site.serves or site.departement == home or site.departement in neighbours
+    ]
+    candidates += [
+        _assess(site, referral, directory, policy, now, tried, home, neighbours, needed, origin)
+        for site in directory.sites_near(neighbours)
+        if home not in site.serves and site.departement in neighbours
     ]
     candidates.sort(key=lambda c: (c.score["total"], c.site_id))
     record = DecisionRecord(
@@ -152,7 +157,7 @@ def decide(
         reason, explanation = _why_unroutable(candidates, home, needed)
         return Unroutable(reason, explanation, record)
     with_room = [c for c in feasible if c.has_room]
-    sites = {site.site_id: site for site in directory.sites}
+    sites = directory.by_id
     if with_room:
         best = with_room[0]
         site = sites[best.site_id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
 from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
@@ -75,4 +76,25 @@ class Directory:
         return self.centres[site.centre_id]
 
     def site(self, site_id: str) -> Site | None:
-        return next((site for site in self.sites if site.site_id == site_id), None)
+        return self.by_id.get(site_id)
+
+    @cached_property
+    def by_id(self) -> dict[str, Site]:
+        return {site.site_id: site for site in self.sites}
+
+    @cached_property
+    def _by_departement(self) -> dict[str, tuple[Site, ...]]:
+        """Each département's sites: those serving it and those lying in it (built once)."""
+        index: dict[str, list[Site]] = {}
+        for site in self.sites:
+            for departement in {*site.serves, site.departement}:
+                index.setdefault(departement, []).append(site)
+        return {d: tuple(sites) for d, sites in index.items()}
+
+    def sites_near(self, departements: set[str] | frozenset[str]) -> list[Site]:
+        """Sites serving or lying in any of ``departements`` (callers sort what they keep)."""
+        seen: dict[str, Site] = {}
+        for departement in sorted(departements):
+            for site in self._by_departement.get(departement, ()):
+                seen[site.site_id] = site
+        return list(seen.values())
