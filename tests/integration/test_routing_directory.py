@@ -22,8 +22,12 @@ from aiguillage_schemas.events.centres import (
     CapacityUpdatedData,
     ServiceClosed,
     ServiceClosedData,
+    ServiceOpened,
+    ServiceOpenedData,
     SiteAdded,
     SiteAddedData,
+    SiteClosed,
+    SiteClosedData,
 )
 from aiguillage_schemas.vocabulary import ServiceCode
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
@@ -168,3 +172,91 @@ async def test_directory_updates_change_decisions_and_the_cli_explains_them(
     }
     missing = _cli(isolated, "aiguillage-routing-decision", "ref-nobody-000")
     assert missing.returncode == 1
+
+
+async def test_waiting_referrals_follow_closures_and_take_places_as_they_open(
+    isolated: Isolated, ctx: RoutingContext
+) -> None:
+    assert _cli(isolated, "aiguillage-routing-directory", "load").returncode == 0
+    schema = isolated.schema("routing")
+    now = datetime.now(UTC)
+
+    def envelope(site_id: str) -> dict[str, object]:
+        return {"source": "operator", "correlation_id": uuid.uuid4(), "subject": site_id}
+
+    async def status(referral_id: str) -> tuple[str, str]:
+        row = await isolated.db.fetchrow(
+            f"SELECT status, site_id FROM {schema}.referrals WHERE referral_id = $1", referral_id
+        )
+        assert row is not None
+        return row["status"], row["site_id"]
+
+    for site_id in ("HDF-ARRAS-59", "HDF-ARRAS-62"):
+        await apply_directory_update(
+            CapacityUpdated(
+                **envelope(site_id),
+                data=CapacityUpdatedData(
+                    site_id=site_id, service=COURSE, places_total=0, as_of=now
+                ),
+            ),
+            ctx,
+        )
+    referral = lille_referral(f"ref-close{isolated.suffix}")
+    await route_referral(referral, ctx)
+    assert await status(referral.subject) == ("waitlisted", "HDF-ARRAS-59")
+
+    # A Roubaix site opens the course with no free place yet; then Lille closes: the referral
+    # moves to Roubaix's queue; when Roubaix counts one place, it is offered there.
+    await apply_directory_update(
+        SiteAdded(
+            **envelope("HDF-ARRAS-RBX"),
+            data=SiteAddedData(
+                site_id="HDF-ARRAS-RBX",
+                centre_id="HDF-ARRAS",
+                commune_insee="59512",
+                serves=["59"],
+                as_of=now,
+            ),
+        ),
+        ctx,
+    )
+    later = now + timedelta(seconds=1)
+    await apply_directory_update(
+        ServiceOpened(
+            **envelope("HDF-ARRAS-RBX"),
+            data=ServiceOpenedData(
+                site_id="HDF-ARRAS-RBX", service=COURSE, places_total=0, as_of=later
+            ),
+        ),
+        ctx,
+    )
+    assert await status(referral.subject) == ("waitlisted", "HDF-ARRAS-59")
+    await apply_directory_update(
+        SiteClosed(
+            **envelope("HDF-ARRAS-59"), data=SiteClosedData(site_id="HDF-ARRAS-59", as_of=later)
+        ),
+        ctx,
+    )
+    assert await status(referral.subject) == ("waitlisted", "HDF-ARRAS-RBX")
+    await apply_directory_update(
+        CapacityUpdated(
+            **envelope("HDF-ARRAS-RBX"),
+            data=CapacityUpdatedData(
+                site_id="HDF-ARRAS-RBX",
+                service=COURSE,
+                places_total=1,
+                as_of=later + timedelta(seconds=1),
+            ),
+        ),
+        ctx,
+    )
+    assert await status(referral.subject) == ("offered", "HDF-ARRAS-RBX")
+    assert await isolated.count(f"SELECT count(*) FROM {schema}.waitlist") == 0
+    kinds = await isolated.db.fetch(
+        f"SELECT headers->>'event_type' AS kind FROM {schema}.outbox ORDER BY id"
+    )
+    assert [r["kind"] for r in kinds] == [
+        "referral.waitlisted",
+        "referral.waitlisted",
+        "referral.routed",
+    ]

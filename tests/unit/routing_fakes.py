@@ -211,6 +211,14 @@ class InMemoryRoutingUow:
         ]
         return [rid for *_, rid in sorted(entries)][:limit]
 
+    async def waiting_at(self, site_id: str) -> list[str]:
+        entries = [
+            (rank, arrived, seq, rid)
+            for rid, (s, _, rank, arrived, seq, _) in self.store.waitlist.items()
+            if s == site_id
+        ]
+        return [rid for *_, rid in sorted(entries)]
+
     async def places_open(self, site_id: str, service: ServiceCode) -> int:
         capacity = self.store.directory.capacity.get((site_id, service))
         return max(capacity.places_total - capacity.places_held, 0) if capacity else 0

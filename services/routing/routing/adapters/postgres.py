@@ -384,6 +384,14 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         )
         return [row["referral_id"] for row in rows]
 
+    async def waiting_at(self, site_id: str) -> list[str]:
+        rows = await self.connection.fetch(
+            "SELECT referral_id FROM waitlist WHERE site_id = $1"
+            " ORDER BY urgency_rank, arrived_at, seq",
+            site_id,
+        )
+        return [row["referral_id"] for row in rows]
+
     async def places_open(self, site_id: str, service: ServiceCode) -> int:
         value = await self.connection.fetchval(
             "SELECT places_open FROM site_services WHERE site_id = $1 AND service = $2 AND is_open",

@@ -17,7 +17,7 @@ from aiguillage_schemas.events.centres import (
 )
 from aiguillage_schemas.vocabulary import RejectionReason
 from routing.domain.directory import Site
-from routing.use_cases.placement import drain
+from routing.use_cases.placement import drain, requeue_waiting_at
 from routing.use_cases.ports import CONSUMER, RoutingContext
 
 DIRECTORY_CONSUMER = CONSUMER + ".directory"
@@ -63,11 +63,16 @@ async def apply_directory_update(event: Envelope, ctx: RoutingContext) -> bool:
         site_id: str = event.data.site_id  # type: ignore[attr-defined]
         if not await uow.site_exists(site_id):
             raise _unknown("site", "data.site_id")
-        if isinstance(event, SiteClosed):
-            # Open offers there still get an answer or time out; no new offer goes there.
-            return await uow.close_site(site_id, event.data.as_of)
-        if isinstance(event, ServiceClosed):
-            return await uow.close_service(site_id, event.data.service, event.data.as_of)
+        if isinstance(event, SiteClosed | ServiceClosed):
+            # Open offers there still get an answer or time out; no new offer goes there, and
+            # whoever waited there is decided again.
+            if isinstance(event, SiteClosed):
+                changed = await uow.close_site(site_id, event.data.as_of)
+            else:
+                changed = await uow.close_service(site_id, event.data.service, event.data.as_of)
+            if changed:
+                await requeue_waiting_at(uow, ctx, site_id, event.event_id, now)
+            return changed
         if isinstance(event, CapacityUpdated):
             data_c = event.data
             changed = await uow.set_capacity(

@@ -136,8 +136,10 @@ async def _wait(
     directory: Directory,
     cause: uuid.UUID,
 ) -> ReferralState:
-    if ref.status == "waitlisted":
-        return ref  # still no room: keeps its place in the queue, nothing new to say
+    if ref.status == "waitlisted" and any(
+        c.site_id == ref.site_id and c.feasible for c in decision.record.candidates
+    ):
+        return ref  # its site is still fine: it keeps its place in the queue, nothing new to say
     new = dataclasses.replace(
         ref, status="waitlisted", site_id=decision.site.site_id, answer_by=None
     )
@@ -298,3 +300,18 @@ async def drain(
             new = await place(uow, ctx, ref, cause, now)
             offered += new.status == "offered"
     return offered
+
+
+async def requeue_waiting_at(
+    uow: RoutingUnitOfWork, ctx: RoutingContext, site_id: str, cause: uuid.UUID, now: datetime
+) -> int:
+    """A site or one of its services closed: the referrals waiting there are decided again
+    (offered elsewhere, or moved to another queue, keeping their arrival time)."""
+    moved = 0
+    for referral_id in await uow.waiting_at(site_id):
+        ref = await uow.get_referral(referral_id)
+        if ref is None or ref.status != "waitlisted":
+            continue
+        new = await place(uow, ctx, ref, cause, now)
+        moved += new.site_id != site_id
+    return moved
