@@ -4,7 +4,7 @@ escalation, waiting lists, path reports and cancellations."""
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -32,6 +32,7 @@ from aiguillage_schemas.events.routing_decisions import (
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from routing.domain.decision import Policy
 from routing.domain.directory import Directory
+from routing.domain.referral import answer_deadline
 from routing.use_cases.centre_responses import answer_offer, report_path
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import RoutingContext
@@ -229,3 +230,18 @@ async def test_path_reports_are_relayed_and_completion_frees_the_place(
     ]
     with pytest.raises(InvalidMessage):
         await report_path(report("attended"), ctx)  # the path is over
+
+
+def test_offer_deadlines_follow_urgency_and_the_prescribers_date() -> None:
+    standard, urgent, minimum = timedelta(days=5), timedelta(days=1), timedelta(hours=4)
+    now = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    data = accepted("ref-deadline").data
+
+    def deadline(**changes: object) -> datetime:
+        return answer_deadline(data.model_copy(update=changes), now, standard, urgent, minimum)
+
+    assert deadline() == now + standard
+    assert deadline(urgency=Urgency.URGENT) == now + urgent
+    assert deadline(needed_services=[ServiceCode.EVICTION_HOUSING]) == now + urgent
+    assert deadline(respond_by=date(2026, 11, 25)) == datetime(2026, 11, 25, tzinfo=UTC)
+    assert deadline(respond_by=date(2026, 11, 20)) == now + minimum  # already past

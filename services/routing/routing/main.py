@@ -66,6 +66,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastStream:
                     decisions_topic=decisions_topic,
                     offer_timeout=timedelta(seconds=settings.offer_timeout_s),
                     urgent_offer_timeout=timedelta(seconds=settings.urgent_offer_timeout_s),
+                    min_offer_window=timedelta(seconds=settings.min_offer_window_s),
                     max_attempts=settings.max_attempts,
                     reservation_retries=settings.reservation_retries,
                     drain_scan_limit=settings.drain_scan_limit,

@@ -28,6 +28,7 @@ class RoutingSettings(ServiceSettings):
     # Closed loop: how long a centre has to answer, how many sites are tried before a human.
     offer_timeout_s: float = 5 * 86_400.0
     urgent_offer_timeout_s: float = 86_400.0  # eviction housing: answer within 24 h
+    min_offer_window_s: float = 4 * 3600.0  # a prescriber's respond_by never leaves less
     max_attempts: int = 3
     timer_poll_interval_s: float = 1.0
     reservation_retries: int = 5

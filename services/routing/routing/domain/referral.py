@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -36,3 +36,24 @@ class ReferralState:
     urgency_rank: int
     arrived_at: datetime
     answer_by: datetime | None = None
+
+
+def answer_deadline(
+    data: ReferralAcceptedData,
+    now: datetime,
+    standard: timedelta,
+    urgent: timedelta,
+    minimum: timedelta,
+) -> datetime:
+    """When the centre must have answered an offer made ``now``.
+
+    Urgent referrals get the short delay. A prescriber's ``respond_by`` date brings the deadline
+    forward to the start of that day, so a re-route still fits; but never below ``minimum``, so
+    that a centre always has a real chance to answer (a past date must not bounce the referral
+    from site to site until escalation).
+    """
+    deadline = now + (urgent if urgency_rank(data) == 0 else standard)
+    if data.respond_by is not None:
+        prescribed = datetime.combine(data.respond_by, time.min, tzinfo=UTC)
+        deadline = min(deadline, max(prescribed, now + minimum))
+    return deadline

@@ -25,7 +25,7 @@ from aiguillage_schemas.events.routing_decisions import (
 from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.decision import Decision, Routed, Unroutable, Waitlisted, decide
 from routing.domain.directory import Directory, Site
-from routing.domain.referral import ReferralState
+from routing.domain.referral import ReferralState, answer_deadline
 from routing.use_cases.ports import SOURCE, RoutingContext, RoutingUnitOfWork, derived_id
 
 
@@ -93,7 +93,9 @@ async def _offer(
     cause: uuid.UUID,
     now: datetime,
 ) -> ReferralState:
-    timeout = ctx.urgent_offer_timeout if ref.urgency_rank == 0 else ctx.offer_timeout
+    answer_by = answer_deadline(
+        ref.accepted, now, ctx.offer_timeout, ctx.urgent_offer_timeout, ctx.min_offer_window
+    )
     previous = ref.tried[-1] if ref.tried else None
     new = dataclasses.replace(
         ref,
@@ -101,7 +103,7 @@ async def _offer(
         site_id=decision.site.site_id,
         attempt=ref.attempt + 1,
         tried=(*ref.tried, decision.site.site_id),
-        answer_by=now + timeout,
+        answer_by=answer_by,
     )
     await uow.waitlist_remove(ref.referral_id)
     await uow.save_referral(new)

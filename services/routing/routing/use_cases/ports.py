@@ -93,6 +93,7 @@ class RoutingContext:
     decisions_topic: str
     offer_timeout: timedelta = timedelta(days=5)
     urgent_offer_timeout: timedelta = timedelta(days=1)
+    min_offer_window: timedelta = timedelta(hours=4)
     max_attempts: int = 3
     reservation_retries: int = 5
     drain_scan_limit: int = 50
