@@ -528,6 +528,69 @@ def decisions_per_second(
     return done / (time.perf_counter() - began)
 
 
+async def database_rate(
+    database_url: str, arrivals: list[Arrival], seconds: float, concurrency: int
+) -> float:
+    """route_referral() end to end on PostgreSQL (inbox claim, snapshot, decision, conditional
+    reservation, record, outbox row, commit) in a throwaway schema, ``concurrency`` at a time
+    like as many partitions; Kafka is left out."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    from aiguillage_common.migrations.runner import migrate
+    from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
+    from routing.adapters.postgres import PostgresRoutingUnitOfWork, seed_directory
+    from routing.use_cases.ports import RoutingContext
+    from routing.use_cases.route_referral import route_referral
+
+    geography = load_geography()
+    schema = f"bench_routing_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(database_url)
+    try:
+        await migrate(connection, schema, "routing")
+        await connection.execute(f"SET search_path TO {schema}")
+        await seed_directory(connection, load_directory(geography))
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=concurrency,
+            max_size=concurrency,
+            server_settings={"search_path": schema},
+        )
+        assert pool is not None
+        ctx = RoutingContext(
+            uow_factory=lambda: PostgresRoutingUnitOfWork(pool),
+            geography=geography,
+            policy=Policy(),
+            decisions_topic="bench.routed",
+        )
+        feed = iter(itertools.cycle(arrivals))
+        done = 0
+        began = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() - began < seconds:
+                arrival = next(feed)
+                event = ReferralAccepted(
+                    source="bench",
+                    correlation_id=uuid.uuid4(),
+                    subject=f"bench-{uuid.uuid4().hex[:16]}",
+                    data=arrival.data,
+                )
+                await route_referral(event, ctx)
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+        await pool.close()
+        return done / elapsed
+    finally:
+        await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await connection.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--referrals", type=int, default=22_000)
@@ -536,6 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path-months", type=float, default=4.0, help="seed capacity setting")
     parser.add_argument("--synthetic-sites", type=int, default=10_000)
     parser.add_argument("--speed-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="also measure route_referral() through PostgreSQL (throwaway schema, dropped)",
+    )
     args = parser.parse_args(argv)
 
     geography = load_geography()
@@ -589,6 +657,17 @@ def main(argv: list[str] | None = None) -> int:
     big = decisions_per_second(arrivals, synthetic, geography, args.speed_seconds)
     print(f"decide(): {real:,.0f} decisions/s, real directory ({len(directory.sites)} sites)")
     print(f"decide(): {big:,.0f} decisions/s, synthetic directory ({len(synthetic.sites)} sites)")
+    if args.database_url:
+        import asyncio
+
+        for concurrency in (1, 4):
+            rate = asyncio.run(
+                database_rate(args.database_url, arrivals, args.speed_seconds, concurrency)
+            )
+            print(
+                f"route_referral() through PostgreSQL, {concurrency} at a time: "
+                f"{rate:,.0f} decisions/s"
+            )
     return 0
 
 

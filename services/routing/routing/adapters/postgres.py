@@ -299,25 +299,24 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     async def reserve(
         self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
     ) -> bool:
-        """One place per service at the site, all or none."""
+        """One place per service at the site, all or none: one statement takes the places and
+        writes the holds; a partial take (another transaction got a last place first) is rolled
+        back to a savepoint."""
+        wanted = sorted({str(service) for service in services})
+        statement = (
+            "WITH taken AS (UPDATE site_services SET places_held = places_held + 1"
+            " WHERE site_id = $2 AND service = ANY($3::text[]) AND is_open"
+            " AND places_held < places_total RETURNING site_id, service)"
+            " INSERT INTO holds (referral_id, site_id, service)"
+            " SELECT $1, site_id, service FROM taken RETURNING service"
+        )
+        if len(wanted) == 1:  # nothing to undo when the single place is not taken
+            return len(await self.connection.fetch(statement, referral_id, site_id, wanted)) == 1
         try:
             async with self.connection.transaction():  # a savepoint
-                for service in sorted(set(services)):
-                    taken = await self.connection.fetchval(
-                        "UPDATE site_services SET places_held = places_held + 1"
-                        " WHERE site_id = $1 AND service = $2 AND is_open"
-                        " AND places_held < places_total RETURNING true",
-                        site_id,
-                        str(service),
-                    )
-                    if not taken:
-                        raise _LostRace
-                    await self.connection.execute(
-                        "INSERT INTO holds (referral_id, site_id, service) VALUES ($1, $2, $3)",
-                        referral_id,
-                        site_id,
-                        str(service),
-                    )
+                taken = await self.connection.fetch(statement, referral_id, site_id, wanted)
+                if len(taken) != len(wanted):
+                    raise _LostRace
         except _LostRace:
             return False
         return True

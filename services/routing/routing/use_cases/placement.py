@@ -105,7 +105,8 @@ async def _offer(
         tried=(*ref.tried, decision.site.site_id),
         answer_by=answer_by,
     )
-    await uow.waitlist_remove(ref.referral_id)
+    if ref.status == "waitlisted":
+        await uow.waitlist_remove(ref.referral_id)
     await uow.save_referral(new)
     decision_id = derived_id("decision", cause, ref.referral_id, new.attempt)
     await _record(uow, new, decision_id, "routed", decision, cause)
