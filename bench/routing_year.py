@@ -42,6 +42,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiguillage_common.geography import Geography, default_data_dir, haversine_km, load_geography
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
@@ -530,10 +531,12 @@ def decisions_per_second(
 
 async def database_rate(
     database_url: str, arrivals: list[Arrival], seconds: float, concurrency: int
-) -> float:
+) -> tuple[float, float]:
     """route_referral() end to end on PostgreSQL (inbox claim, snapshot, decision, conditional
     reservation, record, outbox row, commit) in a throwaway schema, ``concurrency`` at a time
-    like as many partitions; Kafka is left out."""
+    like as many partitions; Kafka is left out. Also returns, for scale, the rate of a bare
+    two-insert transaction on one connection measured in the same run (the engineering notes'
+    baseline)."""
     import asyncio
     import uuid
 
@@ -585,10 +588,22 @@ async def database_rate(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
         await pool.close()
-        return done / elapsed
+        return done / elapsed, await _baseline(connection, seconds)
     finally:
         await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await connection.close()
+
+
+async def _baseline(connection: Any, seconds: float) -> float:
+    await connection.execute("CREATE TABLE bench_baseline (id bigserial, x int)")
+    done = 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        async with connection.transaction():
+            await connection.execute("INSERT INTO bench_baseline (x) VALUES (1)")
+            await connection.execute("INSERT INTO bench_baseline (x) VALUES (2)")
+        done += 1
+    return done / (time.perf_counter() - began)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -661,12 +676,13 @@ def main(argv: list[str] | None = None) -> int:
         import asyncio
 
         for concurrency in (1, 4):
-            rate = asyncio.run(
+            rate, baseline = asyncio.run(
                 database_rate(args.database_url, arrivals, args.speed_seconds, concurrency)
             )
             print(
                 f"route_referral() through PostgreSQL, {concurrency} at a time: "
-                f"{rate:,.0f} decisions/s"
+                f"{rate:,.0f} decisions/s (bare two-insert transaction, same run: "
+                f"{baseline:,.0f}/s)"
             )
     return 0
 

@@ -22,22 +22,21 @@ async def route_referral(event: ReferralAccepted, ctx: RoutingContext) -> Referr
         known = await uow.get_referral(event.subject)
         if known is not None:
             return known  # a second acceptance of the same referral changes nothing
+        # The row must exist before holds reference it. Its status is provisional: place()
+        # always overwrites it in this same transaction (offered, waitlisted or unroutable).
         ref = ReferralState(
             referral_id=event.subject,
             correlation_id=event.correlation_id,
             accepted=event.data,
-            status="waitlisted",  # placeholder until decided below; never committed as such
+            status="offered",
             site_id=None,
             attempt=0,
             tried=(),
             urgency_rank=urgency_rank(event.data),
             arrived_at=event.occurred_at,
         )
-        # The row must exist before holds reference it; place() overwrites the status.
         await uow.save_referral(ref)
-        return await place(
-            uow, ctx, dataclasses.replace(ref, status="offered"), event.event_id, now
-        )
+        return await place(uow, ctx, ref, event.event_id, now)
 
 
 async def cancel_referral(event: ReferralCancelled, ctx: RoutingContext) -> ReferralState | None:
