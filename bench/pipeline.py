@@ -5,11 +5,12 @@ same run.
 
 Prints messages per second for:
 1. raw aiokafka: consume → produce → commit, one message at a time, no database;
-2. raw composite: consume → asyncpg transaction running routing's exact SQL (inbox claim,
-   decision insert, outbox insert) → produce → commit, one message at a time, no framework;
+2. raw composite: consume → routing's own use case and SQL on asyncpg (inbox claim, directory
+   read, atomic reservation, decision record, outbox rows) → produce → commit, one message at a
+   time, no framework (no FastStream, no reliable consumer, no relay);
 3. the routing service as it runs in production (FastStream, reliable consumer, outbox relay),
    as a separate process, on N accepted referrals published beforehand;
-and the ratios of 3 to 1 and 2. Also the pure routing decision rate (no I/O) for reference.
+and the ratios of 3 to 1 and 2. (The pure decision rate is in ``bench/routing_year.py``.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from aiguillage_common.codec import encode_event
-from aiguillage_common.geography import load_geography
+from aiguillage_common.geography import Geography, load_geography
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision
 from aiguillage_demo.samples import make_referral
@@ -34,7 +35,11 @@ from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
 from referral_intake.domain.admission import Admitted, admit
 from routing.adapters.directory_csv import load_directory
-from routing.domain.decision import decide
+from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.postgres import seed_directory as seed_rows
+from routing.settings import RoutingSettings
+from routing.use_cases.ports import RoutingContext
+from routing.use_cases.route_referral import route_referral
 
 BOOTSTRAP = os.environ.get("AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 DATABASE = os.environ.get(
@@ -72,8 +77,8 @@ async def publish(topic: str, events: list[ReferralAccepted]) -> None:
         await producer.stop()
 
 
-async def raw_loop(source: str, sink: str, count: int, pool: asyncpg.Pool | None) -> float:
-    """Consume → (transaction) → produce → commit, sequentially; returns messages per second."""
+async def raw_loop(source: str, sink: str, count: int, context: RoutingContext | None) -> float:
+    """Consume → (routing's use case) → produce → commit, sequentially; returns msg/s."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=BOOTSTRAP,
@@ -91,38 +96,9 @@ async def raw_loop(source: str, sink: str, count: int, pool: asyncpg.Pool | None
             record = await consumer.getone()
             if done == 0:
                 started = time.perf_counter()
-            if pool is not None:
-                async with pool.acquire() as connection, connection.transaction():
-                    await connection.execute(
-                        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
-                        "ON CONFLICT DO NOTHING RETURNING true",
-                        "bench",
-                        uuid.uuid4(),
-                    )
-                    await connection.execute(
-                        "INSERT INTO decisions (referral_id, decision_id, outcome, site_id,"
-                        " centre_id, distance_km, reason, explanation, caused_by_event_id,"
-                        " correlation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                        f"raw-{uuid.uuid4().hex[:16]}",
-                        uuid.uuid4(),
-                        "routed",
-                        "S",
-                        "C",
-                        1.0,
-                        None,
-                        "bench",
-                        uuid.uuid4(),
-                        uuid.uuid4(),
-                    )
-                    await connection.execute(
-                        "INSERT INTO outbox (event_id, topic, key, headers, payload) "
-                        "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (event_id) DO NOTHING",
-                        uuid.uuid4(),
-                        sink,
-                        "k",
-                        "{}",
-                        record.value,
-                    )
+            if context is not None:
+                event = ReferralAccepted.model_validate_json(record.value or b"")
+                await route_referral(event, context)
             await producer.send_and_wait(sink, record.value, key=record.key)
             await consumer.commit(
                 {TopicPartition(record.topic, record.partition): record.offset + 1}
@@ -177,14 +153,9 @@ async def service_rate(prefix: str, suffix: str, count: int, pool: asyncpg.Pool)
         await asyncio.wait_for(process.wait(), 30)
 
 
-def decide_rate(count: int) -> float:
-    geography = load_geography()
-    directory = load_directory(geography)
-    events = accepted_events(min(count, 2000))
-    started = time.perf_counter()
-    for event in events:
-        decide(event.data, directory, geography)
-    return len(events) / (time.perf_counter() - started)
+async def seed_directory(pool: asyncpg.Pool, geography: Geography) -> None:
+    async with pool.acquire() as connection:
+        await seed_rows(connection, load_directory(geography))
 
 
 async def main(count: int) -> None:
@@ -205,24 +176,33 @@ async def main(count: int) -> None:
     assert pool is not None
     try:
         raw = await raw_loop(source, raw_sink, count, None)
-        composite = await raw_loop(source, composite_sink, count, pool)
-        await pool.execute("TRUNCATE decisions, outbox, processed_events")
+        geography = load_geography()
+        await seed_directory(pool, geography)
+        context = RoutingContext(
+            uow_factory=lambda: PostgresRoutingUnitOfWork(pool),
+            geography=geography,
+            policy=RoutingSettings().policy(),
+            decisions_topic=composite_sink,
+        )
+        composite = await raw_loop(source, composite_sink, count, context)
+        # The service starts from the same state: fresh schema, seeded directory.
+        await pool.execute(f"DROP SCHEMA routing{suffix} CASCADE")
+        await migrate_services(DATABASE, ["routing"], suffix)
+        await seed_directory(pool, geography)
         service = await service_rate(prefix, suffix, count, pool)
         await pool.execute(f"DROP SCHEMA routing{suffix} CASCADE")
     finally:
         await pool.close()
-    pure = decide_rate(count)
     print(f"\nOne hop, {count} messages, sequential per consumer (2-core machine, same run)")
     print(f"{'pipeline':<58} {'msg/s':>9} {'vs raw':>8}")
     rows = [
         ("1. raw aiokafka consume → produce → commit", raw),
-        ("2. raw composite: + asyncpg transaction (routing's SQL)", composite),
+        ("2. raw composite: + routing's use case and SQL, no framework", composite),
         ("3. routing service (FastStream, inbox, outbox relay)", service),
     ]
     for label, rate in rows:
         print(f"{label:<58} {rate:>9.0f} {rate / raw:>7.2f}x")
     print(f"routing service vs raw composite: {service / composite:.2f}x")
-    print(f"pure routing decision, no I/O: {pure:,.0f} decisions/s")
 
 
 def run() -> None:

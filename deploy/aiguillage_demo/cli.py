@@ -225,8 +225,11 @@ def _print_summary(outcomes: dict[str, Outcome], rejected: list[dict[str, Any]])
         elif decision["event_type"] == "referral.routed":
             site = decision["data"]["site"]
             result = f"{site['site_id']} ({decision['data']['distance_km']} km)"
+        elif decision["event_type"] == "referral.waitlisted":
+            data_w = decision["data"]
+            result = f"waiting at {data_w['site']['site_id']} (position {data_w['position']})"
         else:
-            result = f"unroutable: {decision['data']['reason']}"
+            result = f"{decision['event_type']}: {decision['data'].get('reason', '-')}"
         told = ", ".join(
             f"{n['recipient_kind']}:{n['recipient_id']}" for _, n in outcome.notifications
         )

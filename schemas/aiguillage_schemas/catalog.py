@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.centres import CENTRE_RESPONSES, DIRECTORY_UPDATES
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed, NotificationIssued
 from aiguillage_schemas.events.prescribers import PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
@@ -45,4 +46,6 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     ReferralAmended,
     ReferralCancellationRequested,
     PrescriberRegistryUpdated,
+    *CENTRE_RESPONSES,
+    *DIRECTORY_UPDATES,
 )

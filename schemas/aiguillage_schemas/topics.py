@@ -32,6 +32,10 @@ NOTIFICATIONS_OUTBOUND = Topic(
 )
 # Dead letters of the internal consumers: a poison message lands here with a reason.
 ROUTING_DEAD_LETTER = Topic("routing.dead-letter", REFERRAL_PARTITIONS, "routing -> operators")
+# Centres answer offers and report paths (key: referral id, so they follow the offer's order).
+CENTRE_RESPONSES = Topic("centres.responses", REFERRAL_PARTITIONS, "centres -> routing")
+# Centres and operators change the directory (key: site id, so one site's changes stay ordered).
+DIRECTORY_UPDATES = Topic("directory.updates", 3, "centres, operators -> routing")
 NOTIFICATIONS_DEAD_LETTER = Topic(
     "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
 )
@@ -48,4 +52,6 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ROUTING_DEAD_LETTER,
     NOTIFICATIONS_DEAD_LETTER,
     PRESCRIBERS_REGISTRY,
+    CENTRE_RESPONSES,
+    DIRECTORY_UPDATES,
 )

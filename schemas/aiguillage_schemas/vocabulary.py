@@ -96,3 +96,6 @@ class RejectionReason(StrEnum):
     REFERRAL_CLOSED = "referral_closed"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PROCESSING_ERROR = "processing_error"
+    # Routing's closed loop: a centre spoke about a referral that is not (or no longer) its own.
+    NOT_OFFERED_TO_SENDER = "not_offered_to_sender"
+    UNKNOWN_SITE = "unknown_site"

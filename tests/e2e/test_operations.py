@@ -65,7 +65,7 @@ async def test_an_operator_follows_one_referral_by_grepping_its_id(isolated: Iso
                 assert entry["correlation_id"] == str(referral.correlation_id)
                 steps.setdefault(service.name, []).append(entry["event"])
     assert "referral.accepted" in steps["referral-intake"]
-    assert "referral.routed" in steps["routing"]
+    assert "referral.offered" in steps["routing"]
     # One line per notification: issued on its channels, or no channel configured (the centre's
     # webhook and e-mail are not configured in this test).
     told = [

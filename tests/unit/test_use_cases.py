@@ -23,10 +23,11 @@ from notifications.use_cases.notify import notify
 from referral_intake.adapters.registry_file import load_registry_file
 from referral_intake.domain.admission import Admitted
 from referral_intake.use_cases.submit_referral import Outcome, Topics, submit_referral
-from routing.domain.decision import Routed, Unroutable
 from routing.domain.directory import Directory
+from routing.domain.referral import ReferralState
 from routing.use_cases.route_referral import route_referral
 from tests.unit.fakes import FakeStore, FakeUnitOfWork
+from tests.unit.routing_fakes import RoutingStore, fresh_directory, routing_context
 from tests.unit.test_notifications import notifications_planner
 
 TODAY = date(2026, 11, 22)
@@ -54,11 +55,6 @@ class FakeIntakeUow(FakeUnitOfWork):
         outside_jurisdiction: bool,
     ) -> None:
         self.write("referrals", (event.subject, admitted.fingerprint))
-
-
-class FakeRoutingUow(FakeUnitOfWork):
-    async def record_decision(self, event: Any, decision_id: Any, decision: Any) -> None:
-        self.write("decisions", (event.subject, decision))
 
 
 class FakeNotificationsUow(FakeUnitOfWork):
@@ -144,18 +140,17 @@ async def _accepted(geography: Geography, case: int) -> ReferralAccepted:
 async def test_routing_decides_and_publishes_once(
     geography: Geography, directory: Directory
 ) -> None:
-    store = FakeStore()
+    store = RoutingStore(fresh_directory(directory))
     accepted = await _accepted(geography, 1)
 
-    async def route() -> Routed | Unroutable | None:
-        return await route_referral(
-            accepted, lambda: FakeRoutingUow(store), directory, geography, "routed"
-        )
+    async def route() -> ReferralState | None:
+        return await route_referral(accepted, routing_context(store, geography))
 
     first = await route()
-    assert isinstance(first, Routed)
+    assert first is not None
+    assert first.status == "offered"
     assert await route() is None
-    assert len(store.rows("decisions")) == 1
+    assert len(store.decisions) == 1
     assert len(store.outbox) == 1
     routed = store.outbox[0][1]
     assert isinstance(routed, ReferralRouted)
@@ -165,11 +160,9 @@ async def test_routing_decides_and_publishes_once(
 async def test_notifications_tell_centre_and_prescriber_once(
     geography: Geography, directory: Directory
 ) -> None:
-    routing_store, store = FakeStore(), FakeStore()
+    routing_store, store = RoutingStore(fresh_directory(directory)), FakeStore()
     accepted = await _accepted(geography, 1)
-    await route_referral(
-        accepted, lambda: FakeRoutingUow(routing_store), directory, geography, "routed"
-    )
+    await route_referral(accepted, routing_context(routing_store, geography))
     routed = routing_store.outbox[0][1]
     assert isinstance(routed, ReferralRouted)
     planner, now = notifications_planner(), routed.occurred_at

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from aiguillage_common.settings import ServiceSettings
 
 
 class BackgroundWorker(Protocol):
-    """A service's own long-running task (e.g. a delivery worker), started after the relay."""
+    """A service's own loop (e.g. a timer), started after the pool and relay, stopped before."""
 
     async def start(self) -> None: ...
 
@@ -42,8 +42,6 @@ class Runtime:
     producer: KafkaProducerAdapter
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
-    # Built at startup (they need the pool), stopped before the relay, in reverse order.
-    worker_factories: list[Callable[[Runtime], BackgroundWorker]] = field(default_factory=list)
     workers: list[BackgroundWorker] = field(default_factory=list)
 
     def require_pool(self) -> asyncpg.Pool:
@@ -75,6 +73,7 @@ def build_app(
     settings: ServiceSettings,
     register: Callable[[KafkaBroker, Runtime], None],
     description: str,
+    workers: Callable[[Runtime], Sequence[BackgroundWorker]] | None = None,
 ) -> FastStream:
     """Compose a service: ``register`` attaches its subscribers and documents its publishers."""
     broker = KafkaBroker(
@@ -105,8 +104,7 @@ def build_app(
             settings.outbox_poll_interval_s,
         )
         await runtime.relay.start()
-        for factory in runtime.worker_factories:
-            worker = factory(runtime)
+        for worker in workers(runtime) if workers else ():
             await worker.start()
             runtime.workers.append(worker)
         log.info("service.resources_ready", schema=settings.db_schema)
@@ -115,8 +113,8 @@ def build_app(
         log.info("service.started", kafka=settings.kafka_bootstrap_servers)
 
     async def close_resources() -> None:
-        while runtime.workers:
-            await runtime.workers.pop().stop()
+        for worker in reversed(runtime.workers):
+            await worker.stop()
         if runtime.relay is not None:
             await runtime.relay.stop(settings.graceful_timeout_s)
         await runtime.producer.stop()

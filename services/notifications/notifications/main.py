@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -58,6 +58,10 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
         load_templates(),
         timedelta(seconds=settings.reminder_before_s),
     )
+
+    # The delivery worker needs the pool, so it is built at startup from a factory that
+    # register() leaves here.
+    worker_factories: list[Callable[[Runtime], BackgroundWorker]] = []
 
     def register(broker: KafkaBroker, runtime: Runtime) -> None:
         def uow() -> PostgresNotificationsUnitOfWork:
@@ -167,9 +171,15 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
                 settings.graceful_timeout_s,
             )
 
-        runtime.worker_factories.append(delivery_worker)
+        worker_factories.append(delivery_worker)
 
-    return build_app(SERVICE, settings, register, DESCRIPTION)
+    return build_app(
+        SERVICE,
+        settings,
+        register,
+        DESCRIPTION,
+        lambda runtime: [factory(runtime) for factory in worker_factories],
+    )
 
 
 def run() -> None:

@@ -1,60 +1,134 @@
-"""Composition root of routing: directory, adapters, subscriber, app."""
+"""Composition root of routing: geography, policy, adapters, subscribers, timer, app."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from aiguillage_common.consumer import ReliableConsumer, subscribe
+from aiguillage_common.consumer import Process, ReliableConsumer, subscribe
 from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.geography import load_geography
-from aiguillage_common.runtime import Runtime, build_app, run_service
+from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.referral_lifecycle import MessageDeadLettered, ReferralAccepted
-from aiguillage_schemas.events.routing_decisions import ReferralRouted, ReferralUnroutable
-from routing.adapters.directory_csv import load_directory
-from routing.adapters.kafka import RoutingHandler
+from aiguillage_schemas.events.centres import (
+    CapacityUpdated,
+    OfferAnswered,
+    PathReport,
+    ServiceClosed,
+    ServiceOpened,
+    SiteAdded,
+    SiteClosed,
+)
+from aiguillage_schemas.events.referral_lifecycle import (
+    MessageDeadLettered,
+    ReferralAccepted,
+    ReferralCancelled,
+)
+from aiguillage_schemas.events.routing_decisions import (
+    PathReported,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralRouted,
+    ReferralUnroutable,
+    ReferralWaitlisted,
+    ReferralWithdrawn,
+)
+from routing.adapters.kafka import CentreResponsesHandler, DirectoryHandler, RoutingHandler
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.workers import DirectorySeeder, OfferTimer
 from routing.settings import RoutingSettings
-from routing.use_cases.route_referral import CONSUMER
+from routing.use_cases.offer_timeouts import expire_one_offer
+from routing.use_cases.ports import CONSUMER, RoutingContext
 
 SERVICE = "routing"
-DESCRIPTION = "Chooses a CPCA site for each accepted referral and publishes the decision."
+DESCRIPTION = (
+    "Chooses a CPCA site for each accepted referral, keeps capacity and waiting lists, and runs "
+    "the closed loop with centres (offers, answers, timeouts, path reports)."
+)
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastStream:
     settings = settings or RoutingSettings()
     geography = load_geography()
-    directory = load_directory(geography)
     decisions_topic = settings.topic(topics.ROUTED.name)
     dead_letter_topic = settings.topic(topics.ROUTING_DEAD_LETTER.name)
+    contexts: list[RoutingContext] = []
+
+    def context(runtime: Runtime) -> RoutingContext:
+        if not contexts:
+            contexts.append(
+                RoutingContext(
+                    uow_factory=lambda: PostgresRoutingUnitOfWork(runtime.require_pool()),
+                    geography=geography,
+                    policy=settings.policy(),
+                    decisions_topic=decisions_topic,
+                    offer_timeout=timedelta(seconds=settings.offer_timeout_s),
+                    urgent_offer_timeout=timedelta(seconds=settings.urgent_offer_timeout_s),
+                    min_offer_window=timedelta(seconds=settings.min_offer_window_s),
+                    max_attempts=settings.max_attempts,
+                    reservation_retries=settings.reservation_retries,
+                    drain_scan_limit=settings.drain_scan_limit,
+                )
+            )
+        return contexts[0]
 
     def register(broker: KafkaBroker, runtime: Runtime) -> None:
-        handler = RoutingHandler(
-            lambda: PostgresRoutingUnitOfWork(runtime.require_pool()),
-            directory,
-            geography,
-            decisions_topic,
+        ctx = context(runtime)
+        inbound: tuple[tuple[str, Process, topics.Topic, str, object, str], ...] = (
+            (
+                CONSUMER,
+                RoutingHandler(ctx),
+                topics.ACCEPTED,
+                "",
+                ReferralAccepted | ReferralCancelled,
+                "Identity-free referrals accepted by intake, and prescribers' cancellations.",
+            ),
+            (
+                CONSUMER + ".centres",
+                CentreResponsesHandler(ctx),
+                topics.CENTRE_RESPONSES,
+                ".centres",
+                OfferAnswered | PathReport,
+                "Centres' answers to offers and path reports.",
+            ),
+            (
+                CONSUMER + ".directory",
+                DirectoryHandler(ctx),
+                topics.DIRECTORY_UPDATES,
+                ".directory",
+                CapacityUpdated | ServiceOpened | ServiceClosed | SiteAdded | SiteClosed,
+                "Directory updates: capacity, services and sites opened or closed.",
+            ),
         )
-        consumer = ReliableConsumer(
-            CONSUMER,
-            handler,
-            DeadLetterPublisher(runtime.producer, dead_letter_topic, CONSUMER),
-            runtime.retry_policy,
-            settings.handler_timeout_s,
-        )
-        subscribe(
-            broker,
-            consumer,
-            topic=settings.topic(topics.ACCEPTED.name),
-            group_id=settings.consumer_group,
-            documented_payload=ReferralAccepted,
-            description="Identity-free referrals accepted by intake.",
-        )
+        for name, handler, topic, group_suffix, payload, description in inbound:
+            consumer = ReliableConsumer(
+                name,
+                handler,
+                DeadLetterPublisher(runtime.producer, dead_letter_topic, name),
+                runtime.retry_policy,
+                settings.handler_timeout_s,
+            )
+            subscribe(
+                broker,
+                consumer,
+                topic=settings.topic(topic.name),
+                # One group per topic: a rebalance on one input never pauses the others.
+                group_id=settings.consumer_group + group_suffix,
+                documented_payload=payload,
+                description=description,
+            )
         broker.publisher(
             decisions_topic,
-            schema=ReferralRouted | ReferralUnroutable,
-            description="Routing decisions, via the outbox.",
+            schema=ReferralRouted
+            | ReferralUnroutable
+            | ReferralWaitlisted
+            | ReferralEscalated
+            | ReferralPlaced
+            | ReferralWithdrawn
+            | PathReported,
+            description="Routing decisions and path events, via the outbox.",
         )
         broker.publisher(
             dead_letter_topic,
@@ -62,7 +136,19 @@ def create_app(settings: RoutingSettings | None = None) -> FastStream:
             description="Messages routing could not process, with the reason.",
         )
 
-    return build_app(SERVICE, settings, register, DESCRIPTION)
+    def workers(runtime: Runtime) -> list[BackgroundWorker]:
+        ctx = context(runtime)
+        seeders: list[BackgroundWorker] = []
+        if settings.seed_directory_if_empty:
+            seeders.append(
+                DirectorySeeder(runtime.require_pool(), geography, settings.seed_path_months)
+            )
+        return [
+            *seeders,
+            OfferTimer(lambda: expire_one_offer(ctx), settings.timer_poll_interval_s),
+        ]
+
+    return build_app(SERVICE, settings, register, DESCRIPTION, workers)
 
 
 def run() -> None:

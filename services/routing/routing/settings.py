@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic_settings import SettingsConfigDict
 
 from aiguillage_common.settings import ServiceSettings
+from routing.domain.decision import Policy
 
 
 class RoutingSettings(ServiceSettings):
@@ -12,3 +15,36 @@ class RoutingSettings(ServiceSettings):
 
     db_schema: str = "routing"
     consumer_group: str = "routing"
+
+    # Decision policy (its version, a hash of these values, is stored with every decision).
+    policy_name: str = "default"
+    max_distance_km: float = 200.0
+    allow_neighbour_fallback: bool = True
+    tier_weight_km: float = 1000.0
+    load_weight_km: float = 25.0
+    language_penalty_km: float = 30.0
+    capacity_freshness_s: float = 30 * 86_400.0
+
+    # Closed loop: how long a centre has to answer, how many sites are tried before a human.
+    offer_timeout_s: float = 5 * 86_400.0
+    urgent_offer_timeout_s: float = 86_400.0  # eviction housing: answer within 24 h
+    min_offer_window_s: float = 4 * 3600.0  # a prescriber's respond_by never leaves less
+    max_attempts: int = 3
+    timer_poll_interval_s: float = 1.0
+    reservation_retries: int = 5
+    drain_scan_limit: int = 50  # waiting referrals looked at when places free
+
+    # Seed: used when the directory is empty at start (and by `aiguillage-routing-directory`).
+    seed_directory_if_empty: bool = True
+    seed_path_months: float = 4.0
+
+    def policy(self) -> Policy:
+        return Policy(
+            max_distance_km=self.max_distance_km,
+            allow_neighbour_fallback=self.allow_neighbour_fallback,
+            tier_weight_km=self.tier_weight_km,
+            load_weight_km=self.load_weight_km,
+            language_penalty_km=self.language_penalty_km,
+            capacity_freshness=timedelta(seconds=self.capacity_freshness_s),
+            name=self.policy_name,
+        )

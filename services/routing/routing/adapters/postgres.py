@@ -1,31 +1,463 @@
-"""PostgreSQL side of routing: the decision records."""
+"""PostgreSQL side of routing: directory, referrals, holds, waiting lists and decision records.
+
+Everything runs inside the unit of work's transaction. Reservation is a conditional UPDATE per
+needed service (``places_held < places_total``), in service order so two transactions lock rows in
+the same order, inside a savepoint so a half-reserved referral leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+import asyncpg
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
-from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
-from routing.domain.decision import Routed, Unroutable
+from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
+from aiguillage_schemas.events.routing_decisions import SiteRef
+from aiguillage_schemas.vocabulary import ServiceCode
+from routing.domain.decision import DecisionRecord
+from routing.domain.directory import Capacity, Centre, Directory, Eligibility, Site
+from routing.domain.referral import ReferralState
+
+_SITE_COLUMNS = (
+    "s.site_id, s.centre_id, s.commune_insee, s.departement, s.lat, s.lon, s.serves,"
+    " s.address_confidential, s.assumed, s.languages,"
+    " c.name, c.region_code, c.departements, c.coordinator_contact"
+)
+
+
+def _eligibility(text: str) -> Eligibility:
+    return "judicial_only" if text == "judicial_only" else "all"
+
+
+async def read_directory(
+    connection: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection,
+    departements: Collection[str] | None = None,
+) -> Directory:
+    """Open sites (serving or lying in ``departements``, or all) with their open services."""
+    where = "s.closed_at IS NULL"
+    args: list[object] = []
+    if departements is not None:
+        where += " AND (s.serves && $1::text[] OR s.departement = ANY($1::text[]))"
+        args.append(sorted(departements))
+    site_rows = await connection.fetch(
+        f"SELECT {_SITE_COLUMNS} FROM sites s JOIN centres c USING (centre_id) WHERE {where}"  # noqa: S608 - fixed text
+        " ORDER BY s.site_id",
+        *args,
+    )
+    capacity_rows = await connection.fetch(
+        "SELECT site_id, service, places_total, places_held, eligibility, assumed, updated_at"
+        " FROM site_services WHERE is_open AND site_id = ANY($1::text[])",
+        [row["site_id"] for row in site_rows],
+    )
+    capacity: dict[tuple[str, ServiceCode], Capacity] = {}
+    services: dict[str, set[ServiceCode]] = {}
+    for row in capacity_rows:
+        service = ServiceCode(row["service"])
+        services.setdefault(row["site_id"], set()).add(service)
+        capacity[(row["site_id"], service)] = Capacity(
+            places_total=row["places_total"],
+            places_held=row["places_held"],
+            updated_at=row["updated_at"],
+            eligibility=_eligibility(row["eligibility"]),
+            assumed=row["assumed"],
+        )
+    centres: dict[str, Centre] = {}
+    sites: list[Site] = []
+    for row in site_rows:
+        centres[row["centre_id"]] = Centre(
+            row["centre_id"],
+            row["name"],
+            row["region_code"],
+            frozenset(row["departements"]),
+            row["coordinator_contact"],
+        )
+        sites.append(
+            Site(
+                site_id=row["site_id"],
+                centre_id=row["centre_id"],
+                commune_insee=row["commune_insee"],
+                departement=row["departement"],
+                lat=row["lat"],
+                lon=row["lon"],
+                services=frozenset(services.get(row["site_id"], ())),
+                serves=frozenset(row["serves"]),
+                address_confidential=row["address_confidential"],
+                assumed=row["assumed"],
+                languages=frozenset(row["languages"]),
+            )
+        )
+    return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
+
+
+async def seed_directory(
+    connection: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection, directory: Directory
+) -> int:
+    """Insert what is missing; never overwrites what centres reported since. Returns the number
+    of site services inserted (0 when the directory was already loaded)."""
+    async with connection.transaction():
+        await connection.executemany(
+            "INSERT INTO centres (centre_id, name, region_code, departements, coordinator_contact)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (centre_id) DO NOTHING",
+            [
+                (c.centre_id, c.name, c.region_code, sorted(c.departements), c.coordinator_contact)
+                for c in directory.centres.values()
+            ],
+        )
+        await connection.executemany(
+            "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
+            " address_confidential, assumed, languages)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (site_id) DO NOTHING",
+            [
+                (
+                    s.site_id,
+                    s.centre_id,
+                    s.commune_insee,
+                    s.departement,
+                    s.lat,
+                    s.lon,
+                    sorted(s.serves),
+                    s.address_confidential,
+                    s.assumed,
+                    sorted(s.languages),
+                )
+                for s in directory.sites
+            ],
+        )
+        inserted = 0
+        for (site_id, service), capacity in sorted(directory.capacity.items()):
+            done = await connection.fetchval(
+                "INSERT INTO site_services (site_id, service, places_total, eligibility, assumed,"
+                " updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (site_id, service) DO NOTHING RETURNING true",
+                site_id,
+                str(service),
+                capacity.places_total,
+                capacity.eligibility,
+                capacity.assumed,
+                capacity.updated_at,
+            )
+            inserted += bool(done)
+    return inserted
 
 
 class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
+    # -- directory -------------------------------------------------------------------------
+    async def directory_snapshot(self, departements: Collection[str]) -> Directory:
+        return await read_directory(self.connection, departements)
+
+    async def site_ref(self, site_id: str) -> SiteRef | None:
+        row = await self.connection.fetchrow(
+            "SELECT s.centre_id, c.name, s.site_id, s.commune_insee, s.departement,"
+            " s.address_confidential FROM sites s JOIN centres c USING (centre_id)"
+            " WHERE s.site_id = $1",
+            site_id,
+        )
+        if row is None:
+            return None
+        return SiteRef(
+            centre_id=row["centre_id"],
+            centre_name=row["name"],
+            site_id=row["site_id"],
+            site_commune_insee=row["commune_insee"],
+            site_departement=row["departement"],
+            address_confidential=row["address_confidential"],
+        )
+
+    async def set_capacity(
+        self, site_id: str, service: ServiceCode, places_total: int, as_of: datetime
+    ) -> bool:
+        """Applies a count newer than the stored one; an older (reordered) one changes nothing."""
+        applied = await self.connection.fetchval(
+            "UPDATE site_services SET places_total = $3, updated_at = $4, assumed = false"
+            " WHERE site_id = $1 AND service = $2 AND updated_at < $4 RETURNING true",
+            site_id,
+            str(service),
+            places_total,
+            as_of,
+        )
+        return bool(applied)
+
+    async def open_service(
+        self,
+        site_id: str,
+        service: ServiceCode,
+        places_total: int,
+        eligibility: Eligibility,
+        as_of: datetime,
+    ) -> bool:
+        applied = await self.connection.fetchval(
+            "INSERT INTO site_services (site_id, service, places_total, eligibility, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, service) DO UPDATE SET"
+            " is_open = true, places_total = EXCLUDED.places_total,"
+            " eligibility = EXCLUDED.eligibility, updated_at = EXCLUDED.updated_at,"
+            " assumed = false WHERE site_services.updated_at < EXCLUDED.updated_at"
+            " RETURNING true",
+            site_id,
+            str(service),
+            places_total,
+            eligibility,
+            as_of,
+        )
+        return bool(applied)
+
+    async def close_service(self, site_id: str, service: ServiceCode, as_of: datetime) -> bool:
+        applied = await self.connection.fetchval(
+            "UPDATE site_services SET is_open = false, updated_at = $3"
+            " WHERE site_id = $1 AND service = $2 AND updated_at < $3 RETURNING true",
+            site_id,
+            str(service),
+            as_of,
+        )
+        return bool(applied)
+
+    async def site_exists(self, site_id: str) -> bool:
+        return bool(
+            await self.connection.fetchval("SELECT true FROM sites WHERE site_id = $1", site_id)
+        )
+
+    async def centre_exists(self, centre_id: str) -> bool:
+        return bool(
+            await self.connection.fetchval(
+                "SELECT true FROM centres WHERE centre_id = $1", centre_id
+            )
+        )
+
+    async def add_site(self, site: Site) -> bool:
+        applied = await self.connection.fetchval(
+            "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
+            " address_confidential, assumed, languages)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false, $9)"
+            " ON CONFLICT (site_id) DO UPDATE SET closed_at = NULL, serves = EXCLUDED.serves,"
+            " commune_insee = EXCLUDED.commune_insee, departement = EXCLUDED.departement,"
+            " lat = EXCLUDED.lat, lon = EXCLUDED.lon, languages = EXCLUDED.languages,"
+            " address_confidential = EXCLUDED.address_confidential, assumed = false,"
+            " updated_at = clock_timestamp() RETURNING true",
+            site.site_id,
+            site.centre_id,
+            site.commune_insee,
+            site.departement,
+            site.lat,
+            site.lon,
+            sorted(site.serves),
+            site.address_confidential,
+            sorted(site.languages),
+        )
+        return bool(applied)
+
+    async def close_site(self, site_id: str, as_of: datetime) -> bool:
+        applied = await self.connection.fetchval(
+            "UPDATE sites SET closed_at = $2, updated_at = clock_timestamp()"
+            " WHERE site_id = $1 AND closed_at IS NULL RETURNING true",
+            site_id,
+            as_of,
+        )
+        return bool(applied)
+
+    # -- referrals ---------------------------------------------------------------------------
+    async def get_referral(self, referral_id: str) -> ReferralState | None:
+        """The referral, locked until the transaction ends (answers, timers and cancellations
+        of one referral are serialised on this row)."""
+        row = await self.connection.fetchrow(
+            "SELECT * FROM referrals WHERE referral_id = $1 FOR UPDATE", referral_id
+        )
+        return _state(row) if row is not None else None
+
+    async def save_referral(self, state: ReferralState) -> None:
+        await self.connection.execute(
+            "INSERT INTO referrals (referral_id, correlation_id, accepted, status, site_id,"
+            " attempt, tried, urgency_rank, arrived_at, answer_by)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (referral_id) DO UPDATE SET status = EXCLUDED.status,"
+            " site_id = EXCLUDED.site_id, attempt = EXCLUDED.attempt, tried = EXCLUDED.tried,"
+            " answer_by = EXCLUDED.answer_by, updated_at = clock_timestamp()",
+            state.referral_id,
+            state.correlation_id,
+            state.accepted.model_dump_json(),
+            state.status,
+            state.site_id,
+            state.attempt,
+            list(state.tried),
+            state.urgency_rank,
+            state.arrived_at,
+            state.answer_by,
+        )
+
+    async def due_offer(self, now: datetime) -> ReferralState | None:
+        """One open offer past its deadline, locked; offers another worker holds are skipped."""
+        row = await self.connection.fetchrow(
+            "SELECT * FROM referrals WHERE status = 'offered' AND answer_by <= $1"
+            " ORDER BY answer_by LIMIT 1 FOR UPDATE SKIP LOCKED",
+            now,
+        )
+        return _state(row) if row is not None else None
+
+    # -- places ----------------------------------------------------------------------------------
+    async def reserve(
+        self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
+    ) -> bool:
+        """One place per service at the site, all or none: one statement takes the places and
+        writes the holds; a partial take (another transaction got a last place first) is rolled
+        back to a savepoint."""
+        wanted = sorted({str(service) for service in services})
+        statement = (
+            "WITH taken AS (UPDATE site_services SET places_held = places_held + 1"
+            " WHERE site_id = $2 AND service = ANY($3::text[]) AND is_open"
+            " AND places_held < places_total RETURNING site_id, service)"
+            " INSERT INTO holds (referral_id, site_id, service)"
+            " SELECT $1, site_id, service FROM taken RETURNING service"
+        )
+        if len(wanted) == 1:  # nothing to undo when the single place is not taken
+            return len(await self.connection.fetch(statement, referral_id, site_id, wanted)) == 1
+        try:
+            async with self.connection.transaction():  # a savepoint
+                taken = await self.connection.fetch(statement, referral_id, site_id, wanted)
+                if len(taken) != len(wanted):
+                    raise _LostRace
+        except _LostRace:
+            return False
+        return True
+
+    async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]:
+        rows = await self.connection.fetch(
+            "DELETE FROM holds WHERE referral_id = $1 RETURNING site_id, service", referral_id
+        )
+        freed = sorted((row["site_id"], ServiceCode(row["service"])) for row in rows)
+        for site_id, service in freed:
+            await self.connection.execute(
+                "UPDATE site_services SET places_held = places_held - 1"
+                " WHERE site_id = $1 AND service = $2",
+                site_id,
+                str(service),
+            )
+        return freed
+
+    # -- waiting lists -------------------------------------------------------------------------
+    async def waitlist_add(self, state: ReferralState, site_id: str, service: ServiceCode) -> int:
+        await self.connection.execute(
+            "INSERT INTO waitlist (referral_id, site_id, service, residence_departement,"
+            " urgency_rank, arrived_at) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (referral_id) DO UPDATE SET"
+            " site_id = EXCLUDED.site_id, service = EXCLUDED.service",
+            state.referral_id,
+            site_id,
+            str(service),
+            state.accepted.residence_departement,
+            state.urgency_rank,
+            state.arrived_at,
+        )
+        position = await self.connection.fetchval(
+            "SELECT count(*) FROM waitlist w, waitlist me WHERE me.referral_id = $1"
+            " AND w.site_id = me.site_id AND w.service = me.service"
+            " AND (w.urgency_rank, w.arrived_at, w.seq)"
+            " <= (me.urgency_rank, me.arrived_at, me.seq)",
+            state.referral_id,
+        )
+        return int(position)
+
+    async def waitlist_remove(self, referral_id: str) -> None:
+        await self.connection.execute("DELETE FROM waitlist WHERE referral_id = $1", referral_id)
+
+    async def waitlist_order(self, site_id: str, service: ServiceCode) -> list[str]:
+        rows = await self.connection.fetch(
+            "SELECT referral_id FROM waitlist WHERE site_id = $1 AND service = $2"
+            " ORDER BY urgency_rank, arrived_at, seq",
+            site_id,
+            str(service),
+        )
+        return [row["referral_id"] for row in rows]
+
+    async def waiting_for(
+        self, service: ServiceCode, departements: Collection[str], limit: int
+    ) -> list[str]:
+        rows = await self.connection.fetch(
+            "SELECT referral_id FROM waitlist WHERE service = $1"
+            " AND residence_departement = ANY($2::text[])"
+            " ORDER BY urgency_rank, arrived_at, seq LIMIT $3",
+            str(service),
+            sorted(departements),
+            limit,
+        )
+        return [row["referral_id"] for row in rows]
+
+    async def waiting_at(self, site_id: str) -> list[str]:
+        rows = await self.connection.fetch(
+            "SELECT referral_id FROM waitlist WHERE site_id = $1"
+            " ORDER BY urgency_rank, arrived_at, seq",
+            site_id,
+        )
+        return [row["referral_id"] for row in rows]
+
+    async def places_open(self, site_id: str, service: ServiceCode) -> int:
+        value = await self.connection.fetchval(
+            "SELECT places_open FROM site_services WHERE site_id = $1 AND service = $2 AND is_open",
+            site_id,
+            str(service),
+        )
+        return int(value or 0)
+
+    async def site_reach(self, site_id: str) -> list[str]:
+        """Départements whose residents this site may receive (served ones and its own)."""
+        row = await self.connection.fetchrow(
+            "SELECT serves, departement FROM sites WHERE site_id = $1", site_id
+        )
+        return sorted({*row["serves"], row["departement"]}) if row else []
+
+    # -- decision records ------------------------------------------------------------------
     async def record_decision(
-        self, event: ReferralAccepted, decision_id: uuid.UUID, decision: Routed | Unroutable
+        self,
+        *,
+        referral_id: str,
+        decision_id: uuid.UUID,
+        attempt: int,
+        outcome: str,
+        site: Site | None,
+        distance_km: float | None,
+        reason: str | None,
+        explanation: str,
+        record: DecisionRecord | None,
+        cause_event_id: uuid.UUID,
+        correlation_id: uuid.UUID,
     ) -> None:
-        routed = isinstance(decision, Routed)
         await self.connection.execute(
             "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
-            " distance_km, reason, explanation, caused_by_event_id, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            event.subject,
+            " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
+            " policy_version, record)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
+            " ON CONFLICT (decision_id) DO NOTHING",
+            referral_id,
             decision_id,
-            "routed" if routed else "unroutable",
-            decision.site.site_id if isinstance(decision, Routed) else None,
-            decision.site.centre_id if isinstance(decision, Routed) else None,
-            decision.distance_km if isinstance(decision, Routed) else None,
-            decision.reason if isinstance(decision, Unroutable) else None,
-            decision.explanation,
-            event.event_id,
-            event.correlation_id,
+            outcome,
+            site.site_id if site else None,
+            site.centre_id if site else None,
+            distance_km,
+            reason,
+            explanation,
+            cause_event_id,
+            correlation_id,
+            attempt,
+            record.policy_version if record else None,
+            json.dumps(record.to_json()) if record else None,
         )
+
+
+class _LostRace(Exception):
+    """Another transaction took the last place first: roll back to the savepoint."""
+
+
+def _state(row: asyncpg.Record) -> ReferralState:
+    return ReferralState(
+        referral_id=row["referral_id"],
+        correlation_id=row["correlation_id"],
+        accepted=ReferralAcceptedData.model_validate_json(row["accepted"]),
+        status=row["status"],
+        site_id=row["site_id"],
+        attempt=row["attempt"],
+        tried=tuple(row["tried"]),
+        urgency_rank=row["urgency_rank"],
+        arrived_at=row["arrived_at"],
+        answer_by=row["answer_by"],
+    )

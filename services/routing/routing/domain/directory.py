@@ -1,10 +1,17 @@
-"""The CPCA directory as routing sees it: centres and the sites they route to."""
+"""The CPCA directory as routing sees it: centres, the sites they route to, and per site and
+service the capacity with who may use it and when it was last reported."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Literal
 
-from aiguillage_schemas.vocabulary import ServiceCode
+from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
+
+Eligibility = Literal["judicial_only", "all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +20,7 @@ class Centre:
     name: str
     region_code: str
     departements: frozenset[str]
+    coordinator_contact: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +34,67 @@ class Site:
     departement: str
     lat: float
     lon: float
-    services: frozenset[ServiceCode]
+    services: frozenset[ServiceCode]  # services open at this site
     serves: frozenset[str]  # départements this site takes referrals from
     address_confidential: bool = False
     assumed: bool = False
+    languages: frozenset[str] = frozenset({"fr"})
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Places for one service at one site. ``places_total`` is what the centre reports;
+    ``places_held`` is what Aiguillage has offered or placed there and not released."""
+
+    places_total: int
+    places_held: int
+    updated_at: datetime
+    eligibility: Eligibility = "all"
+    assumed: bool = False
+
+    def open_places(self, now: datetime, freshness: timedelta) -> int | None:
+        """Free places, or None when the last report is too old to be trusted."""
+        if now - self.updated_at > freshness:
+            return None
+        return max(self.places_total - self.places_held, 0)
+
+    def admits(self, kind: PrescriberKind) -> bool:
+        return self.eligibility == "all" or kind.is_judicial
+
+    @property
+    def load_ratio(self) -> float:
+        return self.places_held / self.places_total if self.places_total else 1.0
 
 
 @dataclass(frozen=True)
 class Directory:
-    centres: dict[str, Centre]
+    centres: Mapping[str, Centre]
     sites: tuple[Site, ...]
+    capacity: Mapping[tuple[str, ServiceCode], Capacity] = field(default_factory=dict)
 
     def centre_of(self, site: Site) -> Centre:
         return self.centres[site.centre_id]
+
+    def site(self, site_id: str) -> Site | None:
+        return self.by_id.get(site_id)
+
+    @cached_property
+    def by_id(self) -> dict[str, Site]:
+        return {site.site_id: site for site in self.sites}
+
+    @cached_property
+    def _by_departement(self) -> dict[str, tuple[Site, ...]]:
+        """Each département's sites: those serving it and those lying in it (built once)."""
+        index: dict[str, list[Site]] = {}
+        for site in self.sites:
+            for departement in {*site.serves, site.departement}:
+                index.setdefault(departement, []).append(site)
+        return {d: tuple(sites) for d, sites in index.items()}
+
+    def sites_near(self, departements: set[str] | frozenset[str]) -> list[Site]:
+        """Sites serving or lying in any of ``departements`` (callers sort what they keep)."""
+        seen: dict[str, Site] = {}
+        for departement in sorted(departements):
+            for site in self._by_departement.get(departement, ()):
+                seen[site.site_id] = site
+        return list(seen.values())

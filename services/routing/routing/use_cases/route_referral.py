@@ -1,94 +1,75 @@
-"""Use case: an accepted referral arrives; choose a site and publish the decision once."""
+"""Use cases on ``referrals.accepted``: route a new referral; withdraw a cancelled one."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-from typing import Protocol
+import dataclasses
 
-from aiguillage_common.geography import Geography
-from aiguillage_common.unit_of_work import UnitOfWork
-from aiguillage_schemas.envelope import Envelope
-from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
-from aiguillage_schemas.events.routing_decisions import (
-    ReferralRouted,
-    ReferralRoutedData,
-    ReferralUnroutable,
-    ReferralUnroutableData,
-    SiteRef,
-)
-from routing.domain.decision import Routed, Unroutable, decide
-from routing.domain.directory import Directory
+from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralCancelled
+from aiguillage_schemas.events.routing_decisions import ReferralWithdrawn, ReferralWithdrawnData
+from routing.domain.referral import FINAL, HOLDING, ReferralState, urgency_rank
+from routing.use_cases.placement import drain, place
+from routing.use_cases.ports import CONSUMER, SOURCE, RoutingContext, derived_id
 
-CONSUMER = "routing"
-SOURCE = "routing"
-_IDS = uuid.UUID("5a0c7a6e-2f7d-4a53-9a8e-7b61d2c4f0b3")
+__all__ = ["CONSUMER", "cancel_referral", "route_referral"]
 
 
-class RoutingUnitOfWork(UnitOfWork, Protocol):
-    async def record_decision(
-        self, event: ReferralAccepted, decision_id: uuid.UUID, decision: Routed | Unroutable
-    ) -> None: ...
-
-
-async def route_referral(
-    event: ReferralAccepted,
-    uow_factory: Callable[[], RoutingUnitOfWork],
-    directory: Directory,
-    geography: Geography,
-    decisions_topic: str,
-) -> Routed | Unroutable | None:
-    """Returns the decision, or None when the event was already handled."""
-    decision = decide(event.data, directory, geography)
-    decision_id = uuid.uuid5(_IDS, f"decision:{event.event_id}")
-    async with uow_factory() as uow:
+async def route_referral(event: ReferralAccepted, ctx: RoutingContext) -> ReferralState | None:
+    """Returns the referral's new state, or None when the event was already handled."""
+    now = ctx.clock()
+    async with ctx.uow_factory() as uow:
         if not await uow.claim(CONSUMER, event.event_id):
             return None
-        await uow.record_decision(event, decision_id, decision)
-        await uow.emit(decisions_topic, _decision_event(event, decision_id, decision, directory))
-    return decision
+        known = await uow.get_referral(event.subject)
+        if known is not None:
+            return known  # a second acceptance of the same referral changes nothing
+        # The row must exist before holds reference it. Its status is provisional: place()
+        # always overwrites it in this same transaction (offered, waitlisted or unroutable).
+        ref = ReferralState(
+            referral_id=event.subject,
+            correlation_id=event.correlation_id,
+            accepted=event.data,
+            status="offered",
+            site_id=None,
+            attempt=0,
+            tried=(),
+            urgency_rank=urgency_rank(event.data),
+            arrived_at=event.occurred_at,
+        )
+        await uow.save_referral(ref)
+        return await place(uow, ctx, ref, event.event_id, now)
 
 
-def _decision_event(
-    event: ReferralAccepted,
-    decision_id: uuid.UUID,
-    decision: Routed | Unroutable,
-    directory: Directory,
-) -> Envelope:
-    common = {
-        "event_id": uuid.uuid5(_IDS, f"decided:{event.event_id}"),
-        "source": SOURCE,
-        "correlation_id": event.correlation_id,
-        "subject": event.subject,
-    }
-    if isinstance(decision, Unroutable):
-        return ReferralUnroutable(
-            **common,
-            data=ReferralUnroutableData(
-                decision_id=decision_id,
-                prescriber_id=event.data.prescriber_id,
-                prescriber_kind=event.data.prescriber_kind,
-                reason=decision.reason,
-                explanation=decision.explanation,
+async def cancel_referral(event: ReferralCancelled, ctx: RoutingContext) -> ReferralState | None:
+    now = ctx.clock()
+    async with ctx.uow_factory() as uow:
+        if not await uow.claim(CONSUMER, event.event_id):
+            return None
+        ref = await uow.get_referral(event.subject)
+        if ref is not None and ref.status in FINAL:
+            return ref  # already over: nothing to release, nobody to tell again
+        site = None
+        if ref is not None and ref.status in HOLDING and ref.site_id is not None:
+            site = await uow.site_ref(ref.site_id)
+        freed = await uow.release(event.subject) if ref is not None else []
+        await uow.waitlist_remove(event.subject)
+        new = None
+        if ref is not None:
+            new = dataclasses.replace(ref, status="withdrawn", answer_by=None)
+            await uow.save_referral(new)
+        await uow.emit(
+            ctx.decisions_topic,
+            ReferralWithdrawn(
+                event_id=derived_id(event.event_id, "withdrawn", event.subject),
+                source=SOURCE,
+                correlation_id=event.correlation_id,
+                subject=event.subject,
+                data=ReferralWithdrawnData(
+                    prescriber_id=event.data.prescriber_id,
+                    prescriber_kind=event.data.prescriber_kind,
+                    site=site,
+                    reason="cancelled_by_prescriber",
+                ),
             ),
         )
-    site = decision.site
-    return ReferralRouted(
-        **common,
-        data=ReferralRoutedData(
-            decision_id=decision_id,
-            prescriber_id=event.data.prescriber_id,
-            prescriber_kind=event.data.prescriber_kind,
-            site=SiteRef(
-                centre_id=site.centre_id,
-                centre_name=directory.centre_of(site).name,
-                site_id=site.site_id,
-                site_commune_insee=site.commune_insee,
-                site_departement=site.departement,
-                address_confidential=site.address_confidential,
-            ),
-            services=list(event.data.needed_services),
-            distance_km=decision.distance_km,
-            explanation=decision.explanation,
-        ),
-    )
+        await drain(uow, ctx, freed, event.event_id, now)
+        return new

@@ -1,0 +1,69 @@
+"""Routing's background work: seed the directory when empty, and expire unanswered offers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from aiguillage_common.consumer import TRANSIENT_ERRORS, where
+from aiguillage_common.geography import Geography
+from aiguillage_common.logging import get_logger
+from routing.adapters.directory_csv import load_directory
+from routing.adapters.postgres import seed_directory
+
+log = get_logger("aiguillage.routing.workers")
+
+
+class DirectorySeeder:
+    """Loads the seed directory once when the tables are empty (a fresh environment); a loaded
+    or live directory is never touched. Idempotent and safe with several instances."""
+
+    def __init__(self, pool: asyncpg.Pool, geography: Geography, path_months: float) -> None:
+        self._pool = pool
+        self._geography = geography
+        self._path_months = path_months
+
+    async def start(self) -> None:
+        async with self._pool.acquire() as connection:
+            if await connection.fetchval("SELECT EXISTS (SELECT 1 FROM site_services)"):
+                return
+            directory = load_directory(self._geography, path_months=self._path_months)
+            inserted = await seed_directory(connection, directory)
+            log.info("directory.seeded", site_services=inserted)
+
+    async def stop(self) -> None:
+        return None
+
+
+class OfferTimer:
+    """Fires overdue offers one transaction at a time until none is due, then sleeps."""
+
+    def __init__(self, fire_one: Callable[[], Awaitable[str | None]], interval_s: float) -> None:
+        self._fire_one = fire_one
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="routing-offer-timer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while (referral_id := await self._fire_one()) is not None:
+                    log.info("offer.timed_out", referral_id=referral_id)
+            except TRANSIENT_ERRORS as error:
+                log.warning("offer_timer.retrying", error_type=type(error).__name__)
+            except Exception as error:
+                # A bug must not stop every future timeout: log it (type and place only) and
+                # try again on the next tick.
+                log.error("offer_timer.failed", error_type=type(error).__name__, at=where(error))
+            await asyncio.sleep(self._interval_s)

@@ -1,0 +1,59 @@
+"""A referral as routing follows it through the closed loop with centres."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Literal
+from uuid import UUID
+
+from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
+from aiguillage_schemas.vocabulary import ServiceCode, Urgency
+
+Status = Literal[
+    "offered", "placed", "waitlisted", "unroutable", "escalated", "withdrawn", "closed"
+]
+# Statuses in which the referral holds places at its site.
+HOLDING: frozenset[str] = frozenset({"offered", "placed"})
+FINAL: frozenset[str] = frozenset({"unroutable", "escalated", "withdrawn", "closed"})
+
+
+def urgency_rank(data: ReferralAcceptedData) -> int:
+    """0 first. Housing after eviction is urgent whatever the prescriber wrote (24 h)."""
+    urgent = data.urgency is Urgency.URGENT or ServiceCode.EVICTION_HOUSING in data.needed_services
+    return 0 if urgent else 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralState:
+    referral_id: str
+    correlation_id: UUID
+    accepted: ReferralAcceptedData
+    status: Status
+    site_id: str | None
+    attempt: int
+    tried: tuple[str, ...]
+    urgency_rank: int
+    arrived_at: datetime
+    answer_by: datetime | None = None
+
+
+def answer_deadline(
+    data: ReferralAcceptedData,
+    now: datetime,
+    standard: timedelta,
+    urgent: timedelta,
+    minimum: timedelta,
+) -> datetime:
+    """When the centre must have answered an offer made ``now``.
+
+    Urgent referrals get the short delay. A prescriber's ``respond_by`` date brings the deadline
+    forward to the start of that day, so a re-route still fits; but never below ``minimum``, so
+    that a centre always has a real chance to answer (a past date must not bounce the referral
+    from site to site until escalation).
+    """
+    deadline = now + (urgent if urgency_rank(data) == 0 else standard)
+    if data.respond_by is not None:
+        prescribed = datetime.combine(data.respond_by, time.min, tzinfo=UTC)
+        deadline = min(deadline, max(prescribed, now + minimum))
+    return deadline

@@ -1,0 +1,320 @@
+"""The heart of the closed loop, shared by every use case: decide, reserve, offer or wait;
+release places and hand them to the waiting list in order; escalate to a human.
+
+Everything here runs inside the caller's transaction, so a decision, its reservation, its record
+and its outgoing event are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+
+from aiguillage_schemas.events.routing_decisions import (
+    ReferralEscalated,
+    ReferralEscalatedData,
+    ReferralRouted,
+    ReferralRoutedData,
+    ReferralUnroutable,
+    ReferralUnroutableData,
+    ReferralWaitlisted,
+    ReferralWaitlistedData,
+    SiteRef,
+)
+from aiguillage_schemas.vocabulary import ServiceCode
+from routing.domain.decision import Decision, Routed, Unroutable, Waitlisted, decide
+from routing.domain.directory import Directory, Site
+from routing.domain.referral import ReferralState, answer_deadline
+from routing.use_cases.ports import SOURCE, RoutingContext, RoutingUnitOfWork, derived_id
+
+
+class ReservationContention(TimeoutError):
+    """Lost the race for places too many times in a row: transient, the message is retried."""
+
+
+def site_ref(site: Site, directory: Directory) -> SiteRef:
+    return SiteRef(
+        centre_id=site.centre_id,
+        centre_name=directory.centre_of(site).name,
+        site_id=site.site_id,
+        site_commune_insee=site.commune_insee,
+        site_departement=site.departement,
+        address_confidential=site.address_confidential,
+    )
+
+
+def _envelope(ref: ReferralState, cause: uuid.UUID, purpose: str) -> dict[str, object]:
+    return {
+        "event_id": derived_id(cause, purpose, ref.referral_id, ref.attempt),
+        "source": SOURCE,
+        "correlation_id": ref.correlation_id,
+        "subject": ref.referral_id,
+    }
+
+
+async def place(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    cause: uuid.UUID,
+    now: datetime,
+) -> ReferralState:
+    """Offer the referral to the best untried site with room, else put it on a waiting list,
+    else mark it unroutable (first attempt) or escalate it (re-route). Returns the new state."""
+    data = ref.accepted
+    territory = {
+        data.residence_departement,
+        *ctx.geography.neighbours.get(data.residence_departement, ()),
+    }
+    for _ in range(ctx.reservation_retries):
+        directory = await uow.directory_snapshot(territory)
+        decision = decide(data, directory, ctx.geography, ctx.policy, now=now, tried=ref.tried)
+        if isinstance(decision, Routed):
+            if await uow.reserve(ref.referral_id, decision.site.site_id, data.needed_services):
+                return await _offer(uow, ctx, ref, decision, directory, cause, now)
+            continue  # another instance took the last place: decide again on fresh counts
+        if isinstance(decision, Waitlisted):
+            return await _wait(uow, ctx, ref, decision, directory, cause)
+        if ref.tried:
+            return await escalate(
+                uow, ctx, ref, cause, "no_feasible_site", decision.explanation, decision
+            )
+        return await _unroutable(uow, ctx, ref, decision, cause)
+    raise ReservationContention(f"no place reserved after {ctx.reservation_retries} tries")
+
+
+async def _offer(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    decision: Routed,
+    directory: Directory,
+    cause: uuid.UUID,
+    now: datetime,
+) -> ReferralState:
+    answer_by = answer_deadline(
+        ref.accepted, now, ctx.offer_timeout, ctx.urgent_offer_timeout, ctx.min_offer_window
+    )
+    previous = ref.tried[-1] if ref.tried else None
+    new = dataclasses.replace(
+        ref,
+        status="offered",
+        site_id=decision.site.site_id,
+        attempt=ref.attempt + 1,
+        tried=(*ref.tried, decision.site.site_id),
+        answer_by=answer_by,
+    )
+    if ref.status == "waitlisted":
+        await uow.waitlist_remove(ref.referral_id)
+    await uow.save_referral(new)
+    decision_id = derived_id("decision", cause, ref.referral_id, new.attempt)
+    await _record(uow, new, decision_id, "routed", decision, cause)
+    await uow.emit(
+        ctx.decisions_topic,
+        ReferralRouted(
+            **_envelope(new, cause, "routed"),
+            data=ReferralRoutedData(
+                decision_id=decision_id,
+                prescriber_id=ref.accepted.prescriber_id,
+                prescriber_kind=ref.accepted.prescriber_kind,
+                site=site_ref(decision.site, directory),
+                services=list(ref.accepted.needed_services),
+                distance_km=decision.distance_km,
+                explanation=decision.explanation,
+                attempt=new.attempt,
+                answer_by=new.answer_by,
+                previous_site_id=previous,
+            ),
+        ),
+    )
+    return new
+
+
+async def _wait(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    decision: Waitlisted,
+    directory: Directory,
+    cause: uuid.UUID,
+) -> ReferralState:
+    if ref.status == "waitlisted" and any(
+        c.site_id == ref.site_id and c.feasible for c in decision.record.candidates
+    ):
+        return ref  # its site is still fine: it keeps its place in the queue, nothing new to say
+    new = dataclasses.replace(
+        ref, status="waitlisted", site_id=decision.site.site_id, answer_by=None
+    )
+    await uow.save_referral(new)
+    position = await uow.waitlist_add(new, decision.site.site_id, decision.service)
+    decision_id = derived_id("decision", cause, ref.referral_id, "waitlisted", ref.attempt)
+    await _record(uow, new, decision_id, "waitlisted", decision, cause)
+    await uow.emit(
+        ctx.decisions_topic,
+        ReferralWaitlisted(
+            **_envelope(new, cause, "waitlisted"),
+            data=ReferralWaitlistedData(
+                decision_id=decision_id,
+                prescriber_id=ref.accepted.prescriber_id,
+                prescriber_kind=ref.accepted.prescriber_kind,
+                site=site_ref(decision.site, directory),
+                service=decision.service,
+                position=position,
+                explanation=f"{decision.explanation} Position {position} dans la file.",
+            ),
+        ),
+    )
+    return new
+
+
+async def _unroutable(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    decision: Unroutable,
+    cause: uuid.UUID,
+) -> ReferralState:
+    new = dataclasses.replace(ref, status="unroutable", site_id=None, answer_by=None)
+    await uow.save_referral(new)
+    decision_id = derived_id("decision", cause, ref.referral_id, "unroutable")
+    await _record(uow, new, decision_id, "unroutable", decision, cause)
+    await uow.emit(
+        ctx.decisions_topic,
+        ReferralUnroutable(
+            **_envelope(new, cause, "unroutable"),
+            data=ReferralUnroutableData(
+                decision_id=decision_id,
+                prescriber_id=ref.accepted.prescriber_id,
+                prescriber_kind=ref.accepted.prescriber_kind,
+                reason=decision.reason,
+                explanation=decision.explanation,
+            ),
+        ),
+    )
+    return new
+
+
+async def escalate(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    cause: uuid.UUID,
+    reason: str,
+    explanation: str,
+    decision: Decision | None = None,
+) -> ReferralState:
+    new = dataclasses.replace(ref, status="escalated", site_id=None, answer_by=None)
+    await uow.waitlist_remove(ref.referral_id)
+    await uow.save_referral(new)
+    decision_id = derived_id("decision", cause, ref.referral_id, "escalated")
+    await _record(uow, new, decision_id, "escalated", decision, cause, reason, explanation)
+    await uow.emit(
+        ctx.decisions_topic,
+        ReferralEscalated(
+            **_envelope(new, cause, "escalated"),
+            data=ReferralEscalatedData(
+                prescriber_id=ref.accepted.prescriber_id,
+                prescriber_kind=ref.accepted.prescriber_kind,
+                attempts=len(ref.tried),
+                reason="attempts_exhausted"
+                if reason == "attempts_exhausted"
+                else "no_feasible_site",
+                explanation=explanation,
+            ),
+        ),
+    )
+    return new
+
+
+async def _record(
+    uow: RoutingUnitOfWork,
+    ref: ReferralState,
+    decision_id: uuid.UUID,
+    outcome: str,
+    decision: Decision | None,
+    cause: uuid.UUID,
+    reason: str | None = None,
+    explanation: str | None = None,
+) -> None:
+    site = decision.site if isinstance(decision, Routed | Waitlisted) else None
+    await uow.record_decision(
+        referral_id=ref.referral_id,
+        decision_id=decision_id,
+        attempt=max(ref.attempt, 1),
+        outcome=outcome,
+        site=site,
+        distance_km=decision.distance_km if isinstance(decision, Routed | Waitlisted) else None,
+        reason=reason or (decision.reason if isinstance(decision, Unroutable) else None),
+        explanation=explanation or (decision.explanation if decision else ""),
+        record=decision.record if decision else None,
+        cause_event_id=cause,
+        correlation_id=ref.correlation_id,
+    )
+
+
+async def reroute_or_escalate(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    cause: uuid.UUID,
+    now: datetime,
+    why: str,
+) -> ReferralState:
+    """After a decline or a timeout (places already released): next best site, or a human."""
+    if ref.attempt >= ctx.max_attempts:
+        return await escalate(
+            uow,
+            ctx,
+            ref,
+            cause,
+            "attempts_exhausted",
+            f"{ref.attempt} site(s) proposé(s) sans réponse favorable ({why}); "
+            "un coordinateur reprend le dossier.",
+        )
+    return await place(uow, ctx, ref, cause, now)
+
+
+async def drain(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    freed: list[tuple[str, ServiceCode]],
+    cause: uuid.UUID,
+    now: datetime,
+) -> int:
+    """Places freed at (site, service) go to the referrals waiting for that service within the
+    site's reach (its territory, and neighbours when the fallback is allowed), in order of
+    urgency then arrival. A waiting referral that cannot use the place (another of its services
+    is full, or the site was already tried) keeps its position and does not block those behind.
+    Returns how many waiting referrals were offered a place."""
+    offered = 0
+    for site_id, service in sorted(set(freed)):
+        reach = set(await uow.site_reach(site_id))
+        if ctx.policy.allow_neighbour_fallback:
+            for departement in list(reach):
+                reach |= ctx.geography.neighbours.get(departement, frozenset())
+        for referral_id in await uow.waiting_for(service, reach, ctx.drain_scan_limit):
+            if await uow.places_open(site_id, service) <= 0:
+                break
+            ref = await uow.get_referral(referral_id)
+            if ref is None or ref.status != "waitlisted":
+                await uow.waitlist_remove(referral_id)
+                continue
+            new = await place(uow, ctx, ref, cause, now)
+            offered += new.status == "offered"
+    return offered
+
+
+async def requeue_waiting_at(
+    uow: RoutingUnitOfWork, ctx: RoutingContext, site_id: str, cause: uuid.UUID, now: datetime
+) -> int:
+    """A site or one of its services closed: the referrals waiting there are decided again
+    (offered elsewhere, or moved to another queue, keeping their arrival time)."""
+    moved = 0
+    for referral_id in await uow.waiting_at(site_id):
+        ref = await uow.get_referral(referral_id)
+        if ref is None or ref.status != "waitlisted":
+            continue
+        new = await place(uow, ctx, ref, cause, now)
+        moved += new.site_id != site_id
+    return moved

@@ -1,0 +1,100 @@
+"""What routing's use cases need from the outside: one transaction with routing's tables, the
+reference geography, the policy and the clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from aiguillage_common.geography import Geography
+from aiguillage_common.unit_of_work import UnitOfWork
+from aiguillage_schemas.events.routing_decisions import SiteRef
+from aiguillage_schemas.vocabulary import ServiceCode
+from routing.domain.decision import DecisionRecord, Policy
+from routing.domain.directory import Directory, Eligibility, Site
+from routing.domain.referral import ReferralState
+
+CONSUMER = "routing"
+SOURCE = "routing"
+IDS = uuid.UUID("5a0c7a6e-2f7d-4a53-9a8e-7b61d2c4f0b3")
+
+
+def derived_id(*parts: object) -> uuid.UUID:
+    """Stable ids: the same cause always derives the same decision and event ids."""
+    return uuid.uuid5(IDS, ":".join(str(p) for p in parts))
+
+
+class RoutingUnitOfWork(UnitOfWork, Protocol):
+    async def directory_snapshot(self, departements: Collection[str]) -> Directory: ...
+    async def site_ref(self, site_id: str) -> SiteRef | None: ...
+    async def set_capacity(
+        self, site_id: str, service: ServiceCode, places_total: int, as_of: datetime
+    ) -> bool: ...
+    async def open_service(
+        self,
+        site_id: str,
+        service: ServiceCode,
+        places_total: int,
+        eligibility: Eligibility,
+        as_of: datetime,
+    ) -> bool: ...
+    async def close_service(self, site_id: str, service: ServiceCode, as_of: datetime) -> bool: ...
+    async def site_exists(self, site_id: str) -> bool: ...
+    async def centre_exists(self, centre_id: str) -> bool: ...
+    async def add_site(self, site: Site) -> bool: ...
+    async def close_site(self, site_id: str, as_of: datetime) -> bool: ...
+    async def get_referral(self, referral_id: str) -> ReferralState | None: ...
+    async def save_referral(self, state: ReferralState) -> None: ...
+    async def due_offer(self, now: datetime) -> ReferralState | None: ...
+    async def reserve(
+        self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
+    ) -> bool: ...
+    async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]: ...
+    async def waitlist_add(
+        self, state: ReferralState, site_id: str, service: ServiceCode
+    ) -> int: ...
+    async def waitlist_remove(self, referral_id: str) -> None: ...
+    async def waitlist_order(self, site_id: str, service: ServiceCode) -> list[str]: ...
+    async def waiting_for(
+        self, service: ServiceCode, departements: Collection[str], limit: int
+    ) -> list[str]: ...
+    async def places_open(self, site_id: str, service: ServiceCode) -> int: ...
+    async def waiting_at(self, site_id: str) -> list[str]: ...
+    async def site_reach(self, site_id: str) -> list[str]: ...
+    async def record_decision(
+        self,
+        *,
+        referral_id: str,
+        decision_id: uuid.UUID,
+        attempt: int,
+        outcome: str,
+        site: Site | None,
+        distance_km: float | None,
+        reason: str | None,
+        explanation: str,
+        record: DecisionRecord | None,
+        cause_event_id: uuid.UUID,
+        correlation_id: uuid.UUID,
+    ) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RoutingContext:
+    uow_factory: Callable[[], RoutingUnitOfWork]
+    geography: Geography
+    policy: Policy
+    decisions_topic: str
+    offer_timeout: timedelta = timedelta(days=5)
+    urgent_offer_timeout: timedelta = timedelta(days=1)
+    min_offer_window: timedelta = timedelta(hours=4)
+    max_attempts: int = 3
+    reservation_retries: int = 5
+    drain_scan_limit: int = 50
+    clock: Callable[[], datetime] = utc_now

@@ -1,0 +1,90 @@
+"""Events the routing e2e tests publish: accepted referrals, centres' answers, directory updates."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from aiguillage_schemas.events.centres import CapacityUpdated, CapacityUpdatedData, OfferAnswered
+from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
+from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
+from tests.support.waiting import eventually
+
+COURSE = ServiceCode.RESPONSIBILITY_COURSE
+
+
+def lille_referral(referral_id: str) -> ReferralAccepted:
+    return ReferralAccepted(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject=referral_id,
+        data=ReferralAcceptedData(
+            prescriber_id="parquet-tj-lille",
+            prescriber_kind=PrescriberKind.PARQUET,
+            judicial_frame=JudicialFrame.ALTERNATIVE_ORIENTATION,
+            residence_commune_insee="59350",
+            residence_departement="59",
+            needed_services=[COURSE],
+            urgency=Urgency.STANDARD,
+            language="fr",
+            interpreter_needed=False,
+        ),
+    )
+
+
+def capacity(site_id: str, places_total: int, service: ServiceCode = COURSE) -> CapacityUpdated:
+    return CapacityUpdated(
+        source="operator",
+        correlation_id=uuid.uuid4(),
+        subject=site_id,
+        data=CapacityUpdatedData(
+            site_id=site_id, service=service, places_total=places_total, as_of=datetime.now(UTC)
+        ),
+    )
+
+
+def answer(
+    referral_id: str, site_id: str, verdict: str, reason: str | None = None, centre: str = ""
+) -> OfferAnswered:
+    centre_id = centre or site_id.rsplit("-", 1)[0]
+    return OfferAnswered.model_validate(
+        {
+            "source": centre_id,
+            "correlation_id": uuid.uuid4(),
+            "subject": referral_id,
+            "data": {
+                "centre_id": centre_id,
+                "site_id": site_id,
+                "answer": verdict,
+                "decline_reason": reason,
+            },
+        }
+    )
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    for response in responses:
+        for entry in response.to_object()["groups"]:
+            if entry["group"] == group and entry["error_code"] == 0 and entry["state"] == "Stable":
+                members: list[Any] = entry["members"]
+                return len(members)
+    return 0
+
+
+async def wait_group(bootstrap: str, group: str, members: int, timeout_s: float = 60) -> None:
+    await eventually(
+        lambda: group_members(bootstrap, group),
+        lambda n: n == members,
+        timeout_s,
+        0.5,
+        f"{members} stable members in {group}",
+    )

@@ -1,0 +1,262 @@
+"""The directory in PostgreSQL: the explicit seed command, directory updates, and the decision
+record read back with the CLI, on the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from aiguillage_common.geography import load_geography
+from aiguillage_schemas.events.centres import (
+    CapacityUpdated,
+    CapacityUpdatedData,
+    ServiceClosed,
+    ServiceClosedData,
+    ServiceOpened,
+    ServiceOpenedData,
+    SiteAdded,
+    SiteAddedData,
+    SiteClosed,
+    SiteClosedData,
+)
+from aiguillage_schemas.vocabulary import ServiceCode
+from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.domain.decision import Policy
+from routing.use_cases.directory_updates import apply_directory_update
+from routing.use_cases.ports import RoutingContext
+from routing.use_cases.route_referral import route_referral
+from tests.conftest import Isolated
+from tests.e2e.routing_events import lille_referral
+
+BIN = Path(sys.executable).parent
+COURSE = ServiceCode.RESPONSIBILITY_COURSE
+
+
+def _cli(isolated: Isolated, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AIGUILLAGE_ROUTING_DATABASE_URL": isolated.endpoints.database_url,
+        "AIGUILLAGE_ROUTING_DB_SCHEMA": isolated.schema("routing"),
+    }
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+async def ctx(isolated: Isolated) -> AsyncIterator[RoutingContext]:
+    """The use cases on the real database, in this process (the service's own wiring)."""
+    pool = await asyncpg.create_pool(
+        isolated.endpoints.database_url,
+        min_size=1,
+        max_size=2,
+        server_settings={"search_path": isolated.schema("routing")},
+    )
+    assert pool is not None
+    try:
+        yield RoutingContext(
+            uow_factory=lambda: PostgresRoutingUnitOfWork(pool),
+            geography=load_geography(),
+            policy=Policy(allow_neighbour_fallback=False),
+            decisions_topic="routed",
+        )
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
+
+
+async def test_seed_command_is_idempotent_and_keeps_what_centres_reported(
+    isolated: Isolated,
+) -> None:
+    first = _cli(isolated, "aiguillage-routing-directory", "load")
+    assert first.returncode == 0, first.stderr
+    assert "781 inserted now" in first.stdout
+    schema = isolated.schema("routing")
+    await isolated.db.execute(
+        f"UPDATE {schema}.site_services SET places_total = 1 WHERE site_id = 'HDF-ARRAS-59'"
+        " AND service = $1",
+        str(COURSE),
+    )
+    again = _cli(isolated, "aiguillage-routing-directory", "load")
+    assert "0 inserted now" in again.stdout
+    assert (
+        await isolated.count(
+            f"SELECT places_total FROM {schema}.site_services WHERE site_id = 'HDF-ARRAS-59'"
+            " AND service = $1",
+            str(COURSE),
+        )
+        == 1
+    )
+    assert (
+        await isolated.count(
+            f"SELECT count(*) FROM {schema}.site_services WHERE assumed AND site_id LIKE 'HDF-%'"
+        )
+        > 0
+    )
+    shown = _cli(isolated, "aiguillage-routing-directory", "show", "59")
+    assert "HDF-ARRAS-59" in shown.stdout
+    assert "0/1 held" in shown.stdout
+
+
+async def test_directory_updates_change_decisions_and_the_cli_explains_them(
+    isolated: Isolated, ctx: RoutingContext
+) -> None:
+    assert _cli(isolated, "aiguillage-routing-directory", "load").returncode == 0
+    now = datetime.now(UTC)
+
+    def envelope(site_id: str) -> dict[str, object]:
+        return {"source": "operator", "correlation_id": uuid.uuid4(), "subject": site_id}
+
+    # Lille stops its course; a stale count for Arras (older than the seed) is ignored.
+    assert await apply_directory_update(
+        ServiceClosed(
+            **envelope("HDF-ARRAS-59"),
+            data=ServiceClosedData(site_id="HDF-ARRAS-59", service=COURSE, as_of=now),
+        ),
+        ctx,
+    )
+    assert not await apply_directory_update(
+        CapacityUpdated(
+            **envelope("HDF-ARRAS-62"),
+            data=CapacityUpdatedData(
+                site_id="HDF-ARRAS-62",
+                service=COURSE,
+                places_total=0,
+                as_of=now - timedelta(days=400),
+            ),
+        ),
+        ctx,
+    )
+    # A new site in Roubaix (59512) opens; it offers nothing until a service is opened.
+    assert await apply_directory_update(
+        SiteAdded(
+            **envelope("HDF-ARRAS-ROUBAIX"),
+            data=SiteAddedData(
+                site_id="HDF-ARRAS-ROUBAIX",
+                centre_id="HDF-ARRAS",
+                commune_insee="59512",
+                serves=["59"],
+                as_of=now,
+            ),
+        ),
+        ctx,
+    )
+    referral = lille_referral(f"ref-dir{isolated.suffix}")
+    state = await route_referral(referral, ctx)
+    assert state is not None
+    assert state.site_id == "HDF-ARRAS-62"
+
+    shown = _cli(isolated, "aiguillage-routing-decision", referral.subject)
+    assert shown.returncode == 0, shown.stderr
+    assert "attempt 1: routed -> HDF-ARRAS-62" in shown.stdout
+    assert "HDF-ARRAS-59" in shown.stdout
+    assert "service_missing:responsibility_course" in shown.stdout
+    as_json = json.loads(
+        _cli(isolated, "aiguillage-routing-decision", referral.subject, "--json").stdout
+    )
+    record = as_json[0]["record"]
+    assert as_json[0]["policy_version"] == ctx.policy.version
+    assert {c["site_id"] for c in record["candidates"]} >= {
+        "HDF-ARRAS-59",
+        "HDF-ARRAS-62",
+        "HDF-ARRAS-ROUBAIX",
+    }
+    missing = _cli(isolated, "aiguillage-routing-decision", "ref-nobody-000")
+    assert missing.returncode == 1
+
+
+async def test_waiting_referrals_follow_closures_and_take_places_as_they_open(
+    isolated: Isolated, ctx: RoutingContext
+) -> None:
+    assert _cli(isolated, "aiguillage-routing-directory", "load").returncode == 0
+    schema = isolated.schema("routing")
+    now = datetime.now(UTC)
+
+    def envelope(site_id: str) -> dict[str, object]:
+        return {"source": "operator", "correlation_id": uuid.uuid4(), "subject": site_id}
+
+    async def status(referral_id: str) -> tuple[str, str]:
+        row = await isolated.db.fetchrow(
+            f"SELECT status, site_id FROM {schema}.referrals WHERE referral_id = $1", referral_id
+        )
+        assert row is not None
+        return row["status"], row["site_id"]
+
+    for site_id in ("HDF-ARRAS-59", "HDF-ARRAS-62"):
+        await apply_directory_update(
+            CapacityUpdated(
+                **envelope(site_id),
+                data=CapacityUpdatedData(
+                    site_id=site_id, service=COURSE, places_total=0, as_of=now
+                ),
+            ),
+            ctx,
+        )
+    referral = lille_referral(f"ref-close{isolated.suffix}")
+    await route_referral(referral, ctx)
+    assert await status(referral.subject) == ("waitlisted", "HDF-ARRAS-59")
+
+    # A Roubaix site opens the course with no free place yet; then Lille closes: the referral
+    # moves to Roubaix's queue; when Roubaix counts one place, it is offered there.
+    await apply_directory_update(
+        SiteAdded(
+            **envelope("HDF-ARRAS-RBX"),
+            data=SiteAddedData(
+                site_id="HDF-ARRAS-RBX",
+                centre_id="HDF-ARRAS",
+                commune_insee="59512",
+                serves=["59"],
+                as_of=now,
+            ),
+        ),
+        ctx,
+    )
+    later = now + timedelta(seconds=1)
+    await apply_directory_update(
+        ServiceOpened(
+            **envelope("HDF-ARRAS-RBX"),
+            data=ServiceOpenedData(
+                site_id="HDF-ARRAS-RBX", service=COURSE, places_total=0, as_of=later
+            ),
+        ),
+        ctx,
+    )
+    assert await status(referral.subject) == ("waitlisted", "HDF-ARRAS-59")
+    await apply_directory_update(
+        SiteClosed(
+            **envelope("HDF-ARRAS-59"), data=SiteClosedData(site_id="HDF-ARRAS-59", as_of=later)
+        ),
+        ctx,
+    )
+    assert await status(referral.subject) == ("waitlisted", "HDF-ARRAS-RBX")
+    await apply_directory_update(
+        CapacityUpdated(
+            **envelope("HDF-ARRAS-RBX"),
+            data=CapacityUpdatedData(
+                site_id="HDF-ARRAS-RBX",
+                service=COURSE,
+                places_total=1,
+                as_of=later + timedelta(seconds=1),
+            ),
+        ),
+        ctx,
+    )
+    assert await status(referral.subject) == ("offered", "HDF-ARRAS-RBX")
+    assert await isolated.count(f"SELECT count(*) FROM {schema}.waitlist") == 0
+    kinds = await isolated.db.fetch(
+        f"SELECT headers->>'event_type' AS kind FROM {schema}.outbox ORDER BY id"
+    )
+    assert [r["kind"] for r in kinds] == [
+        "referral.waitlisted",
+        "referral.waitlisted",
+        "referral.routed",
+    ]

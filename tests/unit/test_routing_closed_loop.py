@@ -1,0 +1,247 @@
+"""The closed loop through the use cases, on the in-memory store: offers, answers, timeouts,
+escalation, waiting lists, path reports and cancellations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from aiguillage_common.codec import InvalidMessage
+from aiguillage_common.geography import Geography
+from aiguillage_schemas.events.centres import (
+    OfferAnswered,
+    PathReport,
+    PathReportData,
+)
+from aiguillage_schemas.events.referral_lifecycle import (
+    ReferralAccepted,
+    ReferralAcceptedData,
+    ReferralCancelled,
+    ReferralCancelledData,
+)
+from aiguillage_schemas.events.routing_decisions import (
+    PathReported,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralRouted,
+    ReferralWaitlisted,
+    ReferralWithdrawn,
+)
+from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
+from routing.domain.decision import Policy
+from routing.domain.directory import Directory
+from routing.domain.referral import answer_deadline
+from routing.use_cases.centre_responses import answer_offer, report_path
+from routing.use_cases.offer_timeouts import expire_one_offer
+from routing.use_cases.ports import RoutingContext
+from routing.use_cases.route_referral import cancel_referral, route_referral
+from tests.unit.routing_fakes import (
+    Clock,
+    RoutingStore,
+    capacity_of,
+    fresh_directory,
+    routing_context,
+)
+
+COURSE = ServiceCode.RESPONSIBILITY_COURSE
+LILLE = "HDF-ARRAS-59"
+
+
+def accepted(referral_id: str, urgency: Urgency = Urgency.STANDARD) -> ReferralAccepted:
+    return ReferralAccepted(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject=referral_id,
+        data=ReferralAcceptedData(
+            prescriber_id="parquet-tj-lille",
+            prescriber_kind=PrescriberKind.PARQUET,
+            judicial_frame=JudicialFrame.ALTERNATIVE_ORIENTATION,
+            residence_commune_insee="59350",
+            residence_departement="59",
+            needed_services=[COURSE],
+            urgency=urgency,
+            language="fr",
+            interpreter_needed=False,
+        ),
+    )
+
+
+def answer(
+    referral_id: str, site_id: str, verdict: str, reason: str | None = None
+) -> OfferAnswered:
+    return OfferAnswered.model_validate(
+        {
+            "source": site_id.rsplit("-", 1)[0],
+            "correlation_id": uuid.uuid4(),
+            "subject": referral_id,
+            "data": {
+                "centre_id": site_id.rsplit("-", 1)[0],
+                "site_id": site_id,
+                "answer": verdict,
+                "decline_reason": reason,
+            },
+        }
+    )
+
+
+@pytest.fixture
+def store(directory: Directory) -> RoutingStore:
+    return RoutingStore(fresh_directory(directory))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ctx(store: RoutingStore, geography: Geography, clock: Clock) -> RoutingContext:
+    return routing_context(
+        store, geography, clock, Policy(allow_neighbour_fallback=False), max_attempts=2
+    )
+
+
+def offers(store: RoutingStore) -> list[ReferralRouted]:
+    return [e for e in store.events(ReferralRouted) if isinstance(e, ReferralRouted)]
+
+
+async def test_accepted_offer_places_and_declined_one_goes_to_an_untried_site(
+    store: RoutingStore, ctx: RoutingContext
+) -> None:
+    await route_referral(accepted("ref-accept-1"), ctx)
+    await answer_offer(answer("ref-accept-1", LILLE, "accepted"), ctx)
+    assert store.referrals["ref-accept-1"].status == "placed"
+    assert len(store.events(ReferralPlaced)) == 1
+
+    await route_referral(accepted("ref-decline-1"), ctx)
+    state = await answer_offer(answer("ref-decline-1", LILLE, "declined", "no_capacity"), ctx)
+    assert state is not None
+    rerouted = offers(store)[-1]
+    assert rerouted.data.attempt == 2
+    assert rerouted.data.previous_site_id == LILLE
+    assert rerouted.data.site.site_id != LILLE
+    # the declined place is free again; only the placed referral holds one at Lille
+    assert capacity_of(store, LILLE, COURSE).places_held == 1
+
+
+async def test_a_centre_cannot_answer_for_a_referral_not_offered_to_it(
+    store: RoutingStore, ctx: RoutingContext
+) -> None:
+    await route_referral(accepted("ref-other-1"), ctx)
+    before = store.snapshot()
+    with pytest.raises(InvalidMessage) as caught:
+        await answer_offer(answer("ref-other-1", "HDF-ARRAS-62", "accepted"), ctx)
+    assert caught.value.problem.reason == "not_offered_to_sender"
+    with pytest.raises(InvalidMessage) as unknown:
+        await answer_offer(answer("ref-nobody-1", LILLE, "accepted"), ctx)
+    assert unknown.value.problem.reason == "unknown_referral"
+    assert store.referrals == before["referrals"]
+
+
+async def test_unanswered_offers_time_out_then_escalate_after_the_last_attempt(
+    store: RoutingStore, ctx: RoutingContext, clock: Clock
+) -> None:
+    await route_referral(accepted("ref-silent-1"), ctx)
+    assert await expire_one_offer(ctx) is None  # not due yet
+    clock.advance(days=6)
+    assert await expire_one_offer(ctx) == "ref-silent-1"
+    assert [o.data.attempt for o in offers(store)] == [1, 2]
+    clock.advance(days=6)
+    assert await expire_one_offer(ctx) == "ref-silent-1"
+    escalated = store.events(ReferralEscalated)
+    assert len(escalated) == 1
+    assert isinstance(escalated[0], ReferralEscalated)
+    assert escalated[0].data.reason == "attempts_exhausted"
+    assert all(c.places_held == 0 for c in store.directory.capacity.values())
+
+
+async def test_waiting_list_is_served_by_urgency_then_arrival_when_places_free(
+    store: RoutingStore, ctx: RoutingContext, clock: Clock
+) -> None:
+    for site in ("HDF-ARRAS-59", "HDF-ARRAS-62"):
+        store.set_capacity(site, COURSE, places_total=1)
+    await route_referral(accepted("ref-first-01"), ctx)
+    await route_referral(accepted("ref-second-1"), ctx)
+    clock.advance(minutes=1)
+    await route_referral(accepted("ref-third-01"), ctx)  # standard, arrived third
+    clock.advance(minutes=1)
+    urgent = accepted("ref-urgent-1", Urgency.URGENT)
+    await route_referral(urgent, ctx)
+    positions = {
+        e.subject: e.data.position
+        for e in store.events(ReferralWaitlisted)
+        if isinstance(e, ReferralWaitlisted)
+    }
+    assert positions == {"ref-third-01": 1, "ref-urgent-1": 1}
+    # The first referral is cancelled: its place goes to the urgent one, ahead of the third.
+    await cancel_referral(
+        ReferralCancelled(
+            source="referral-intake",
+            correlation_id=uuid.uuid4(),
+            subject="ref-first-01",
+            data=ReferralCancelledData(
+                prescriber_id="parquet-tj-lille",
+                prescriber_kind=PrescriberKind.PARQUET,
+                reason="prescriber_decision",
+            ),
+        ),
+        ctx,
+    )
+    withdrawn = store.events(ReferralWithdrawn)
+    assert len(withdrawn) == 1
+    assert isinstance(withdrawn[0], ReferralWithdrawn)
+    assert withdrawn[0].data.site is not None
+    assert store.referrals["ref-urgent-1"].status == "offered"
+    assert store.referrals["ref-third-01"].status == "waitlisted"
+    assert all(c.places_held <= c.places_total for c in store.directory.capacity.values())
+
+
+async def test_path_reports_are_relayed_and_completion_frees_the_place(
+    store: RoutingStore, ctx: RoutingContext
+) -> None:
+    await route_referral(accepted("ref-path-001"), ctx)
+    await answer_offer(answer("ref-path-001", LILLE, "accepted"), ctx)
+    assert capacity_of(store, LILLE, COURSE).places_held == 1
+
+    def report(kind: str) -> PathReport:
+        return PathReport(
+            source="HDF-ARRAS",
+            correlation_id=uuid.uuid4(),
+            subject="ref-path-001",
+            data=PathReportData.model_validate(
+                {
+                    "centre_id": "HDF-ARRAS",
+                    "site_id": LILLE,
+                    "report": kind,
+                    "occurred_on": date(2026, 11, 30),
+                }
+            ),
+        )
+
+    await report_path(report("attended"), ctx)
+    assert capacity_of(store, LILLE, COURSE).places_held == 1
+    await report_path(report("path_completed"), ctx)
+    assert capacity_of(store, LILLE, COURSE).places_held == 0
+    assert [e.data.report for e in store.events(PathReported) if isinstance(e, PathReported)] == [
+        "attended",
+        "path_completed",
+    ]
+    with pytest.raises(InvalidMessage):
+        await report_path(report("attended"), ctx)  # the path is over
+
+
+def test_offer_deadlines_follow_urgency_and_the_prescribers_date() -> None:
+    standard, urgent, minimum = timedelta(days=5), timedelta(days=1), timedelta(hours=4)
+    now = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    data = accepted("ref-deadline").data
+
+    def deadline(**changes: object) -> datetime:
+        return answer_deadline(data.model_copy(update=changes), now, standard, urgent, minimum)
+
+    assert deadline() == now + standard
+    assert deadline(urgency=Urgency.URGENT) == now + urgent
+    assert deadline(needed_services=[ServiceCode.EVICTION_HOUSING]) == now + urgent
+    assert deadline(respond_by=date(2026, 11, 25)) == datetime(2026, 11, 25, tzinfo=UTC)
+    assert deadline(respond_by=date(2026, 11, 20)) == now + minimum  # already past
