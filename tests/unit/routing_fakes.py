@@ -14,10 +14,10 @@ from aiguillage_common.geography import Geography
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.routing_decisions import SiteRef
 from aiguillage_schemas.vocabulary import ServiceCode
-from routing.domain.decision import DecisionRecord, Policy
+from routing.domain.decision import Policy
 from routing.domain.directory import Capacity, Directory, Eligibility, Site
 from routing.domain.referral import ReferralState
-from routing.use_cases.ports import RoutingContext
+from routing.use_cases.ports import DecisionRow, RoutingContext
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -227,28 +227,14 @@ class InMemoryRoutingUow:
         site = self.store.directory.site(site_id)
         return sorted({*site.serves, site.departement}) if site else []
 
-    async def record_decision(
-        self,
-        *,
-        referral_id: str,
-        decision_id: uuid.UUID,
-        attempt: int,
-        outcome: str,
-        site: Site | None,
-        distance_km: float | None,
-        reason: str | None,
-        explanation: str,
-        record: DecisionRecord | None,
-        cause_event_id: uuid.UUID,
-        correlation_id: uuid.UUID,
-    ) -> None:
+    async def record_decision(self, row: DecisionRow) -> None:
         self.store.decisions.append(
             {
-                "referral_id": referral_id,
-                "outcome": outcome,
-                "site_id": site.site_id if site else None,
-                "attempt": attempt,
-                "record": record,
+                "referral_id": row.referral_id,
+                "outcome": row.outcome,
+                "site_id": row.site.site_id if row.site else None,
+                "attempt": row.attempt,
+                "record": row.record,
             }
         )
 

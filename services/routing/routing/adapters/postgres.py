@@ -8,7 +8,6 @@ the same order, inside a savepoint so a half-reserved referral leaves nothing be
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
@@ -18,9 +17,9 @@ from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
 from aiguillage_schemas.events.routing_decisions import SiteRef
 from aiguillage_schemas.vocabulary import ServiceCode
-from routing.domain.decision import DecisionRecord
 from routing.domain.directory import Capacity, Centre, Directory, Eligibility, Site
 from routing.domain.referral import ReferralState
+from routing.use_cases.ports import DecisionRow
 
 _SITE_COLUMNS = (
     "s.site_id, s.centre_id, s.commune_insee, s.departement, s.lat, s.lon, s.serves,"
@@ -407,38 +406,25 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         return sorted({*row["serves"], row["departement"]}) if row else []
 
     # -- decision records ------------------------------------------------------------------
-    async def record_decision(
-        self,
-        *,
-        referral_id: str,
-        decision_id: uuid.UUID,
-        attempt: int,
-        outcome: str,
-        site: Site | None,
-        distance_km: float | None,
-        reason: str | None,
-        explanation: str,
-        record: DecisionRecord | None,
-        cause_event_id: uuid.UUID,
-        correlation_id: uuid.UUID,
-    ) -> None:
+    async def record_decision(self, row: DecisionRow) -> None:
+        site, record = row.site, row.record
         await self.connection.execute(
             "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
             " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
             " policy_version, record)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
             " ON CONFLICT (decision_id) DO NOTHING",
-            referral_id,
-            decision_id,
-            outcome,
+            row.referral_id,
+            row.decision_id,
+            row.outcome,
             site.site_id if site else None,
             site.centre_id if site else None,
-            distance_km,
-            reason,
-            explanation,
-            cause_event_id,
-            correlation_id,
-            attempt,
+            row.distance_km,
+            row.reason,
+            row.explanation,
+            row.cause_event_id,
+            row.correlation_id,
+            row.attempt,
             record.policy_version if record else None,
             json.dumps(record.to_json()) if record else None,
         )

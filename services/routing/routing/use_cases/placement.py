@@ -26,7 +26,13 @@ from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.decision import Decision, Routed, Unroutable, Waitlisted, decide
 from routing.domain.directory import Directory, Site
 from routing.domain.referral import ReferralState, answer_deadline
-from routing.use_cases.ports import SOURCE, RoutingContext, RoutingUnitOfWork, derived_id
+from routing.use_cases.ports import (
+    SOURCE,
+    DecisionRow,
+    RoutingContext,
+    RoutingUnitOfWork,
+    derived_id,
+)
 
 
 class ReservationContention(TimeoutError):
@@ -239,17 +245,19 @@ async def _record(
 ) -> None:
     site = decision.site if isinstance(decision, Routed | Waitlisted) else None
     await uow.record_decision(
-        referral_id=ref.referral_id,
-        decision_id=decision_id,
-        attempt=max(ref.attempt, 1),
-        outcome=outcome,
-        site=site,
-        distance_km=decision.distance_km if isinstance(decision, Routed | Waitlisted) else None,
-        reason=reason or (decision.reason if isinstance(decision, Unroutable) else None),
-        explanation=explanation or (decision.explanation if decision else ""),
-        record=decision.record if decision else None,
-        cause_event_id=cause,
-        correlation_id=ref.correlation_id,
+        DecisionRow(
+            referral_id=ref.referral_id,
+            decision_id=decision_id,
+            attempt=max(ref.attempt, 1),
+            outcome=outcome,
+            site=site,
+            distance_km=decision.distance_km if isinstance(decision, Routed | Waitlisted) else None,
+            reason=reason or (decision.reason if isinstance(decision, Unroutable) else None),
+            explanation=explanation or (decision.explanation if decision else ""),
+            record=decision.record if decision else None,
+            cause_event_id=cause,
+            correlation_id=ref.correlation_id,
+        )
     )
 
 

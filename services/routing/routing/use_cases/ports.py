@@ -27,6 +27,23 @@ def derived_id(*parts: object) -> uuid.UUID:
     return uuid.uuid5(IDS, ":".join(str(p) for p in parts))
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One stored decision: what a coordinator reads back with ``aiguillage-routing-decision``."""
+
+    referral_id: str
+    decision_id: uuid.UUID
+    attempt: int
+    outcome: str
+    site: Site | None
+    distance_km: float | None
+    reason: str | None
+    explanation: str
+    record: DecisionRecord | None
+    cause_event_id: uuid.UUID
+    correlation_id: uuid.UUID
+
+
 class RoutingUnitOfWork(UnitOfWork, Protocol):
     async def directory_snapshot(self, departements: Collection[str]) -> Directory: ...
     async def site_ref(self, site_id: str) -> SiteRef | None: ...
@@ -64,21 +81,7 @@ class RoutingUnitOfWork(UnitOfWork, Protocol):
     async def places_open(self, site_id: str, service: ServiceCode) -> int: ...
     async def waiting_at(self, site_id: str) -> list[str]: ...
     async def site_reach(self, site_id: str) -> list[str]: ...
-    async def record_decision(
-        self,
-        *,
-        referral_id: str,
-        decision_id: uuid.UUID,
-        attempt: int,
-        outcome: str,
-        site: Site | None,
-        distance_km: float | None,
-        reason: str | None,
-        explanation: str,
-        record: DecisionRecord | None,
-        cause_event_id: uuid.UUID,
-        correlation_id: uuid.UUID,
-    ) -> None: ...
+    async def record_decision(self, row: DecisionRow) -> None: ...
 
 
 def utc_now() -> datetime:
