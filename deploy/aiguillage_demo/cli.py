@@ -123,7 +123,12 @@ async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path) -> 
     await provision(bootstrap)
     await migrate_services(database_url, list(COMMANDS))
     peers = await _start_peers()
-    processes = _start_services(bootstrap, database_url, log_dir, {"notifications": peers.env})
+    processes = _start_services(
+        bootstrap,
+        database_url,
+        log_dir,
+        {"notifications": peers.env, "referral-intake": peers.intake_env},
+    )
     try:
         await _wait_started(log_dir, processes)
         outcomes, rejected = await _exchange(bootstrap, count)
@@ -284,6 +289,7 @@ class _Peers:
     smtp: Any
     hooks: Any
     env: dict[str, str]
+    intake_env: dict[str, str] = field(default_factory=dict)
 
     async def stop(self) -> None:
         await self.smtp.stop()
@@ -335,6 +341,14 @@ class _Peers:
                 f"  submit → centre's webhook called, {len(delays)} referrals: "
                 f"median {statistics.median(delays):.0f} ms, worst {delays[-1]:.0f} ms"
             )
+            # Only that the identity arrived, inside a verified body; never the identity itself.
+            with_person = [
+                c for c in offered if c.signature_ok and isinstance(c.json().get("person"), dict)
+            ]
+            print(
+                f"  offers carrying the person's identity (from intake, signature verified): "
+                f"{len(with_person)} of {len(offered)}"
+            )
         if calls:
             call = calls[0]
             body = call.json()
@@ -360,4 +374,25 @@ async def _start_peers() -> _Peers:
         f"{prefix}SMTP_PORT": str(smtp.port),
         f"{prefix}DELIVERY_POLL_INTERVAL_S": "0.2",
     }
-    return _Peers(smtp, hooks, env)
+    # Intake's identity API on a free local port, with a per-run service secret, so that the
+    # centres' offer webhooks carry the person (docs/intake.md).
+    service_secret = base64.b64encode(os.urandom(24)).decode()
+    port = _free_port()
+    intake_env = {
+        "AIGUILLAGE_INTAKE_IDENTITY_API_HOST": "127.0.0.1",
+        "AIGUILLAGE_INTAKE_IDENTITY_API_PORT": str(port),
+        "AIGUILLAGE_INTAKE_IDENTITY_API_SECRET": service_secret,
+    }
+    env[f"{prefix}INTAKE_IDENTITY_URL"] = f"http://127.0.0.1:{port}/internal/v1/identity-releases"
+    env[f"{prefix}IDENTITY_API_SECRET"] = service_secret
+    return _Peers(smtp, hooks, env, intake_env)
+
+
+def _free_port() -> int:
+    """A port free now; intake binds it a moment later (good enough for a local demo)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

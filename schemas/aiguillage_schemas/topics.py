@@ -39,6 +39,11 @@ DIRECTORY_UPDATES = Topic("directory.updates", 3, "centres, operators -> routing
 NOTIFICATIONS_DEAD_LETTER = Topic(
     "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
 )
+# Dead letters of intake's own internal consumers (routing events it follows to know which
+# centre may receive an identity); refused prescriber input stays on referrals.rejected.
+INTAKE_DEAD_LETTER = Topic(
+    "intake.dead-letter", REFERRAL_PARTITIONS, "referral-intake -> operators"
+)
 
 # Prescriber registry updates (administrators -> intake, notifications), keyed by prescriber id.
 PRESCRIBERS_REGISTRY = Topic("prescribers.registry", 3, "registry administrators -> services")
@@ -51,6 +56,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     NOTIFICATIONS_OUTBOUND,
     ROUTING_DEAD_LETTER,
     NOTIFICATIONS_DEAD_LETTER,
+    INTAKE_DEAD_LETTER,
     PRESCRIBERS_REGISTRY,
     CENTRE_RESPONSES,
     DIRECTORY_UPDATES,

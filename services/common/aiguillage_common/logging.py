@@ -20,6 +20,7 @@ from structlog.tracebacks import ExceptionDictTransformer
 SENSITIVE_KEYS: frozenset[str] = frozenset(
     {
         "identity",
+        "person",  # the identity as released to the holding centre
         "last_name",
         "first_name",
         "birth_date",

@@ -18,7 +18,7 @@ import asyncpg
 QUERY = """
 SELECT a.attempted_at, n.recipient_kind, n.recipient_id, n.topic, d.channel, d.delivery_id,
        d.fallback_for IS NOT NULL AS fallback, a.attempt, a.outcome, a.latency_ms,
-       a.error_class, a.http_status, a.smtp_code, d.state
+       a.error_class, a.http_status, a.smtp_code, a.identity_release, d.state
 FROM notifications n
 JOIN deliveries d ON d.notification_id = n.notification_id
 JOIN delivery_attempts a ON a.delivery_id = d.delivery_id
@@ -41,6 +41,7 @@ COLUMNS = (
     ("ms", 6),
     ("peer", 8),
     ("error", 20),
+    ("identity", 13),  # what intake answered when the delivery carries the person
     ("now", 9),
 )
 
@@ -66,6 +67,7 @@ async def fetch(database_url: str, schema: str, referral_id: str) -> list[list[s
             "-",
             "-",
             "-",
+            "-",
             r["state"],
         ]
         for r in waiting
@@ -86,6 +88,7 @@ def _attempt_line(row: Any) -> list[str]:
         str(row["latency_ms"]),
         str(peer) if peer else "-",
         row["error_class"] or "-",
+        row["identity_release"] or "-",
         row["state"],
     ]
 

@@ -31,6 +31,7 @@ from aiguillage_schemas.events.routing_decisions import (
 )
 from notifications.adapters.directory import load_recipients, load_templates, webhook_secret
 from notifications.adapters.email import EmailSender
+from notifications.adapters.identity import IdentityClient
 from notifications.adapters.kafka import NotificationsHandler
 from notifications.adapters.postgres import PostgresNotificationsUnitOfWork
 from notifications.adapters.webhook import WebhookSender
@@ -130,11 +131,24 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
         def delivery_worker(runtime: Runtime) -> BackgroundWorker:
             client = httpx.AsyncClient(follow_redirects=False)
             smtp_password = settings.smtp_password
+            identity_secret = settings.identity_api_secret.get_secret_value()
+            # Both the URL and the secret, or no identity at all: offers go out as before.
+            identity = (
+                IdentityClient(
+                    client,
+                    settings.intake_identity_url,
+                    identity_secret.encode("utf-8"),
+                    settings.identity_api_timeout_s,
+                )
+                if settings.intake_identity_url and identity_secret
+                else None
+            )
             senders: dict[str, Sender] = {
                 "webhook": WebhookSender(
                     client,
                     lambda kind, rid: webhook_secret(settings, kind, rid),
                     settings.webhook_timeout_s,
+                    identity=identity,
                 ),
                 "email": EmailSender(
                     settings.smtp_host,

@@ -30,6 +30,17 @@ class NotificationsSettings(ServiceSettings):
     )
     webhook_timeout_s: float = 5.0
 
+    # The person's identity in the centre's offer webhook, asked of intake (docs/notifications.md).
+    intake_identity_url: str = Field(
+        default="",
+        description="e.g. http://intake:8081/internal/v1/identity-releases; empty: offers carry "
+        "no identity.",
+    )
+    identity_api_secret: SecretStr = Field(
+        default=SecretStr(""), description="Shared with intake; signs identity requests."
+    )
+    identity_api_timeout_s: float = Field(default=3.0, gt=0)
+
     smtp_host: str = Field(default="", description="SMTP relay; empty: no e-mail channel.")
     smtp_port: int = 25
     smtp_username: str | None = None

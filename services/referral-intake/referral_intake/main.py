@@ -8,11 +8,13 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from aiguillage_common.consumer import ReliableConsumer, subscribe
+from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.geography import load_geography
-from aiguillage_common.runtime import Runtime, build_app, run_service
+from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
+    MessageDeadLettered,
     ReferralAccepted,
     ReferralCancelled,
     ReferralRejected,
@@ -22,15 +24,33 @@ from aiguillage_schemas.events.referral_requests import (
     ReferralCancellationRequested,
 )
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
+from aiguillage_schemas.events.routing_decisions import (
+    PathReported,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralRouted,
+    ReferralUnroutable,
+    ReferralWaitlisted,
+    ReferralWithdrawn,
+)
+from referral_intake.adapters.identity_api import IdentityApi
 from referral_intake.adapters.identity_cipher import IdentityCipher
-from referral_intake.adapters.kafka import IntakeHandler, RegistryHandler, RejectionPublisher
+from referral_intake.adapters.kafka import (
+    HolderHandler,
+    IntakeHandler,
+    RegistryHandler,
+    RejectionPublisher,
+)
 from referral_intake.adapters.postgres import (
+    PostgresHoldersUnitOfWork,
     PostgresIntakeUnitOfWork,
     PostgresRegistry,
     PostgresRegistryUnitOfWork,
+    PostgresReleaseUnitOfWork,
 )
 from referral_intake.adapters.registry_file import load_registry_file
 from referral_intake.settings import IntakeSettings
+from referral_intake.use_cases.identity_release import ROUTED_CONSUMER
 from referral_intake.use_cases.submit_referral import CONSUMER, Topics
 from referral_intake.use_cases.update_registry import REGISTRY_CONSUMER
 
@@ -97,6 +117,35 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             documented_payload=PrescriberRegistryUpdated,
             description="Prescriber registry updates; they override the registry file.",
         )
+        dead_letter_topic = settings.topic(topics.INTAKE_DEAD_LETTER.name)
+        subscribe(
+            broker,
+            ReliableConsumer(
+                ROUTED_CONSUMER,
+                HolderHandler(lambda: PostgresHoldersUnitOfWork(runtime.require_pool())),
+                # Not referrals.rejected: a bad routing event is no prescriber's business.
+                DeadLetterPublisher(runtime.producer, dead_letter_topic, ROUTED_CONSUMER),
+                runtime.retry_policy,
+                settings.handler_timeout_s,
+            ),
+            topic=settings.topic(topics.ROUTED.name),
+            # Its own group: following routing must never pause or rebalance admissions.
+            group_id=f"{settings.consumer_group}.routed",
+            documented_payload=ReferralRouted
+            | ReferralPlaced
+            | ReferralWithdrawn
+            | ReferralWaitlisted
+            | ReferralEscalated
+            | ReferralUnroutable
+            | PathReported,
+            description="Routing decisions, read to know which centre holds each referral and "
+            "so may receive the identity (docs/intake.md).",
+        )
+        broker.publisher(
+            dead_letter_topic,
+            schema=MessageDeadLettered,
+            description="Routing events intake could not read, with a reason.",
+        )
         broker.publisher(
             topic_names.accepted,
             schema=ReferralAccepted | ReferralCancelled,
@@ -108,7 +157,22 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             description="Refused inputs with a reason code.",
         )
 
-    return build_app(SERVICE, settings, register, DESCRIPTION)
+    def workers(runtime: Runtime) -> list[BackgroundWorker]:
+        secret = settings.identity_api_secret.get_secret_value()
+        if not secret:
+            return []  # no identity API: nobody outside intake can read an identity
+        return [
+            IdentityApi(
+                lambda: PostgresReleaseUnitOfWork(runtime.require_pool(), cipher),
+                secret.encode("utf-8"),
+                settings.identity_api_host,
+                settings.identity_api_port,
+                settings.identity_api_window_s,
+                settings.identity_api_timeout_s,
+            )
+        ]
+
+    return build_app(SERVICE, settings, register, DESCRIPTION, workers)
 
 
 class _LazyRegistry:

@@ -41,6 +41,24 @@ class IntakeSettings(ServiceSettings):
         default=365, ge=0, description="Closed referrals older than this are purged."
     )
 
+    # Internal identity API (see docs/intake.md): off unless a secret is set.
+    identity_api_host: str = Field(
+        default="127.0.0.1", description="Interface the identity API listens on."
+    )
+    identity_api_port: int = Field(
+        default=8081, ge=0, le=65535, description="0: the OS chooses (logged at start)."
+    )
+    identity_api_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Shared with notifications; signs release requests. Empty: no identity API.",
+    )
+    identity_api_window_s: int = Field(
+        default=60, ge=1, description="Signed requests older or newer than this are refused."
+    )
+    identity_api_timeout_s: float = Field(
+        default=5.0, gt=0, description="Bound on answering one release request."
+    )
+
     def secrets(self) -> dict[str, bytes]:
         parsed = json.loads(self.signing_secrets.get_secret_value())
         if not isinstance(parsed, dict) or not all(

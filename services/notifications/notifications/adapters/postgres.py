@@ -41,7 +41,8 @@ RETURNING d.delivery_id, d.notification_id, n.referral_id, n.correlation_id, n.r
     n.recipient_id, d.channel, d.target, d.position, d.fallback_for,
     (SELECT f.channel FROM deliveries f WHERE f.delivery_id = d.fallback_for)
         AS fallback_from_channel,
-    d.attempts, n.topic, n.site_id, n.title, n.body, n.email_text, n.email_html, n.facts
+    d.attempts, n.topic, n.site_id, n.title, n.body, n.email_text, n.email_html, n.facts,
+    n.caused_by_event_id
 """
 
 _DUE_REMINDERS = """
@@ -156,6 +157,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
                 email_text=row["email_text"],
                 email_html=row["email_html"],
                 facts=json.loads(row["facts"]),
+                caused_by_event_id=row["caused_by_event_id"],
             )
             for row in rows
         ]
@@ -165,7 +167,8 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
     ) -> None:
         await self.connection.execute(
             "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms,"
-            " error_class, http_status, smtp_code) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " error_class, http_status, smtp_code, identity_release)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             job.delivery_id,
             job.attempts + 1,
             result.outcome,
@@ -173,6 +176,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             result.error_class,
             result.http_status,
             result.smtp_code,
+            result.identity_release,
         )
         await self.connection.execute(
             "UPDATE deliveries SET attempts = attempts + 1, state = $2, next_attempt_at = $3,"

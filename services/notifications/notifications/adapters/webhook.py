@@ -4,20 +4,28 @@ Signature: ``X-Aiguillage-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret
 the Stripe-like scheme receivers already know: the timestamp lets them refuse replays, the body is
 signed byte for byte. ``Idempotency-Key`` is the delivery id, identical on every retry, so a
 receiver that saw a call whose answer was lost can recognise the re-sent one.
+
+An offer to a centre carries the person's identity under ``"person"`` when an identity source is
+configured: it is asked right before each attempt (so a referral cancelled or re-routed meanwhile is
+never revealed), kept in memory for that attempt only, and what intake answered is recorded with the
+attempt (see ``notifications.domain.identity``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
 
 import httpx
 
 from notifications.domain.delivery import AttemptResult, DeliveryJob, http_result
+from notifications.domain.identity import IdentityLookup, carries_identity
 
 SIGNATURE_HEADER = "X-Aiguillage-Signature"
 
@@ -57,6 +65,12 @@ def payload(job: DeliveryJob) -> dict[str, Any]:
     }
 
 
+class IdentitySource(Protocol):
+    async def lookup(
+        self, referral_id: str, centre_id: str, offer_event_id: UUID | None
+    ) -> IdentityLookup: ...
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -64,17 +78,43 @@ class WebhookSender:
         secret_for: Callable[[str, str], bytes | None],
         timeout_s: float,
         clock: Callable[[], float] = time.time,
+        identity: IdentitySource | None = None,
     ) -> None:
         self._client = client
         self._secret_for = secret_for
         self._timeout = httpx.Timeout(timeout_s)
         self._clock = clock
+        self._identity = identity
 
     async def send(self, job: DeliveryJob) -> AttemptResult:
         secret = self._secret_for(job.recipient_kind, job.recipient_id)
         if not secret:
             return AttemptResult("permanent", 0, "no_webhook_secret")
-        body = json.dumps(payload(job), ensure_ascii=False, separators=(",", ":")).encode()
+        document = payload(job)
+        release: str | None = None
+        if self._identity is not None and carries_identity(
+            job.recipient_kind, job.channel, job.topic
+        ):
+            started = time.monotonic()
+            found = await self._identity.lookup(
+                job.referral_id, job.recipient_id, job.caused_by_event_id
+            )
+            release = found.reason
+            if found.outcome == "unavailable":
+                # Held back and retried with the delivery's backoff, rather than sent without
+                # the identity the centre is entitled to.
+                return AttemptResult(
+                    "transient", _ms(started), "identity_unavailable", identity_release=release
+                )
+            if found.person is not None:
+                document["person"] = found.person
+        result = await self._post(job, secret, document)
+        return dataclasses.replace(result, identity_release=release) if release else result
+
+    async def _post(
+        self, job: DeliveryJob, secret: bytes, document: dict[str, Any]
+    ) -> AttemptResult:
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         headers: Mapping[str, str] = {
             "Content-Type": "application/json; charset=utf-8",
             SIGNATURE_HEADER: sign(secret, int(self._clock()), body),

@@ -27,6 +27,8 @@ class AttemptResult:
     error_class: str | None = None  # e.g. "http_500", "smtp_451", "timeout", "connect"
     http_status: int | None = None
     smtp_code: int | None = None
+    # For deliveries that carry the person's identity: what intake answered (never the identity).
+    identity_release: str | None = None
 
 
 def http_result(status: int, latency_ms: int) -> AttemptResult:
@@ -102,3 +104,4 @@ class DeliveryJob:
     email_text: str
     email_html: str
     facts: dict[str, str]
+    caused_by_event_id: uuid.UUID | None = None  # the event this notification tells about

@@ -131,6 +131,7 @@ class Deliverer:
             "attempt": job.attempts + 1,
             "latency_ms": result.latency_ms,
             "error_class": result.error_class,
+            "identity_release": result.identity_release,
         }
         if decision.state == "delivered":
             log.info("delivery.delivered", **fields)

@@ -33,6 +33,8 @@ from aiguillage_schemas.events.referral_submitted import (
 )
 from aiguillage_schemas.vocabulary import RejectionReason
 from referral_intake.domain.authentication import authenticate, signing_key_id
+from referral_intake.domain.identity_release import HOLDER_EVENTS
+from referral_intake.use_cases.identity_release import HoldersUnitOfWork, track_holder
 from referral_intake.use_cases.referral_requests import (
     RequestsUnitOfWork,
     amend_referral,
@@ -235,3 +237,25 @@ class RejectionPublisher:
             data=record.rejection(problem),
         )
         await publish_event(self._producer, self._topic, event)
+
+
+class HolderHandler:
+    """Routing events, read only to know which centre currently holds each referral."""
+
+    def __init__(self, uow_factory: Callable[[], HoldersUnitOfWork]) -> None:
+        self._uow_factory = uow_factory
+
+    async def __call__(self, record: InboundRecord) -> None:
+        event = decode_event(record.value, HOLDER_EVENTS)
+        if record.key_text != event.subject:
+            raise InvalidMessage(
+                Problem(
+                    RejectionReason.KEY_MISMATCH, "the Kafka key differs from subject", "subject"
+                )
+            )
+        applied = await track_holder(event, self._uow_factory)
+        log.info(
+            "identity_holder.tracked" if applied else "identity_holder.duplicate_ignored",
+            referral_id=event.subject,
+            routing_event=event.event_type,
+        )

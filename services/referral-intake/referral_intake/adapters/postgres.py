@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
-from referral_intake.adapters.identity_cipher import IdentityCipher
+from referral_intake.adapters.identity_cipher import IdentityCipher, SealedIdentity
 from referral_intake.domain.admission import Admitted
+from referral_intake.domain.identity_release import Holder, ReferralState, Release
 from referral_intake.domain.registry import effective_entry
 from referral_intake.use_cases.referral_requests import StoredReferral
 
@@ -145,3 +147,68 @@ async def purge_closed(pool: asyncpg.Pool, older_than_days: int, now: datetime) 
             purged,
         )
     return purged
+
+
+class PostgresHoldersUnitOfWork(PostgresUnitOfWork):
+    async def set_holder(self, referral_id: str, holder: Holder | None, event_id: UUID) -> None:
+        await self.connection.execute(
+            "INSERT INTO identity_holders (referral_id, centre_id, state, event_id)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (referral_id) DO UPDATE SET"
+            " centre_id = excluded.centre_id, state = excluded.state,"
+            " event_id = excluded.event_id, updated_at = clock_timestamp()",
+            referral_id,
+            holder.centre_id if holder else None,
+            holder.state if holder else None,
+            event_id,
+        )
+
+
+class PostgresReleaseUnitOfWork(PostgresUnitOfWork):
+    def __init__(self, pool: asyncpg.Pool, cipher: IdentityCipher) -> None:
+        super().__init__(pool)
+        self._cipher = cipher
+
+    async def referral_state(self, referral_id: str) -> ReferralState | None:
+        # FOR SHARE: a cancellation or purge committing meanwhile waits for this answer, or this
+        # answer sees it; the identity is never released past a committed cancellation.
+        row = await self.connection.fetchrow(
+            "SELECT r.status, r.purged_at, h.centre_id FROM referrals r"
+            " LEFT JOIN identity_holders h ON h.referral_id = r.referral_id"
+            " WHERE r.referral_id = $1 FOR SHARE OF r",
+            referral_id,
+        )
+        if row is None:
+            return None
+        return ReferralState(
+            cancelled=row["status"] == "cancelled",
+            purged=row["purged_at"] is not None,
+            holder_centre_id=row["centre_id"],
+        )
+
+    async def has_handled(self, consumer: str, event_id: UUID) -> bool:
+        found = await self.connection.fetchval(
+            "SELECT true FROM processed_events WHERE consumer = $1 AND event_id = $2",
+            consumer,
+            event_id,
+        )
+        return bool(found)
+
+    async def open_identity(self, referral_id: str) -> Identity:
+        row = await self.connection.fetchrow(
+            "SELECT ciphertext, wrapped_key, master_key_id FROM identities WHERE referral_id = $1",
+            referral_id,
+        )
+        if row is None or row["wrapped_key"] is None:
+            raise LookupError("the referral has no readable identity")
+        return self._cipher.open(
+            referral_id,
+            SealedIdentity(row["ciphertext"], row["wrapped_key"], row["master_key_id"]),
+        )
+
+    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> None:
+        await self.connection.execute(
+            "INSERT INTO identity_releases (referral_id, centre_id, outcome) VALUES ($1, $2, $3)",
+            referral_id,
+            centre_id,
+            str(outcome),
+        )

@@ -1,0 +1,67 @@
+"""Client of intake's identity API: asks, right before a webhook attempt, for the person's identity.
+
+The request is signed with the service secret (``aiguillage_common.service_auth``) and bounded by
+a short timeout; the answer lives only in memory for the one attempt. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, sign_request
+from notifications.domain.identity import IdentityLookup, lookup_from_status
+
+
+class IdentityClient:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        secret: bytes,
+        timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._secret = secret
+        self._timeout = httpx.Timeout(timeout_s)
+        self._clock = clock
+
+    async def lookup(
+        self, referral_id: str, centre_id: str, offer_event_id: UUID | None
+    ) -> IdentityLookup:
+        body = json.dumps(
+            {
+                "referral_id": referral_id,
+                "centre_id": centre_id,
+                "offer_event_id": str(offer_event_id) if offer_event_id else None,
+            },
+            separators=(",", ":"),
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SERVICE_SIGNATURE_HEADER: sign_request(self._secret, int(self._clock()), body),
+        }
+        try:
+            response = await self._client.post(
+                self._url, content=body, headers=headers, timeout=self._timeout
+            )
+        except httpx.TimeoutException:
+            return IdentityLookup("unavailable", "timeout")
+        except httpx.TransportError as error:
+            return IdentityLookup("unavailable", type(error).__name__.lower())
+        person: dict[str, Any] | None = None
+        if response.status_code == 200:
+            try:
+                document = response.json()
+                candidate = document.get("person") if isinstance(document, dict) else None
+                person = candidate if isinstance(candidate, dict) else None
+            except ValueError:
+                person = None
+        return lookup_from_status(response.status_code, person)

@@ -1,0 +1,86 @@
+"""Use cases: follow who holds each referral, and release the identity to that centre only.
+
+Holder tracking consumes ``referrals.routed`` with the usual guarantees (inbox by event id in the
+same transaction as the change, commit after it). A release request is answered from the same
+database, and every request, granted or not, is audited in the transaction that reads the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+from aiguillage_common.unit_of_work import UnitOfWork
+from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.referral_submitted import Identity
+from referral_intake.domain.identity_release import (
+    Holder,
+    ReferralState,
+    Release,
+    Unchanged,
+    decide_release,
+    holder_after,
+)
+
+ROUTED_CONSUMER = "referral-intake.routed"
+
+
+class HoldersUnitOfWork(UnitOfWork, Protocol):
+    async def set_holder(self, referral_id: str, holder: Holder | None, event_id: UUID) -> None: ...
+
+
+class ReleaseUnitOfWork(UnitOfWork, Protocol):
+    async def referral_state(self, referral_id: str) -> ReferralState | None: ...
+
+    async def has_handled(self, consumer: str, event_id: UUID) -> bool: ...
+
+    async def open_identity(self, referral_id: str) -> Identity: ...
+
+    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> None: ...
+
+
+async def track_holder(event: Envelope, uow_factory: Callable[[], HoldersUnitOfWork]) -> bool:
+    """Apply one routing event; False for a duplicate (already applied)."""
+    uow = uow_factory()
+    async with uow:
+        if not await uow.claim(ROUTED_CONSUMER, event.event_id):
+            return False
+        holder = holder_after(event)
+        if not isinstance(holder, Unchanged):
+            await uow.set_holder(event.subject, holder, event.event_id)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    referral_id: str
+    centre_id: str
+    offer_event_id: UUID | None = None  # the routing event the caller acts on, if any
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAnswer:
+    outcome: Release
+    identity: Identity | None = None
+
+
+async def release_identity(
+    request: ReleaseRequest, uow_factory: Callable[[], ReleaseUnitOfWork]
+) -> ReleaseAnswer:
+    uow = uow_factory()
+    async with uow:
+        state = await uow.referral_state(request.referral_id)
+        seen = (
+            None
+            if request.offer_event_id is None
+            else await uow.has_handled(ROUTED_CONSUMER, request.offer_event_id)
+        )
+        outcome = decide_release(state, request.centre_id, seen)
+        # Audited before the identity is read: a failure to audit releases nothing.
+        await uow.audit_release(request.referral_id, request.centre_id, outcome)
+        identity = (
+            await uow.open_identity(request.referral_id) if outcome is Release.GRANTED else None
+        )
+    return ReleaseAnswer(outcome, identity)

@@ -1,0 +1,217 @@
+"""The centre holding an offer receives the person's identity over its signed webhook, and
+nobody else gets it: not the e-mail copy, not a log line, not an internal topic, not another centre,
+not an unsigned caller, and nobody once the prescriber cancelled.
+
+The three services run as real processes on the real Kafka and PostgreSQL; the centre's webhook
+receiver and the SMTP sink are the real local peers of ``aiguillage_demo.peers``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, sign_request
+from aiguillage_demo.peers import SmtpSink, WebhookReceiver
+from aiguillage_demo.samples import make_referral
+from aiguillage_schemas import topics
+from aiguillage_schemas.events.referral_requests import (
+    ReferralCancellationRequested,
+    ReferralCancellationRequestedData,
+)
+from tests.conftest import Isolated, wait_started
+from tests.integration.test_notification_delivery import SECRET, deliveries, notifications_env
+from tests.support.services import ServiceProcess
+from tests.support.waiting import eventually
+
+SERVICE_SECRET = "identity-api-secret-for-tests"
+PATH = "/internal/v1/identity-releases"
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpSink]:
+    sink = SmtpSink()
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver(SECRET.encode())
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+def bound_port(intake: ServiceProcess) -> int | None:
+    """The port intake's identity API chose (port 0 in tests), from its own log line."""
+    for line in intake.logs().splitlines():
+        if '"identity_api.listening"' in line:
+            return int(json.loads(line)["port"])
+    return None
+
+
+async def ask(
+    url: str, referral_id: str, centre_id: str, secret: str | None = SERVICE_SECRET
+) -> httpx.Response:
+    body = json.dumps({"referral_id": referral_id, "centre_id": centre_id}).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SERVICE_SIGNATURE_HEADER] = sign_request(secret.encode(), int(time.time()), body)
+    async with httpx.AsyncClient() as client:
+        return await client.post(url, content=body, headers=headers, timeout=10)
+
+
+async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
+    isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
+) -> None:
+    token = uuid.uuid4().hex[:10]
+    canaries = {
+        "last_name": f"Releaselast{token}",
+        "first_name": f"Releasefirst{token}",
+        "phone": f"06{int(token, 16) % 10**8:08d}",
+    }
+    intake = isolated.service(
+        "referral-intake",
+        AIGUILLAGE_INTAKE_LOG_LEVEL="DEBUG",
+        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
+        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=SERVICE_SECRET,
+    )
+    routing = isolated.service("routing", AIGUILLAGE_ROUTING_LOG_LEVEL="DEBUG")
+    intake.start()
+    routing.start()
+    await wait_started(intake, routing)
+    port = await eventually(
+        lambda: _async(bound_port(intake)), lambda p: p is not None, 30, what="identity API port"
+    )
+    url = f"http://127.0.0.1:{port}{PATH}"
+    notifications = isolated.service(
+        "notifications",
+        **notifications_env(hooks, smtp),
+        AIGUILLAGE_NOTIFICATIONS_LOG_LEVEL="DEBUG",
+        AIGUILLAGE_NOTIFICATIONS_INTAKE_IDENTITY_URL=url,
+        AIGUILLAGE_NOTIFICATIONS_IDENTITY_API_SECRET=SERVICE_SECRET,
+    )
+    notifications.start()
+    await wait_started(notifications)
+
+    referral = make_referral(1, referral_id=f"ref-release{isolated.suffix}")
+    identity = referral.data.identity.model_copy(update=canaries)
+    referral = referral.model_copy(
+        update={"data": referral.data.model_copy(update={"identity": identity})}
+    )
+    await isolated.kafka.send_event(isolated.topic(topics.INTAKE), referral)
+
+    rows = await eventually(
+        lambda: deliveries(isolated, referral.subject),
+        lambda rows: len(rows) == 6 and all(r["state"] == "delivered" for r in rows),
+        timeout_s=120,
+        what="every notification of the referral delivered",
+    )
+    offer = next(r for r in rows if r["topic"] == "referral_offered" and r["channel"] == "webhook")
+    centre_id = offer["recipient_id"]
+
+    # The centre's webhook: the offer, signed, with the person as the prescriber sent it.
+    [call] = hooks.accepted()
+    assert call.signature_ok
+    document = call.json()
+    assert document["topic"] == "referral_offered"
+    assert document["recipient"] == {"kind": "centre", "id": centre_id}
+    assert document["person"]["last_name"] == canaries["last_name"]
+    assert document["person"]["first_name"] == canaries["first_name"]
+    assert document["person"]["phone"] == canaries["phone"]
+    assert document["person"]["birth_date"] == identity.birth_date.isoformat()
+    schema = isolated.schema("notifications")
+    recorded = await isolated.db.fetch(
+        f"SELECT identity_release FROM {schema}.delivery_attempts WHERE delivery_id = $1",
+        offer["delivery_id"],
+    )
+    assert [r["identity_release"] for r in recorded] == ["granted"]
+
+    # Direct requests: the holder yes; another centre, no signature, a wrong secret: no.
+    holder = await ask(url, referral.subject, centre_id)
+    assert holder.status_code == 200
+    assert holder.json()["person"]["last_name"] == canaries["last_name"]
+    assert (await ask(url, referral.subject, "NA-BORDEAUX-X")).status_code == 403
+    assert (await ask(url, referral.subject, centre_id, secret=None)).status_code == 401
+    assert (await ask(url, referral.subject, centre_id, secret="not-the-secret")).status_code == 401
+    assert (await ask(url, "ref-never-submitted", centre_id)).status_code == 404
+
+    # The prescriber cancels: nobody gets the identity any more, the former holder included.
+    prescriber_id = referral.data.prescriber.prescriber_id
+    await isolated.kafka.send_event(
+        isolated.topic(topics.INTAKE),
+        ReferralCancellationRequested(
+            source=prescriber_id,
+            correlation_id=referral.correlation_id,
+            subject=referral.subject,
+            data=ReferralCancellationRequestedData(
+                prescriber_id=prescriber_id, reason="measure_lifted"
+            ),
+        ),
+    )
+    intake_schema = isolated.schema("referral-intake")
+    await eventually(
+        lambda: isolated.db.fetchval(
+            f"SELECT status FROM {intake_schema}.referrals WHERE referral_id = $1",
+            referral.subject,
+        ),
+        lambda status: status == "cancelled",
+        timeout_s=60,
+        what="the referral cancelled",
+    )
+    assert (await ask(url, referral.subject, centre_id)).status_code == 410
+
+    # Every answer audited, with ids and outcomes only (401s are not: nothing in them is trusted).
+    audit = await isolated.db.fetch(
+        f"SELECT centre_id, outcome FROM {intake_schema}.identity_releases"
+        " WHERE referral_id = $1 ORDER BY id",
+        referral.subject,
+    )
+    outcomes = [(r["centre_id"], r["outcome"]) for r in audit]
+    assert outcomes[0] == (centre_id, "granted")  # the webhook's
+    assert outcomes[-3:] == [
+        (centre_id, "granted"),
+        ("NA-BORDEAUX-X", "not_holder"),
+        (centre_id, "gone"),
+    ]
+
+    # The e-mail copy of the offer, every log line and every internal topic: no identity.
+    await eventually(
+        lambda: isolated.kafka.read_all(isolated.topic(topics.NOTIFICATIONS_OUTBOUND)),
+        lambda records: any(b"referral_withdrawn" in r.value for r in records),
+        timeout_s=60,
+        what="the centre told of the withdrawal",
+    )
+    mails = [
+        "\n".join((m.raw.decode("utf-8", "replace"), m.subject, m.text(), m.html()))
+        for m in smtp.received
+    ]
+    assert any(referral.subject in mail for mail in mails)
+    internal = [t for t in topics.ALL_TOPICS if t is not topics.INTAKE]
+    assert topics.INTAKE_DEAD_LETTER in internal
+    for topic in internal:
+        for record in await isolated.kafka.read_all(isolated.topic(topic)):
+            raw = record.value + repr(record.headers).encode()
+            for field, canary in canaries.items():
+                assert canary.encode() not in raw, f"{field} on {topic.name}"
+    for process in (intake, routing, notifications):
+        logs = process.logs()
+        assert '"level": "debug"' in logs
+        assert referral.subject in logs
+        for field, canary in canaries.items():
+            assert canary not in logs, f"{field} in the logs of {process.name}"
+    for mail in mails:
+        for field, canary in canaries.items():
+            assert canary not in mail, f"{field} in an e-mail"
+    assert '"identity_release.answered"' in intake.logs()
+
+
+async def _async(value: int | None) -> int | None:
+    return value
