@@ -12,14 +12,22 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from aiguillage_common.consumer import RetryPolicy, where
+from aiguillage_common.consumer import (
+    DeadLetterSink,
+    Process,
+    ReliableConsumer,
+    RetryPolicy,
+    subscribe,
+    where,
+)
+from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import configure_logging, get_logger
 from aiguillage_common.outbox import OutboxRelay
@@ -53,6 +61,35 @@ class Runtime:
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
         return RetryPolicy(s.retry_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
+
+    def dead_letters(self, topic: str, consumer: str) -> DeadLetterPublisher:
+        return DeadLetterPublisher(self.producer, topic, consumer)
+
+    def consume(
+        self,
+        broker: KafkaBroker,
+        name: str,
+        process: Process,
+        dead_letter: DeadLetterSink,
+        *,
+        topic: str,
+        group_id: str,
+        documented_payload: Any,
+        description: str,
+    ) -> None:
+        """Subscribe ``process`` with the service's retry policy and handler timeout: manual
+        commits after durable outcomes, dead letters with a reason (see consumer.py)."""
+        consumer = ReliableConsumer(
+            name, process, dead_letter, self.retry_policy, self.settings.handler_timeout_s
+        )
+        subscribe(
+            broker,
+            consumer,
+            topic=topic,
+            group_id=group_id,
+            documented_payload=documented_payload,
+            description=description,
+        )
 
 
 async def open_pool(settings: ServiceSettings, application: str) -> asyncpg.Pool:

@@ -9,8 +9,6 @@ import httpx
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from aiguillage_common.consumer import ReliableConsumer, subscribe
-from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.envelope import Envelope
@@ -102,16 +100,11 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
             handler = NotificationsHandler(
                 uow, outbound_topic, planner, accepted, consumer_name, _now
             )
-            consumer = ReliableConsumer(
+            runtime.consume(
+                broker,
                 consumer_name,
                 handler,
-                DeadLetterPublisher(runtime.producer, dead_letter_topic, consumer_name),
-                runtime.retry_policy,
-                settings.handler_timeout_s,
-            )
-            subscribe(
-                broker,
-                consumer,
+                runtime.dead_letters(dead_letter_topic, consumer_name),
                 topic=settings.topic(topic.name),
                 group_id=group,
                 documented_payload=documented,

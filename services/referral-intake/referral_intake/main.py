@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from aiguillage_common.consumer import ReliableConsumer, subscribe
-from aiguillage_common.dead_letter import DeadLetterPublisher
 from aiguillage_common.geography import load_geography
 from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
 from aiguillage_schemas import topics
@@ -86,12 +84,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             flag_outside_jurisdiction=settings.jurisdiction_policy == "flag",
         )
         rejections = RejectionPublisher(runtime.producer, topic_names.rejected)
-        consumer = ReliableConsumer(
-            CONSUMER, handler, rejections, runtime.retry_policy, settings.handler_timeout_s
-        )
-        subscribe(
+        runtime.consume(
             broker,
-            consumer,
+            CONSUMER,
+            handler,
+            rejections,
             topic=settings.topic(topics.INTAKE.name),
             group_id=settings.consumer_group,
             documented_payload=ReferralSubmitted
@@ -101,15 +98,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             description="Referrals submitted, amended (referral.amended) or cancelled "
             "(referral.cancellation_requested) by prescribers; signed (see docs/intake.md).",
         )
-        subscribe(
+        runtime.consume(
             broker,
-            ReliableConsumer(
-                REGISTRY_CONSUMER,
-                RegistryHandler(lambda: PostgresRegistryUnitOfWork(runtime.require_pool())),
-                rejections,
-                runtime.retry_policy,
-                settings.handler_timeout_s,
-            ),
+            REGISTRY_CONSUMER,
+            RegistryHandler(lambda: PostgresRegistryUnitOfWork(runtime.require_pool())),
+            rejections,
             topic=settings.topic(topics.PRESCRIBERS_REGISTRY.name),
             # Its own group: a registry update must reach this service even while the referral
             # consumers rebalance, and must not make them rebalance.
@@ -118,16 +111,12 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             description="Prescriber registry updates; they override the registry file.",
         )
         dead_letter_topic = settings.topic(topics.INTAKE_DEAD_LETTER.name)
-        subscribe(
+        runtime.consume(
             broker,
-            ReliableConsumer(
-                ROUTED_CONSUMER,
-                HolderHandler(lambda: PostgresHoldersUnitOfWork(runtime.require_pool())),
-                # Not referrals.rejected: a bad routing event is no prescriber's business.
-                DeadLetterPublisher(runtime.producer, dead_letter_topic, ROUTED_CONSUMER),
-                runtime.retry_policy,
-                settings.handler_timeout_s,
-            ),
+            ROUTED_CONSUMER,
+            HolderHandler(lambda: PostgresHoldersUnitOfWork(runtime.require_pool())),
+            # Not referrals.rejected: a bad routing event is no prescriber's business.
+            runtime.dead_letters(dead_letter_topic, ROUTED_CONSUMER),
             topic=settings.topic(topics.ROUTED.name),
             # Its own group: following routing must never pause or rebalance admissions.
             group_id=f"{settings.consumer_group}.routed",

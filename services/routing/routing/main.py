@@ -7,8 +7,7 @@ from datetime import timedelta
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from aiguillage_common.consumer import Process, ReliableConsumer, subscribe
-from aiguillage_common.dead_letter import DeadLetterPublisher
+from aiguillage_common.consumer import Process
 from aiguillage_common.geography import load_geography
 from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
 from aiguillage_schemas import topics
@@ -103,16 +102,11 @@ def create_app(settings: RoutingSettings | None = None) -> FastStream:
             ),
         )
         for name, handler, topic, group_suffix, payload, description in inbound:
-            consumer = ReliableConsumer(
+            runtime.consume(
+                broker,
                 name,
                 handler,
-                DeadLetterPublisher(runtime.producer, dead_letter_topic, name),
-                runtime.retry_policy,
-                settings.handler_timeout_s,
-            )
-            subscribe(
-                broker,
-                consumer,
+                runtime.dead_letters(dead_letter_topic, name),
                 topic=settings.topic(topic.name),
                 # One group per topic: a rebalance on one input never pauses the others.
                 group_id=settings.consumer_group + group_suffix,
