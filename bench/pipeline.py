@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiguillage_common.codec import encode_event
 from aiguillage_common.geography import Geography, load_geography
 from aiguillage_common.migrations.cli import migrate_services
-from aiguillage_common.provisioning import provision
+from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted
@@ -193,6 +193,7 @@ async def main(count: int) -> None:
         await pool.execute(f"DROP SCHEMA routing{suffix} CASCADE")
     finally:
         await pool.close()
+        await unprovision(BOOTSTRAP, prefix)
     print(f"\nOne hop, {count} messages, sequential per consumer (2-core machine, same run)")
     print(f"{'pipeline':<58} {'msg/s':>9} {'vs raw':>8}")
     rows = [

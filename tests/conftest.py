@@ -14,7 +14,7 @@ import pytest
 
 from aiguillage_common.migrations.cli import SERVICES as MIGRATED
 from aiguillage_common.migrations.cli import migrate_services
-from aiguillage_common.provisioning import provision
+from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_schemas import topics
 from tests.support import infra
 from tests.support.kafka_io import Kafka
@@ -107,6 +107,8 @@ async def isolated(endpoints: infra.Endpoints, tmp_path: Path) -> AsyncIterator[
         for process in world.processes:
             process.kill()
         await kafka.stop()
+        if not os.environ.get("AIGUILLAGE_KEEP_TEST_TOPICS"):
+            await unprovision(endpoints.kafka_bootstrap_servers, prefix)
         if not os.environ.get("AIGUILLAGE_KEEP_TEST_SCHEMAS"):
             async with pool.acquire() as connection:
                 for service in MIGRATED:
