@@ -15,11 +15,32 @@ import pytest
 from aiguillage_common.migrations.cli import SERVICES as MIGRATED
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision, unprovision
+from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_schemas import topics
 from tests.support import infra
 from tests.support.kafka_io import Kafka
 from tests.support.services import ServiceProcess, service_env
 from tests.support.waiting import eventually
+
+WEBHOOK_SECRET = "s3cret-for-tests"  # what the test receivers and notifications share
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpSink]:
+    """A real SMTP server on an OS-chosen port, in the test's event loop."""
+    sink = SmtpSink()
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP receiver for centres' webhooks, checking signatures with WEBHOOK_SECRET."""
+    receiver = WebhookReceiver(WEBHOOK_SECRET.encode())
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, sign_request
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
@@ -25,28 +23,12 @@ from aiguillage_schemas.events.referral_requests import (
     ReferralCancellationRequestedData,
 )
 from tests.conftest import Isolated, wait_started
-from tests.integration.test_notification_delivery import SECRET, deliveries, notifications_env
+from tests.integration.test_notification_delivery import deliveries, notifications_env
 from tests.support.services import ServiceProcess
 from tests.support.waiting import eventually
 
 SERVICE_SECRET = "identity-api-secret-for-tests"
 PATH = "/internal/v1/identity-releases"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(SECRET.encode())
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 def bound_port(intake: ServiceProcess) -> int | None:

@@ -4,37 +4,17 @@ appears in no log line of notifications, no e-mail and no webhook call it makes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from tests.conftest import Isolated, wait_started
 from tests.integration.test_notification_delivery import (
-    SECRET,
     SPIP_MAIL,
     deliveries,
     notifications_env,
 )
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(SECRET.encode())
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 async def test_a_unique_name_never_reaches_notification_logs_emails_or_webhooks(

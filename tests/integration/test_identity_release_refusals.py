@@ -8,10 +8,7 @@ decision can name a referral intake closed, or never saw.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
@@ -25,7 +22,6 @@ from tests.e2e.test_identity_release import PATH, SERVICE_SECRET, bound_port
 from tests.integration.test_notification_delivery import (
     LYON_HOOK,
     LYON_MAIL,
-    SECRET,
     deliveries,
     notifications_env,
     one,
@@ -38,22 +34,6 @@ IDENTITY_ATTEMPTS = (
     "SELECT a.outcome, a.error_class, a.identity_release FROM {schema}.delivery_attempts a"
     " WHERE a.delivery_id = $1 ORDER BY a.id"
 )
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(SECRET.encode())
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 async def identity_attempts(isolated: Isolated, delivery_id: uuid.UUID) -> list[dict[str, Any]]:

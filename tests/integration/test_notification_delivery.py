@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_schemas import topics
@@ -28,11 +25,11 @@ from aiguillage_schemas.events.routing_decisions import (
     SiteRef,
 )
 from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
+from tests.conftest import WEBHOOK_SECRET as SECRET
 from tests.conftest import Isolated, wait_started
 from tests.support.services import ServiceProcess
 from tests.support.waiting import eventually
 
-SECRET = "s3cret-for-tests"
 LYON = SiteRef(
     centre_id="ARA-LYON",
     centre_name="CPCA Rhône-Alpes",
@@ -54,22 +51,6 @@ BORDEAUX_HOOK = "/hooks/centre/NA-BORDEAUX"
 LYON_MAIL = "coordination@ara-lyon.cpca.demo.invalid"
 BORDEAUX_MAIL = "coordination@na-bordeaux.cpca.demo.invalid"
 SPIP_MAIL = "spip-69@prescripteurs.demo.invalid"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(SECRET.encode())
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 def notifications_env(
