@@ -16,7 +16,9 @@ from aiguillage_common.migrations.cli import SERVICES as MIGRATED
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
+from aiguillage_demo.samples import make_cancellation
 from aiguillage_schemas import topics
+from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 from tests.support import infra
 from tests.support.kafka_io import Kafka
 from tests.support.services import ServiceProcess, service_env
@@ -95,6 +97,19 @@ class Isolated:
             process.start()
         await wait_started(*started)
         return started
+
+    async def cancel(self, referral: ReferralSubmitted) -> None:
+        """The prescriber cancels ``referral``; returns once intake has recorded it."""
+        await self.kafka.send_event(self.topic(topics.INTAKE), make_cancellation(referral))
+        table = f"{self.schema('referral-intake')}.referrals"
+        await eventually(
+            lambda: self.db.fetchval(
+                f"SELECT status FROM {table} WHERE referral_id = $1", referral.subject
+            ),
+            lambda status: status == "cancelled",
+            timeout_s=60,
+            what=f"{referral.subject} cancelled",
+        )
 
     async def count(self, sql: str, *args: object) -> int:
         value = await self.db.fetchval(sql, *args)

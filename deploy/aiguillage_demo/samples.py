@@ -7,6 +7,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from aiguillage_schemas.events.referral_requests import (
+    CancellationReason,
+    ReferralCancellationRequested,
+    ReferralCancellationRequestedData,
+)
 from aiguillage_schemas.events.referral_submitted import (
     Bans,
     Frame,
@@ -160,4 +165,17 @@ def make_referral(
             victim_safety=VictimSafety(),
             urgency=Urgency.URGENT if ServiceCode.EVICTION_HOUSING in needs else Urgency.STANDARD,
         ),
+    )
+
+
+def make_cancellation(
+    referral: ReferralSubmitted, reason: CancellationReason = "measure_lifted"
+) -> ReferralCancellationRequested:
+    """The prescriber of ``referral`` asks to cancel it."""
+    prescriber_id = referral.data.prescriber.prescriber_id
+    return ReferralCancellationRequested(
+        source=prescriber_id,
+        correlation_id=referral.correlation_id,
+        subject=referral.subject,
+        data=ReferralCancellationRequestedData(prescriber_id=prescriber_id, reason=reason),
     )

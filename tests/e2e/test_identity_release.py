@@ -18,10 +18,6 @@ from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, sign_reques
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.referral_requests import (
-    ReferralCancellationRequested,
-    ReferralCancellationRequestedData,
-)
 from tests.conftest import Isolated, wait_started
 from tests.integration.test_notification_delivery import deliveries, notifications_env
 from tests.support.services import ServiceProcess
@@ -126,33 +122,12 @@ async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
     assert (await ask(url, "ref-never-submitted", centre_id)).status_code == 404
 
     # The prescriber cancels: nobody gets the identity any more, the former holder included.
-    prescriber_id = referral.data.prescriber.prescriber_id
-    await isolated.kafka.send_event(
-        isolated.topic(topics.INTAKE),
-        ReferralCancellationRequested(
-            source=prescriber_id,
-            correlation_id=referral.correlation_id,
-            subject=referral.subject,
-            data=ReferralCancellationRequestedData(
-                prescriber_id=prescriber_id, reason="measure_lifted"
-            ),
-        ),
-    )
-    intake_schema = isolated.schema("referral-intake")
-    await eventually(
-        lambda: isolated.db.fetchval(
-            f"SELECT status FROM {intake_schema}.referrals WHERE referral_id = $1",
-            referral.subject,
-        ),
-        lambda status: status == "cancelled",
-        timeout_s=60,
-        what="the referral cancelled",
-    )
+    await isolated.cancel(referral)
     assert (await ask(url, referral.subject, centre_id)).status_code == 410
 
     # Every answer audited, with ids and outcomes only (401s are not: nothing in them is trusted).
     audit = await isolated.db.fetch(
-        f"SELECT centre_id, outcome FROM {intake_schema}.identity_releases"
+        f"SELECT centre_id, outcome FROM {isolated.schema('referral-intake')}.identity_releases"
         " WHERE referral_id = $1 ORDER BY id",
         referral.subject,
     )

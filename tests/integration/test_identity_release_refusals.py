@@ -13,10 +13,6 @@ from typing import Any
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.referral_requests import (
-    ReferralCancellationRequested,
-    ReferralCancellationRequestedData,
-)
 from tests.conftest import Isolated, wait_started
 from tests.e2e.test_identity_release import PATH, SERVICE_SECRET, bound_port
 from tests.integration.test_notification_delivery import (
@@ -65,29 +61,8 @@ async def test_refused_identity_sends_the_offer_without_it_and_an_absent_intake_
 
     # A referral the prescriber cancelled, then (late) offered: 410, the offer goes without it.
     referral = make_referral(1, referral_id=f"ref-gone{isolated.suffix}")
-    prescriber_id = referral.data.prescriber.prescriber_id
     await isolated.kafka.send_event(isolated.topic(topics.INTAKE), referral)
-    await isolated.kafka.send_event(
-        isolated.topic(topics.INTAKE),
-        ReferralCancellationRequested(
-            source=prescriber_id,
-            correlation_id=referral.correlation_id,
-            subject=referral.subject,
-            data=ReferralCancellationRequestedData(
-                prescriber_id=prescriber_id, reason="measure_lifted"
-            ),
-        ),
-    )
-    intake_schema = isolated.schema("referral-intake")
-    await eventually(
-        lambda: isolated.db.fetchval(
-            f"SELECT status FROM {intake_schema}.referrals WHERE referral_id = $1",
-            referral.subject,
-        ),
-        lambda status: status == "cancelled",
-        timeout_s=60,
-        what="the referral cancelled",
-    )
+    await isolated.cancel(referral)
     never_seen = f"ref-unseen{isolated.suffix}"
     for referral_id in (referral.subject, never_seen):
         await isolated.kafka.send_event(isolated.topic(topics.ROUTED), routed(referral_id))

@@ -9,12 +9,8 @@ import subprocess
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from aiguillage_demo.samples import make_referral
+from aiguillage_demo.samples import make_cancellation, make_referral
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.referral_requests import (
-    ReferralCancellationRequested,
-    ReferralCancellationRequestedData,
-)
 from referral_intake.adapters.identity_cipher import IdentityCipher, SealedIdentity
 from tests.conftest import Isolated
 from tests.support.services import BIN, TEST_MASTER_KEY
@@ -31,17 +27,8 @@ async def test_purge_destroys_keys_of_referrals_closed_longer_than_the_period(
     for referral in (old, recent, still_open):
         await isolated.kafka.send_event(intake, referral)
     for referral in (old, recent):
-        prescriber = referral.data.prescriber
         await isolated.kafka.send_event(
-            intake,
-            ReferralCancellationRequested(
-                source=prescriber.prescriber_id,
-                correlation_id=referral.correlation_id,
-                subject=referral.subject,
-                data=ReferralCancellationRequestedData(
-                    prescriber_id=prescriber.prescriber_id, reason="prescriber_decision"
-                ),
-            ),
+            intake, make_cancellation(referral, reason="prescriber_decision")
         )
     await eventually(
         lambda: isolated.count(
