@@ -84,10 +84,6 @@ class Arrival:
     answers: tuple[tuple[bool, float], ...]  # per attempt: accepted?, days to answer
 
 
-def _weighted(rng: random.Random, items: list[tuple[object, float]]) -> object:
-    return rng.choices([i for i, _ in items], weights=[w for _, w in items])[0]
-
-
 def generate_year(geography: Geography, count: int, seed: int) -> list[Arrival]:
     rng = random.Random(seed)  # noqa: S311 - simulation
     communes: dict[str, list[tuple[str, int]]] = defaultdict(list)

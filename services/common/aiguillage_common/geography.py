@@ -55,9 +55,6 @@ class Geography:
         departement = self.departements.get(commune.departement)
         return (departement.lat, departement.lon) if departement else None
 
-    def are_neighbours(self, a: str, b: str) -> bool:
-        return b in self.neighbours.get(a, frozenset())
-
 
 def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))

@@ -360,15 +360,6 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     async def waitlist_remove(self, referral_id: str) -> None:
         await self.connection.execute("DELETE FROM waitlist WHERE referral_id = $1", referral_id)
 
-    async def waitlist_order(self, site_id: str, service: ServiceCode) -> list[str]:
-        rows = await self.connection.fetch(
-            "SELECT referral_id FROM waitlist WHERE site_id = $1 AND service = $2"
-            " ORDER BY urgency_rank, arrived_at, seq",
-            site_id,
-            str(service),
-        )
-        return [row["referral_id"] for row in rows]
-
     async def waiting_for(
         self, service: ServiceCode, departements: Collection[str], limit: int
     ) -> list[str]:

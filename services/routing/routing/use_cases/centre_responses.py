@@ -20,7 +20,7 @@ from aiguillage_schemas.events.routing_decisions import (
 from aiguillage_schemas.vocabulary import RejectionReason
 from routing.domain.referral import ReferralState
 from routing.use_cases.placement import drain, reroute_or_escalate
-from routing.use_cases.ports import CONSUMER, SOURCE, RoutingContext, RoutingUnitOfWork, derived_id
+from routing.use_cases.ports import CONSUMER, RoutingContext, RoutingUnitOfWork, envelope
 
 # Reports that end the person's path at the site and so free the places held there.
 RELEASING_REPORTS = frozenset({"path_completed", "path_terminated"})
@@ -72,10 +72,7 @@ async def answer_offer(event: OfferAnswered, ctx: RoutingContext) -> ReferralSta
             await uow.emit(
                 ctx.decisions_topic,
                 ReferralPlaced(
-                    event_id=derived_id(event.event_id, "placed", ref.referral_id),
-                    source=SOURCE,
-                    correlation_id=ref.correlation_id,
-                    subject=ref.referral_id,
+                    **envelope(ref, event.event_id, "placed"),
                     data=ReferralPlacedData(
                         prescriber_id=ref.accepted.prescriber_id,
                         prescriber_kind=ref.accepted.prescriber_kind,
@@ -108,10 +105,7 @@ async def report_path(event: PathReport, ctx: RoutingContext) -> ReferralState |
         await uow.emit(
             ctx.decisions_topic,
             PathReported(
-                event_id=derived_id(event.event_id, "path", ref.referral_id),
-                source=SOURCE,
-                correlation_id=ref.correlation_id,
-                subject=ref.referral_id,
+                **envelope(ref, event.event_id, "path"),
                 data=PathReportedData(
                     prescriber_id=ref.accepted.prescriber_id,
                     prescriber_kind=ref.accepted.prescriber_kind,

@@ -27,11 +27,11 @@ from routing.domain.decision import Decision, Routed, Unroutable, Waitlisted, de
 from routing.domain.directory import Directory, Site
 from routing.domain.referral import ReferralState, answer_deadline
 from routing.use_cases.ports import (
-    SOURCE,
     DecisionRow,
     RoutingContext,
     RoutingUnitOfWork,
     derived_id,
+    envelope,
 )
 
 
@@ -48,15 +48,6 @@ def site_ref(site: Site, directory: Directory) -> SiteRef:
         site_departement=site.departement,
         address_confidential=site.address_confidential,
     )
-
-
-def _envelope(ref: ReferralState, cause: uuid.UUID, purpose: str) -> dict[str, object]:
-    return {
-        "event_id": derived_id(cause, purpose, ref.referral_id, ref.attempt),
-        "source": SOURCE,
-        "correlation_id": ref.correlation_id,
-        "subject": ref.referral_id,
-    }
 
 
 async def place(
@@ -119,7 +110,7 @@ async def _offer(
     await uow.emit(
         ctx.decisions_topic,
         ReferralRouted(
-            **_envelope(new, cause, "routed"),
+            **envelope(new, cause, "routed"),
             data=ReferralRoutedData(
                 decision_id=decision_id,
                 prescriber_id=ref.accepted.prescriber_id,
@@ -159,7 +150,7 @@ async def _wait(
     await uow.emit(
         ctx.decisions_topic,
         ReferralWaitlisted(
-            **_envelope(new, cause, "waitlisted"),
+            **envelope(new, cause, "waitlisted"),
             data=ReferralWaitlistedData(
                 decision_id=decision_id,
                 prescriber_id=ref.accepted.prescriber_id,
@@ -188,7 +179,7 @@ async def _unroutable(
     await uow.emit(
         ctx.decisions_topic,
         ReferralUnroutable(
-            **_envelope(new, cause, "unroutable"),
+            **envelope(new, cause, "unroutable"),
             data=ReferralUnroutableData(
                 decision_id=decision_id,
                 prescriber_id=ref.accepted.prescriber_id,
@@ -218,7 +209,7 @@ async def escalate(
     await uow.emit(
         ctx.decisions_topic,
         ReferralEscalated(
-            **_envelope(new, cause, "escalated"),
+            **envelope(new, cause, "escalated"),
             data=ReferralEscalatedData(
                 prescriber_id=ref.accepted.prescriber_id,
                 prescriber_kind=ref.accepted.prescriber_kind,

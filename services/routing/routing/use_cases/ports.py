@@ -27,6 +27,16 @@ def derived_id(*parts: object) -> uuid.UUID:
     return uuid.uuid5(IDS, ":".join(str(p) for p in parts))
 
 
+def envelope(ref: ReferralState, cause: uuid.UUID, purpose: str) -> dict[str, object]:
+    """Envelope fields of an event routing derives from ``cause`` about ``ref``."""
+    return {
+        "event_id": derived_id(cause, purpose, ref.referral_id, ref.attempt),
+        "source": SOURCE,
+        "correlation_id": ref.correlation_id,
+        "subject": ref.referral_id,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     """One stored decision: what a coordinator reads back with ``aiguillage-routing-decision``."""
@@ -74,7 +84,6 @@ class RoutingUnitOfWork(UnitOfWork, Protocol):
         self, state: ReferralState, site_id: str, service: ServiceCode
     ) -> int: ...
     async def waitlist_remove(self, referral_id: str) -> None: ...
-    async def waitlist_order(self, site_id: str, service: ServiceCode) -> list[str]: ...
     async def waiting_for(
         self, service: ServiceCode, departements: Collection[str], limit: int
     ) -> list[str]: ...
