@@ -9,7 +9,7 @@ from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_lifecycle import ReferralCancelled, ReferralCancelledData
 from aiguillage_schemas.vocabulary import PrescriberKind
 from tests.conftest import Isolated, wait_started
-from tests.e2e.routing_events import (
+from tests.support.routing_events import (
     COURSE,
     answer,
     capacity,

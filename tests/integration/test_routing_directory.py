@@ -36,7 +36,7 @@ from routing.use_cases.directory_updates import apply_directory_update
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import route_referral
 from tests.conftest import Isolated
-from tests.e2e.routing_events import lille_referral
+from tests.support.routing_events import lille_referral
 
 BIN = Path(sys.executable).parent
 COURSE = ServiceCode.RESPONSIBILITY_COURSE

@@ -11,13 +11,10 @@ import pytest
 from aiguillage_common.codec import InvalidMessage
 from aiguillage_common.geography import Geography
 from aiguillage_schemas.events.centres import (
-    OfferAnswered,
     PathReport,
     PathReportData,
 )
 from aiguillage_schemas.events.referral_lifecycle import (
-    ReferralAccepted,
-    ReferralAcceptedData,
     ReferralCancelled,
     ReferralCancelledData,
 )
@@ -29,7 +26,7 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralWaitlisted,
     ReferralWithdrawn,
 )
-from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
+from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode, Urgency
 from routing.domain.decision import Policy
 from routing.domain.directory import Directory
 from routing.domain.referral import answer_deadline
@@ -37,6 +34,8 @@ from routing.use_cases.centre_responses import answer_offer, report_path
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import cancel_referral, route_referral
+from tests.support.routing_events import answer
+from tests.support.routing_events import lille_referral as accepted
 from tests.unit.routing_fakes import (
     Clock,
     RoutingStore,
@@ -47,43 +46,6 @@ from tests.unit.routing_fakes import (
 
 COURSE = ServiceCode.RESPONSIBILITY_COURSE
 LILLE = "HDF-ARRAS-59"
-
-
-def accepted(referral_id: str, urgency: Urgency = Urgency.STANDARD) -> ReferralAccepted:
-    return ReferralAccepted(
-        source="referral-intake",
-        correlation_id=uuid.uuid4(),
-        subject=referral_id,
-        data=ReferralAcceptedData(
-            prescriber_id="parquet-tj-lille",
-            prescriber_kind=PrescriberKind.PARQUET,
-            judicial_frame=JudicialFrame.ALTERNATIVE_ORIENTATION,
-            residence_commune_insee="59350",
-            residence_departement="59",
-            needed_services=[COURSE],
-            urgency=urgency,
-            language="fr",
-            interpreter_needed=False,
-        ),
-    )
-
-
-def answer(
-    referral_id: str, site_id: str, verdict: str, reason: str | None = None
-) -> OfferAnswered:
-    return OfferAnswered.model_validate(
-        {
-            "source": site_id.rsplit("-", 1)[0],
-            "correlation_id": uuid.uuid4(),
-            "subject": referral_id,
-            "data": {
-                "centre_id": site_id.rsplit("-", 1)[0],
-                "site_id": site_id,
-                "answer": verdict,
-                "decline_reason": reason,
-            },
-        }
-    )
 
 
 @pytest.fixture

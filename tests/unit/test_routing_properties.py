@@ -24,6 +24,7 @@ from routing.domain.directory import Directory
 from routing.use_cases.centre_responses import answer_offer
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.route_referral import cancel_referral, route_referral
+from tests.support.routing_events import answer, lille_referral
 from tests.unit.routing_fakes import T0, Clock, RoutingStore, fresh_directory, routing_context
 
 # Communes spread over a few regions, with their départements.
@@ -157,40 +158,17 @@ def _accepted(referral_id: str, n: int) -> ReferralAccepted:
     needs = [ServiceCode.RESPONSIBILITY_COURSE]
     if n % 3 == 0:
         needs.append(ServiceCode.PSYCHOLOGICAL_FOLLOWUP)
-    return ReferralAccepted(
+    return lille_referral(
+        referral_id,
+        urgency=Urgency.URGENT if n % 4 == 0 else Urgency.STANDARD,
+        needs=needs,
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, referral_id),
-        source="referral-intake",
-        correlation_id=uuid.uuid4(),
-        subject=referral_id,
         occurred_at=T0 + timedelta(minutes=n),
-        data=ReferralAcceptedData(
-            prescriber_id="parquet-tj-lille",
-            prescriber_kind=PrescriberKind.PARQUET,
-            judicial_frame=JudicialFrame.ALTERNATIVE_ORIENTATION,
-            residence_commune_insee="59350",
-            residence_departement="59",
-            needed_services=needs,
-            urgency=Urgency.URGENT if n % 4 == 0 else Urgency.STANDARD,
-            language="fr",
-            interpreter_needed=False,
-        ),
     )
 
 
 def _answer(referral_id: str, site_id: str, verdict: str) -> OfferAnswered:
-    return OfferAnswered.model_validate(
-        {
-            "source": "centre",
-            "correlation_id": uuid.uuid4(),
-            "subject": referral_id,
-            "data": {
-                "centre_id": site_id.rsplit("-", 1)[0],
-                "site_id": site_id,
-                "answer": verdict,
-                "decline_reason": "no_capacity" if verdict == "declined" else None,
-            },
-        }
-    )
+    return answer(referral_id, site_id, verdict, "no_capacity" if verdict == "declined" else None)
 
 
 def _cancel(referral_id: str) -> ReferralCancelled:

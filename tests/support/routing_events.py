@@ -1,8 +1,10 @@
-"""Events the routing e2e tests publish: accepted referrals, centres' answers, directory updates."""
+"""Events routing tests feed it (accepted referrals, centres' answers, directory updates), and
+helpers to watch its consumer groups."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,19 +18,26 @@ from tests.support.waiting import eventually
 COURSE = ServiceCode.RESPONSIBILITY_COURSE
 
 
-def lille_referral(referral_id: str) -> ReferralAccepted:
+def lille_referral(
+    referral_id: str,
+    urgency: Urgency = Urgency.STANDARD,
+    needs: Sequence[ServiceCode] = (COURSE,),
+    **envelope: Any,
+) -> ReferralAccepted:
+    """An accepted referral from the Lille prosecutor for someone living in Lille."""
     return ReferralAccepted(
         source="referral-intake",
-        correlation_id=uuid.uuid4(),
+        correlation_id=envelope.pop("correlation_id", uuid.uuid4()),
         subject=referral_id,
+        **envelope,
         data=ReferralAcceptedData(
             prescriber_id="parquet-tj-lille",
             prescriber_kind=PrescriberKind.PARQUET,
             judicial_frame=JudicialFrame.ALTERNATIVE_ORIENTATION,
             residence_commune_insee="59350",
             residence_departement="59",
-            needed_services=[COURSE],
-            urgency=Urgency.STANDARD,
+            needed_services=list(needs),
+            urgency=urgency,
             language="fr",
             interpreter_needed=False,
         ),
