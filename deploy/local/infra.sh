@@ -7,6 +7,9 @@
 #   deploy/local/infra.sh status   say what runs (exit 0 only if both run)
 #   deploy/local/infra.sh env      print the client exports:  eval "$(deploy/local/infra.sh env)"
 #   deploy/local/infra.sh reset    down, delete the data (keeps the Kafka jars), up
+#   deploy/local/infra.sh pg-crash | pg-start | kafka-kill | kafka-start
+#                                  faults for outage tests: immediate PostgreSQL stop, SIGKILL of
+#                                  the broker, and starting each again on the same data
 #
 # Environment:
 #   AIGUILLAGE_STATE_DIR    state directory (default <repo>/.local)
@@ -416,6 +419,31 @@ cmd_env() {
     echo "export AIGUILLAGE_DATABASE_URL=postgresql://$DB_USER:$DB_PASSWORD@$HOST:$PG_PORT/$DB_NAME"
 }
 
+# Faults, for the outage tests and the chaos script: the real thing, not a simulation.
+cmd_pg-crash() {  # immediate shutdown: what a power cut or OOM kill does (recovery on start)
+    [[ -f $PG_DATA/PG_VERSION ]] && pg_running || { log "PostgreSQL not running"; return 0; }
+    log "stopping PostgreSQL immediately"
+    as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m immediate -t 60 >/dev/null
+}
+
+cmd_pg-start() {
+    pg_up
+    pg_wait
+}
+
+cmd_kafka-kill() {  # SIGKILL the broker: no controlled shutdown
+    local pid
+    pid=$(kafka_pid) || { log "Kafka not running"; return 0; }
+    log "killing Kafka (pid $pid)"
+    kill -KILL "$pid"
+    while alive "$pid"; do sleep 0.1; done
+}
+
+cmd_kafka-start() {
+    kafka_up
+    kafka_wait
+}
+
 cmd_reset() {
     cmd_down
     log "deleting Kafka and PostgreSQL data under $STATE (keeping $K_LIBS)"
@@ -427,8 +455,9 @@ main() {
     local cmd=${1:-}
     case $cmd in
         env) cmd_env; return ;;
-        up | down | status | reset) ;;
-        *) echo "usage: $0 {up|down|status|env|reset}" >&2; exit 2 ;;
+        up | down | status | reset | pg-crash | pg-start | kafka-kill | kafka-start) ;;
+        *) echo "usage: $0 {up|down|status|env|reset|pg-crash|pg-start|kafka-kill|kafka-start}" >&2
+           exit 2 ;;
     esac
     init_paths
     # status and down have nothing to do (and nothing to create) without a state directory.

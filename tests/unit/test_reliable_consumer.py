@@ -6,11 +6,12 @@ import asyncpg
 import pytest
 
 from aiguillage_common.codec import InvalidMessage, Problem
-from aiguillage_common.consumer import InboundRecord, ReliableConsumer, RetryPolicy
+from aiguillage_common.consumer import HoldBack, InboundRecord, ReliableConsumer, RetryPolicy
+from aiguillage_common.failures import is_transient
 from aiguillage_schemas.vocabulary import RejectionReason
 
 RECORD = InboundRecord("t", 2, 41, b"ref-abcdef", b"{}", {"correlation_id": "nope"})
-FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.002)
+FAST = RetryPolicy(base_delay_s=0.001, max_delay_s=0.002, hold_s=60.0)
 
 
 class DeadLetters:
@@ -44,12 +45,46 @@ async def test_transient_errors_are_retried_until_success() -> None:
     assert dead.got == []
 
 
-async def test_exhausted_retries_are_dead_lettered_with_that_reason() -> None:
-    calls, process = _failing(*(OSError() for _ in range(5)))
+async def test_an_outage_is_waited_out_however_many_attempts_it_takes() -> None:
+    # Forty failures in a row (a long PostgreSQL restart): never dead-lettered, never rejected.
+    calls, process = _failing(*(asyncpg.CannotConnectNowError() for _ in range(40)))
     dead = DeadLetters()
     await ReliableConsumer("c", process, dead, FAST, 1.0).handle(RECORD)  # type: ignore[arg-type]
-    assert len(calls) == FAST.max_attempts
-    assert [p.reason for _, p in dead.got] == [RejectionReason.RETRIES_EXHAUSTED]
+    assert len(calls) == 41
+    assert dead.got == []
+
+
+async def test_a_long_outage_hands_the_record_back_uncommitted_and_tells_who_waits() -> None:
+    # Past the hold time the record goes back to the poll loop (seek back, no commit), so the
+    # consumer keeps its group membership; the wait is reported once, and its end once.
+    now = [0.0]
+    waits: list[tuple[str, object]] = []
+
+    async def down(_record: InboundRecord) -> None:
+        now[0] += 30.0
+        raise ConnectionRefusedError()
+
+    consumer = ReliableConsumer(
+        "c",
+        down,
+        DeadLetters(),
+        FAST,
+        1.0,
+        on_wait=lambda name, dep: waits.append((name, dep)),
+        clock=lambda: now[0],
+    )
+    with pytest.raises(HoldBack):
+        await consumer.handle(RECORD)
+    assert consumer.waiting_for == "network"
+    assert waits == [("c", "network")]
+
+    async def back(_record: InboundRecord) -> None:
+        return None
+
+    consumer._process = back
+    await consumer.handle(RECORD)
+    assert consumer.waiting_for is None
+    assert waits == [("c", "network"), ("c", None)]
 
 
 async def test_invalid_input_is_dead_lettered_at_once() -> None:
@@ -70,18 +105,39 @@ async def test_a_bug_is_dead_lettered_without_its_message() -> None:
     assert "Canaryname" not in problem.message
 
 
-async def test_an_unreachable_dead_letter_topic_surfaces_so_the_offset_is_not_committed() -> None:
+async def test_an_unreachable_dead_letter_topic_holds_the_record_back_uncommitted() -> None:
     _, process = _failing(InvalidMessage(Problem(RejectionReason.NOT_JSON, "x")))
-    with pytest.raises(ConnectionError):
-        await ReliableConsumer("c", process, DeadLetters(fail=True), FAST, 1.0).handle(  # type: ignore[arg-type]
-            RECORD
-        )
+    short_hold = RetryPolicy(base_delay_s=0.001, max_delay_s=0.002, hold_s=0.01)
+    consumer = ReliableConsumer("c", process, DeadLetters(fail=True), short_hold, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(HoldBack):
+        await consumer.handle(RECORD)
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    policy = RetryPolicy(max_attempts=10, base_delay_s=0.1, max_delay_s=1.0)
+    policy = RetryPolicy(base_delay_s=0.1, max_delay_s=1.0)
     assert 0.05 <= policy.delay(1) <= 0.1
     assert 0.5 <= policy.delay(8) <= 1.0
+    assert 0.5 <= policy.delay(10_000) <= 1.0  # an outage of hours never overflows the backoff
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (asyncpg.CannotConnectNowError(), True),
+        (asyncpg.AdminShutdownError(), True),
+        (asyncpg.ConnectionDoesNotExistError(), True),
+        (asyncpg.InterfaceError("connection is closed"), True),
+        (asyncpg.SerializationError(), True),
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (asyncpg.UniqueViolationError(), False),
+        (asyncpg.DataError("bad value"), False),
+        (KeyError("x"), False),
+        (ValueError("x"), False),
+    ],
+)
+def test_one_classification_of_failures(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
 
 
 def test_derived_ids_are_stable_per_record() -> None:

@@ -4,21 +4,22 @@ The rules (see the engineering notes): FastStream's default ACK_FIRST auto-commi
 handler finishes, and ACK / REJECT_ON_ERROR commit even when it raises, so subscribers use MANUAL
 ack and this module decides. The offset is committed only after the effect is durable (the use
 case's transaction committed) or after the message is on a dead-letter topic with its reason.
-Transient failures are retried in place with capped, jittered backoff; when the dead-letter publish
-itself fails the message is sought back and redelivered, never skipped.
+Transient failures (``aiguillage_common.failures``) are retried with capped, jittered backoff for as
+long as it takes, holding the partition: the record is never committed past, dead-lettered or
+rejected because a dependency is down. Only a record that can never succeed is dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
@@ -26,6 +27,7 @@ from faststream.kafka.message import KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from aiguillage_common.codec import InvalidMessage, Problem, sha256_hex
+from aiguillage_common.failures import Dependency, transient_dependency
 from aiguillage_common.kafka import BAD_HEADERS_MARKER, tolerant_parser
 from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.referral_lifecycle import Rejection
@@ -33,19 +35,6 @@ from aiguillage_schemas.vocabulary import RejectionReason
 
 log = get_logger("aiguillage.consumer")
 
-# Failures worth retrying: the same message may well succeed once the peer is back.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    KafkaError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.QueryCanceledError,
-)
 DEAD_LETTER_NAMESPACE = UUID("6f1d9a52-3c1e-4c7e-9d0a-5d2b8f3e1a77")
 
 
@@ -59,6 +48,9 @@ class InboundRecord:
     key: bytes | None
     value: bytes | None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # When the record reached the broker (ms since the epoch): LogAppendTime on topics configured
+    # so, else the producer's CreateTime. None only for records built by hand in unit tests.
+    broker_timestamp_ms: int | None = None
 
     @property
     def key_text(self) -> str | None:
@@ -100,26 +92,44 @@ class InboundRecord:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 5
+    """Backoff while a dependency is down. There is no attempt cap: a transient failure is
+    retried for as long as it takes (see ``aiguillage_common.failures``)."""
+
     base_delay_s: float = 0.2
     max_delay_s: float = 10.0
+    # How long one delivery of a record may be held in the handler before it is sought back and
+    # fetched again: well inside max_poll_interval_ms, so a long outage never gets the consumer
+    # evicted from its group (which would redeliver elsewhere and rebalance everyone).
+    hold_s: float = 60.0
 
     def delay(self, attempt: int) -> float:
-        """Full jitter: spreads retries of many consumers hitting the same outage."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        """Full jitter in the upper half: spreads retries of many consumers hitting the same
+        outage, yet keeps growing until the cap."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** min(attempt - 1, 32))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
 
 
 Process = Callable[[InboundRecord], Awaitable[None]]
+# Told when a consumer starts waiting for a dependency (with its name) and when it resumes (None).
+WaitListener = Callable[[str, Dependency | None], None]
 
 
 class DeadLetterSink(Protocol):
     async def __call__(self, record: InboundRecord, problem: Problem) -> None: ...
 
 
+class HoldBack(Exception):
+    """The record could not be processed yet (a dependency is down): seek back, do not commit."""
+
+
 class ReliableConsumer:
-    """Runs one record through ``process`` until it has a durable outcome. Never raises for the
-    record's own fault; raises only when even the dead-letter topic cannot be reached."""
+    """Runs one record through ``process`` until it has a durable outcome.
+
+    A transient failure is retried with capped, jittered backoff for as long as it takes; after
+    ``hold_s`` the handler raises ``HoldBack`` so the subscriber seeks back and polls again (the
+    backoff keeps growing across these redeliveries). Only a record that can never succeed is
+    dead-lettered. The wait is logged once when it starts and once when it ends, not per attempt.
+    """
 
     def __init__(
         self,
@@ -128,12 +138,23 @@ class ReliableConsumer:
         dead_letter: DeadLetterSink,
         policy: RetryPolicy,
         timeout_s: float,
+        on_wait: WaitListener | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._process = process
         self._dead_letter = dead_letter
         self._policy = policy
         self._timeout_s = timeout_s
+        self._on_wait = on_wait
+        self._clock = clock
+        self._failures = 0  # consecutive transient failures, across redeliveries
+        self._waiting_for: Dependency | None = None
+        self._waiting_since = 0.0
+
+    @property
+    def waiting_for(self) -> Dependency | None:
+        return self._waiting_for
 
     async def handle(self, record: InboundRecord) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -147,7 +168,7 @@ class ReliableConsumer:
         ):
             problem = await self._outcome(record)
             if problem is not None:
-                await self._dead_letter(record, problem)
+                await self._run_transiently(lambda: self._dead_letter(record, problem))
                 log.warning(
                     "message.dead_lettered",
                     reason=str(problem.reason),
@@ -156,44 +177,72 @@ class ReliableConsumer:
                 )
 
     async def _outcome(self, record: InboundRecord) -> Problem | None:
-        attempt = 0
+        try:
+            await self._run_transiently(
+                lambda: asyncio.wait_for(self._process(record), self._timeout_s)
+            )
+        except InvalidMessage as invalid:
+            return invalid.problem
+        except HoldBack:
+            raise
+        except Exception as error:
+            # A bug or an unforeseen input. The exception text may quote data (asyncpg puts
+            # key values in its details), so only its type and place are logged.
+            log.error("message.processing_failed", error_type=type(error).__name__, at=where(error))
+            return Problem(
+                RejectionReason.PROCESSING_ERROR,
+                f"unexpected {type(error).__name__} while processing",
+            )
+        return None
+
+    async def _run_transiently(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Run ``attempt`` until it succeeds or fails for a reason that is not transient."""
+        held_since = self._clock()
         while True:
-            attempt += 1
             try:
-                await asyncio.wait_for(self._process(record), self._timeout_s)
-            except InvalidMessage as invalid:
-                return invalid.problem
-            except TRANSIENT_ERRORS as error:
-                if attempt >= self._policy.max_attempts:
-                    log.error(
-                        "message.retries_exhausted",
-                        attempts=attempt,
-                        error_type=type(error).__name__,
-                    )
-                    return Problem(
-                        RejectionReason.RETRIES_EXHAUSTED,
-                        f"gave up after {attempt} attempts ({type(error).__name__})",
-                    )
-                delay = self._policy.delay(attempt)
-                log.warning(
-                    "message.retrying",
-                    attempt=attempt,
-                    error_type=type(error).__name__,
-                    retry_in_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
+                await attempt()
             except Exception as error:
-                # A bug or an unforeseen input. The exception text may quote data (asyncpg puts
-                # key values in its details), so only its type and place are logged.
-                log.error(
-                    "message.processing_failed", error_type=type(error).__name__, at=where(error)
-                )
-                return Problem(
-                    RejectionReason.PROCESSING_ERROR,
-                    f"unexpected {type(error).__name__} while processing",
-                )
+                dependency = transient_dependency(error)
+                if dependency is None:
+                    self._resumed()
+                    raise
+                self._failures += 1
+                delay = self._policy.delay(self._failures)
+                self._waiting(dependency, type(error).__name__, delay)
+                await asyncio.sleep(delay)
+                if self._clock() - held_since >= self._policy.hold_s:
+                    raise HoldBack(dependency) from None
             else:
-                return None
+                self._resumed()
+                return
+
+    def _waiting(self, dependency: Dependency, error_type: str, delay: float) -> None:
+        if self._waiting_for != dependency:
+            log.warning(
+                "consumer.waiting",
+                dependency=dependency,
+                error_type=error_type,
+                retry_in_s=round(delay, 3),
+                max_delay_s=self._policy.max_delay_s,
+            )
+            if self._waiting_for is None:
+                self._waiting_since = self._clock()
+            self._waiting_for = dependency
+            if self._on_wait is not None:
+                self._on_wait(self.name, dependency)
+
+    def _resumed(self) -> None:
+        if self._waiting_for is not None:
+            log.warning(
+                "consumer.resumed",
+                dependency=self._waiting_for,
+                waited_s=round(self._clock() - self._waiting_since, 3),
+                attempts=self._failures,
+            )
+            self._waiting_for = None
+            if self._on_wait is not None:
+                self._on_wait(self.name, None)
+        self._failures = 0
 
 
 def where(error: BaseException) -> str:
@@ -214,6 +263,7 @@ def _to_record(message: KafkaMessage) -> InboundRecord:
         key=raw.key,
         value=raw.value,
         headers=dict(message.headers),
+        broker_timestamp_ms=raw.timestamp,
     )
 
 
@@ -244,13 +294,24 @@ def subscribe(
             await consumer.handle(_to_record(kafka_message))
         except asyncio.CancelledError:
             raise
+        except HoldBack:
+            # Still waiting for a dependency: hand the record back to the poll loop uncommitted,
+            # so the consumer stays in its group and fetches this same record again.
+            await kafka_message.nack()
+            return
         except Exception as error:
-            # Even the dead-letter topic is unreachable: do not commit, seek back, try again.
+            # Dead-lettering itself failed for a reason that is not transient (a bug): do not
+            # commit past the record; seek back and try again after a pause.
             log.error("message.redelivery_scheduled", error_type=type(error).__name__)
             await kafka_message.nack()
             await asyncio.sleep(redelivery_pause_s)
             return
-        await kafka_message.ack()
+        try:
+            await kafka_message.ack()
+        except KafkaError as error:
+            # The effect is durable; only the offset is not. The record comes again (after a
+            # rebalance or restart) and its event id makes the second run a no-op.
+            log.warning("message.commit_failed", error_type=type(error).__name__)
 
     on_message.__annotations__ = {"message": documented_payload, "return": None}
     on_message.__name__ = f"consume_{topic.replace('.', '_').replace('-', '_')}"

@@ -58,8 +58,29 @@ class KafkaProducerAdapter:
             linger_ms=2,
             request_timeout_ms=int(self._timeout_s * 1000),
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            # A producer that failed to bootstrap still holds a client and tasks: close it, so
+            # that waiting for the broker and trying again leaks nothing.
+            await producer.stop()
+            raise
         self._started = producer
+
+    @property
+    def started(self) -> bool:
+        return self._started is not None
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """True when a broker answers a metadata request now (readiness probe)."""
+        if self._started is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._started.client.fetch_all_metadata()
+        except Exception:
+            return False
+        return True
 
     async def stop(self) -> None:
         if self._started is not None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import asyncpg
 
+from aiguillage_common.failures import is_transient
 from aiguillage_common.kafka import OutgoingRecord
 from aiguillage_common.logging import get_logger
 
@@ -50,9 +51,7 @@ class OutboxRelay:
         return f"{self._schema}_outbox"
 
     async def start(self) -> None:
-        listener = await self._pool.acquire()
-        await listener.add_listener(self.channel, self._on_notify)
-        self._listener = listener
+        await self._ensure_listener()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -73,6 +72,19 @@ class OutboxRelay:
             await self._pool.release(self._listener)
             self._listener = None
 
+    async def _ensure_listener(self) -> None:
+        """(Re)open the LISTEN connection: after a PostgreSQL restart the old one is closed, and
+        without it the relay would only poll, adding up to a poll interval to every event."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(self._listener)
+            self._listener = None
+        listener = await self._pool.acquire()
+        await listener.add_listener(self.channel, self._on_notify)
+        self._listener = listener
+
     def _on_notify(self, *_args: object) -> None:
         self._wake.set()
 
@@ -81,7 +93,10 @@ class OutboxRelay:
         while True:
             self._wake.clear()
             try:
+                await self._ensure_listener()
                 relayed = await self.relay_once()
+                if failures:
+                    log.warning("outbox.relay_resumed", failed_attempts=failures)
                 failures = 0
             except Exception as error:
                 # Kafka or PostgreSQL unreachable (or a bug): the rows stay unsent and are
@@ -89,11 +104,11 @@ class OutboxRelay:
                 failures += 1
                 if self._stopping.is_set():
                     return
-                delay = min(30.0, 0.2 * 2**failures)
-                expected = isinstance(error, OSError | TimeoutError | asyncpg.PostgresError)
-                (log.warning if expected else log.error)(
-                    "outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay
-                )
+                delay = min(30.0, 0.2 * 2 ** min(failures, 8))
+                if failures == 1 or not is_transient(error):
+                    (log.warning if is_transient(error) else log.error)(
+                        "outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay
+                    )
                 await asyncio.sleep(delay)
                 continue
             if self._stopping.is_set() and relayed == 0:

@@ -9,10 +9,13 @@ otherwise).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from faststream import FastStream
@@ -28,10 +31,15 @@ from aiguillage_common.consumer import (
     where,
 )
 from aiguillage_common.dead_letter import DeadLetterPublisher
+from aiguillage_common.failures import Dependency, is_transient
+from aiguillage_common.health import HealthServer, HealthState, Readiness, database_answers
 from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import configure_logging, get_logger
 from aiguillage_common.outbox import OutboxRelay
 from aiguillage_common.settings import ServiceSettings
+
+T = TypeVar("T")
+log = get_logger("aiguillage.runtime")
 
 
 class BackgroundWorker(Protocol):
@@ -48,6 +56,7 @@ class Runtime:
 
     settings: ServiceSettings
     producer: KafkaProducerAdapter
+    health: HealthState
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
     workers: list[BackgroundWorker] = field(default_factory=list)
@@ -60,7 +69,7 @@ class Runtime:
     @property
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
-        return RetryPolicy(s.retry_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
+        return RetryPolicy(s.retry_base_delay_s, s.retry_max_delay_s, s.retry_hold_s)
 
     def dead_letters(self, topic: str, consumer: str) -> DeadLetterPublisher:
         return DeadLetterPublisher(self.producer, topic, consumer)
@@ -80,7 +89,12 @@ class Runtime:
         """Subscribe ``process`` with the service's retry policy and handler timeout: manual
         commits after durable outcomes, dead letters with a reason (see consumer.py)."""
         consumer = ReliableConsumer(
-            name, process, dead_letter, self.retry_policy, self.settings.handler_timeout_s
+            name,
+            process,
+            dead_letter,
+            self.retry_policy,
+            self.settings.handler_timeout_s,
+            on_wait=self.health.consumer_wait,
         )
         subscribe(
             broker,
@@ -90,6 +104,20 @@ class Runtime:
             documented_payload=documented_payload,
             description=description,
         )
+
+    def readiness(self) -> Readiness:
+        return Readiness(
+            self.health,
+            {"database": lambda: database_answers(self.pool), "kafka": self.producer.ping},
+        )
+
+
+class ServiceApp(FastStream):
+    """The FastStream app plus what ``run_service`` needs around it: the runtime (for the health
+    endpoint) and a way to release resources when the broker could not start."""
+
+    runtime: Runtime
+    close_resources: Callable[[], Awaitable[None]]
 
 
 async def open_pool(settings: ServiceSettings, application: str) -> asyncpg.Pool:
@@ -105,13 +133,55 @@ async def open_pool(settings: ServiceSettings, application: str) -> asyncpg.Pool
     return pool
 
 
+async def until_available(
+    what: Dependency, attempt: Callable[[], Awaitable[T]], health: HealthState, policy: RetryPolicy
+) -> T:
+    """Run ``attempt`` until it succeeds, waiting with backoff while ``what`` is unreachable.
+
+    Logs once when the wait starts and once when it ends; readiness names ``what`` meanwhile.
+    Anything that is not transient (a wrong password, a bug) is raised at once.
+    """
+    failures = 0
+    started = time.monotonic()
+    while True:
+        try:
+            result = await attempt()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            failures += 1
+            delay = policy.delay(failures)
+            if failures == 1:
+                health.waiting_for.add(what)
+                health.phase = "waiting"
+                log.warning(
+                    "service.waiting",
+                    dependency=what,
+                    error_type=type(error).__name__,
+                    retry_in_s=round(delay, 3),
+                    max_delay_s=policy.max_delay_s,
+                )
+            await asyncio.sleep(delay)
+            continue
+        if failures:
+            health.waiting_for.discard(what)
+            log.warning(
+                "service.dependency_available",
+                dependency=what,
+                waited_s=round(time.monotonic() - started, 3),
+                attempts=failures,
+            )
+        return result
+
+
 def build_app(
     service: str,
     settings: ServiceSettings,
     register: Callable[[KafkaBroker, Runtime], None],
     description: str,
     workers: Callable[[Runtime], Sequence[BackgroundWorker]] | None = None,
-) -> FastStream:
+    health: HealthState | None = None,
+) -> ServiceApp:
     """Compose a service: ``register`` attaches its subscribers and documents its publishers."""
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -126,13 +196,19 @@ def build_app(
     runtime = Runtime(
         settings=settings,
         producer=KafkaProducerAdapter(settings.kafka_bootstrap_servers, f"aiguillage-{service}"),
+        health=health or HealthState(service),
     )
     register(broker, runtime)
     log = get_logger(f"aiguillage.{service}")
+    policy = runtime.retry_policy
 
     async def start_resources() -> None:
-        runtime.pool = await open_pool(settings, f"aiguillage-{service}")
-        await runtime.producer.start()
+        # Waits (never exits) for PostgreSQL and then Kafka: a service started before its
+        # infrastructure, or during an outage, becomes ready when they come up.
+        runtime.pool = await until_available(
+            "database", lambda: open_pool(settings, f"aiguillage-{service}"), runtime.health, policy
+        )
+        await until_available("kafka", runtime.producer.start, runtime.health, policy)
         runtime.relay = OutboxRelay(
             runtime.pool,
             runtime.producer,
@@ -147,19 +223,26 @@ def build_app(
         log.info("service.resources_ready", schema=settings.db_schema)
 
     async def announce() -> None:
+        runtime.health.phase = "running"
         log.info("service.started", kafka=settings.kafka_bootstrap_servers)
 
     async def close_resources() -> None:
+        """Idempotent: runs at shutdown, and after a start that failed half-way."""
+        runtime.health.phase = "stopping"
         for worker in reversed(runtime.workers):
             await worker.stop()
+        runtime.workers.clear()
         if runtime.relay is not None:
             await runtime.relay.stop(settings.graceful_timeout_s)
+            runtime.relay = None
         await runtime.producer.stop()
         if runtime.pool is not None:
-            await asyncio.wait_for(runtime.pool.close(), settings.graceful_timeout_s)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runtime.pool.close(), settings.graceful_timeout_s)
+            runtime.pool = None
         log.info("service.stopped")
 
-    return FastStream(
+    app = ServiceApp(
         broker,
         logger=logging.getLogger(f"aiguillage.faststream.app.{service}"),
         on_startup=[start_resources],
@@ -169,21 +252,71 @@ def build_app(
             title=f"Aiguillage {service}", version="1.0.0", description=description
         ),
     )
+    app.runtime = runtime
+    app.close_resources = close_resources
+    return app
 
 
 def run_service(
-    service: str, settings: ServiceSettings, app_factory: Callable[[], FastStream]
+    service: str,
+    settings: ServiceSettings,
+    app_factory: Callable[[HealthState], ServiceApp],
 ) -> None:
+    """Run the service until SIGTERM/SIGINT. An outage at start, or a broker lost while the
+    consumers start, makes it wait and start again; it never exits for that."""
     configure_logging(service, settings.log_level)
+    service_log = get_logger(f"aiguillage.{service}")
 
     async def main() -> None:
-        await app_factory().run()
+        health = HealthState(service)
+        current: list[ServiceApp] = []
+        server = HealthServer(
+            settings.health_host,
+            settings.health_port,
+            lambda: current[-1].runtime.readiness() if current else Readiness(health, {}),
+        )
+        await server.start()
+        stop = asyncio.Event()
+        failures = 0
+        try:
+            while not stop.is_set():
+                app = app_factory(health)
+                current.append(app)
+                try:
+                    await app.run()
+                    return
+                except Exception as error:
+                    if not is_transient(error):
+                        raise
+                    # FastStream's signal handlers belong to the app that just failed: until
+                    # the next one runs, a SIGTERM must still stop the process.
+                    _stop_on_signals(stop)
+                    await app.close_resources()
+                    failures += 1
+                    delay = min(
+                        settings.retry_max_delay_s, settings.retry_base_delay_s * 2**failures
+                    )
+                    health.phase = "waiting"
+                    service_log.warning(
+                        "service.start_failed",
+                        error_type=type(error).__name__,
+                        restart_in_s=round(delay, 3),
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                current.clear()
+        finally:
+            await server.stop()
 
     try:
         asyncio.run(main())
     except Exception as error:
         # One JSON line an operator can alert on, instead of a bare traceback on stderr.
-        get_logger(f"aiguillage.{service}").critical(
-            "service.crashed", error_type=type(error).__name__, at=where(error)
-        )
+        service_log.critical("service.crashed", error_type=type(error).__name__, at=where(error))
         raise SystemExit(1) from None
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

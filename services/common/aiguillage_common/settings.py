@@ -21,9 +21,18 @@ class ServiceSettings(BaseSettings):
     db_pool_max_size: int = 5
     db_command_timeout_s: float = 10.0
     handler_timeout_s: float = 30.0
-    retry_max_attempts: int = 5
+    # Transient failures are retried for as long as it takes: no attempt cap (docs: README).
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 10.0
+    retry_hold_s: float = Field(
+        default=60.0,
+        description="How long a record is retried in the handler before it is sought back and "
+        "fetched again (stays well inside the consumer's 300 s max poll interval).",
+    )
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(
+        default=0, description="Port of the /health/live and /health/ready endpoint; 0 = off."
+    )
     outbox_batch_size: int = 200
     outbox_poll_interval_s: float = 1.0
     graceful_timeout_s: float = 15.0

@@ -6,10 +6,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
+from aiguillage_common.health import HealthState
+from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed, NotificationIssued
@@ -48,7 +48,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: NotificationsSettings | None = None) -> FastStream:
+def create_app(
+    settings: NotificationsSettings | None = None, health: HealthState | None = None
+) -> ServiceApp:
     settings = settings or NotificationsSettings()
     outbound_topic = settings.topic(topics.NOTIFICATIONS_OUTBOUND.name)
     dead_letter_topic = settings.topic(topics.NOTIFICATIONS_DEAD_LETTER.name)
@@ -186,9 +188,10 @@ def create_app(settings: NotificationsSettings | None = None) -> FastStream:
         register,
         DESCRIPTION,
         lambda runtime: [factory(runtime) for factory in worker_factories],
+        health,
     )
 
 
 def run() -> None:
     settings = NotificationsSettings()
-    run_service(SERVICE, settings, lambda: create_app(settings))
+    run_service(SERVICE, settings, lambda health: create_app(settings, health))

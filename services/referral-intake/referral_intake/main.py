@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from aiguillage_common.geography import load_geography
-from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
+from aiguillage_common.health import HealthState
+from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
@@ -59,7 +59,9 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: IntakeSettings | None = None) -> FastStream:
+def create_app(
+    settings: IntakeSettings | None = None, health: HealthState | None = None
+) -> ServiceApp:
     settings = settings or IntakeSettings()
     geography = load_geography()
     registry_file = load_registry_file(settings.registry_file)
@@ -82,6 +84,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             secrets=secrets,
             replay_window_s=settings.replay_window_s,
             flag_outside_jurisdiction=settings.jurisdiction_policy == "flag",
+            operations_secret=settings.operations_secret.get_secret_value().encode("utf-8"),
         )
         rejections = RejectionPublisher(runtime.producer, topic_names.rejected)
         runtime.consume(
@@ -161,7 +164,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastStream:
             )
         ]
 
-    return build_app(SERVICE, settings, register, DESCRIPTION, workers)
+    return build_app(SERVICE, settings, register, DESCRIPTION, workers, health)
 
 
 class _LazyRegistry:
@@ -180,4 +183,4 @@ class _LazyRegistry:
 
 def run() -> None:
     settings = IntakeSettings()
-    run_service(SERVICE, settings, lambda: create_app(settings))
+    run_service(SERVICE, settings, lambda health: create_app(settings, health))

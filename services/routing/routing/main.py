@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from aiguillage_common.consumer import Process
 from aiguillage_common.geography import load_geography
-from aiguillage_common.runtime import BackgroundWorker, Runtime, build_app, run_service
+from aiguillage_common.health import HealthState
+from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.centres import (
     CapacityUpdated,
@@ -48,7 +48,9 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: RoutingSettings | None = None) -> FastStream:
+def create_app(
+    settings: RoutingSettings | None = None, health: HealthState | None = None
+) -> ServiceApp:
     settings = settings or RoutingSettings()
     geography = load_geography()
     decisions_topic = settings.topic(topics.ROUTED.name)
@@ -142,9 +144,9 @@ def create_app(settings: RoutingSettings | None = None) -> FastStream:
             OfferTimer(lambda: expire_one_offer(ctx), settings.timer_poll_interval_s),
         ]
 
-    return build_app(SERVICE, settings, register, DESCRIPTION, workers)
+    return build_app(SERVICE, settings, register, DESCRIPTION, workers, health)
 
 
 def run() -> None:
     settings = RoutingSettings()
-    run_service(SERVICE, settings, lambda: create_app(settings))
+    run_service(SERVICE, settings, lambda health: create_app(settings, health))

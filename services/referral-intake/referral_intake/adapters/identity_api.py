@@ -23,7 +23,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiguillage_common.consumer import TRANSIENT_ERRORS, where
+from aiguillage_common.consumer import where
 from aiguillage_common.logging import get_logger
 from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, verify_request
 from aiguillage_schemas.events.referral_submitted import ReferralId
@@ -38,7 +38,12 @@ log = get_logger("aiguillage.intake.identity_api")
 PATH = "/internal/v1/identity-releases"
 MAX_BODY_BYTES = 4096
 # The database is down or busy: the caller may retry; nothing was released.
-UNAVAILABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 class ReleaseBody(BaseModel):

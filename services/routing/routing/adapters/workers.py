@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from aiguillage_common.consumer import TRANSIENT_ERRORS, where
+from aiguillage_common.consumer import where
+from aiguillage_common.failures import is_transient
 from aiguillage_common.geography import Geography
 from aiguillage_common.logging import get_logger
 from routing.adapters.directory_csv import load_directory
@@ -60,10 +61,13 @@ class OfferTimer:
             try:
                 while (referral_id := await self._fire_one()) is not None:
                     log.info("offer.timed_out", referral_id=referral_id)
-            except TRANSIENT_ERRORS as error:
-                log.warning("offer_timer.retrying", error_type=type(error).__name__)
             except Exception as error:
-                # A bug must not stop every future timeout: log it (type and place only) and
-                # try again on the next tick.
-                log.error("offer_timer.failed", error_type=type(error).__name__, at=where(error))
+                # Neither an outage nor a bug may stop every future timeout: log it (a bug by
+                # type and place only) and try again on the next tick.
+                if is_transient(error):
+                    log.warning("offer_timer.retrying", error_type=type(error).__name__)
+                else:
+                    log.error(
+                        "offer_timer.failed", error_type=type(error).__name__, at=where(error)
+                    )
             await asyncio.sleep(self._interval_s)
