@@ -12,12 +12,24 @@ class Topic:
     name: str
     partitions: int
     purpose: str
+    # Topic-level broker configs that provisioning creates the topic with and restores on an
+    # existing topic; pairs rather than a dict so a Topic stays immutable and hashable.
+    configs: tuple[tuple[str, str], ...] = ()
 
 
 REFERRAL_PARTITIONS = 6
 
+# The broker, not the producer, stamps each record with the time it was appended: intake measures
+# a signed timestamp against when the record reached the broker, which a sender must not choose.
+LOG_APPEND_TIME = ("message.timestamp.type", "LogAppendTime")
+
 # Prescribers (courts, prosecutors, SPIP) publish here: submissions, amendments, cancellations.
-INTAKE = Topic("referrals.intake", REFERRAL_PARTITIONS, "prescribers -> referral-intake")
+INTAKE = Topic(
+    "referrals.intake",
+    REFERRAL_PARTITIONS,
+    "prescribers -> referral-intake",
+    configs=(LOG_APPEND_TIME,),
+)
 # Intake's answer to input it could not accept; also intake's dead-letter topic.
 REJECTED = Topic(
     "referrals.rejected", REFERRAL_PARTITIONS, "referral-intake -> prescribers, operators"

@@ -1,7 +1,10 @@
-"""Create every Kafka topic Aiguillage uses, with its partition count (replication factor 1).
+"""Create every Kafka topic Aiguillage uses, with its partition count (replication factor 1) and
+its topic-level configs (e.g. ``message.timestamp.type=LogAppendTime`` on ``referrals.intake``).
 
 Idempotent: existing topics are kept; an existing topic with fewer partitions than required is an
 error (Kafka cannot shrink a topic and growing one silently reshuffles keys, so a human decides).
+An existing topic whose configs differ from the required ones is altered, one key at a time
+(incremental alter configs), so the other configs an operator set on it (``retention.ms``…) stay.
 After creation it waits until every partition has a leader, so producers can publish at once.
 
     python -m aiguillage_common.provisioning [--bootstrap HOST:PORT] [--prefix P] [--timeout S]
@@ -20,7 +23,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
 from aiguillage_schemas.topics import ALL_TOPICS, Topic
 
@@ -37,6 +43,73 @@ _TOPIC_ALREADY_EXISTS = 36
 
 class ProvisioningError(RuntimeError):
     """A topic cannot be brought to the required shape, or the broker does not answer."""
+
+
+# IncrementalAlterConfigs (KIP-339, API key 44), which aiokafka 0.14 does not offer. Its
+# ``alter_configs`` is the older AlterConfigs, which *replaces* every dynamic config of the topic:
+# setting one key would silently drop an operator's ``retention.ms`` on referrals.intake.
+_INCREMENTAL_ALTER_CONFIGS = 44
+_OP_SET = 0
+
+
+class _IncAlterConfigsResponseV0(Response):  # type: ignore[misc]  # aiokafka is untyped
+    API_KEY = _INCREMENTAL_ALTER_CONFIGS
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "responses",
+            Array(
+                ("error_code", Int16),
+                ("error_message", String("utf-8")),
+                ("resource_type", Int8),
+                ("resource_name", String("utf-8")),
+            ),
+        ),
+    )
+
+
+class _IncAlterConfigsRequestV0(RequestStruct):  # type: ignore[misc]
+    API_KEY = _INCREMENTAL_ALTER_CONFIGS
+    API_VERSION = 0
+    RESPONSE_TYPE = _IncAlterConfigsResponseV0
+    SCHEMA = Schema(
+        (
+            "resources",
+            Array(
+                ("resource_type", Int8),
+                ("resource_name", String("utf-8")),
+                (
+                    "configs",
+                    Array(
+                        ("name", String("utf-8")),
+                        ("config_operation", Int8),
+                        ("value", String("utf-8")),
+                    ),
+                ),
+            ),
+        ),
+        ("validate_only", Boolean),
+    )
+
+
+class _IncAlterConfigsRequest(Request[_IncAlterConfigsRequestV0]):  # type: ignore[misc]
+    API_KEY = _INCREMENTAL_ALTER_CONFIGS
+
+    def __init__(self, topic_configs: Mapping[str, Mapping[str, str]]) -> None:
+        self._resources = [
+            (
+                int(ConfigResourceType.TOPIC),
+                topic,
+                [(key, _OP_SET, value) for key, value in configs.items()],
+            )
+            for topic, configs in topic_configs.items()
+        ]
+
+    def build(
+        self, request_struct_class: type[_IncAlterConfigsRequestV0]
+    ) -> _IncAlterConfigsRequestV0:
+        return request_struct_class(self._resources, False)
 
 
 async def _start_admin(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
@@ -82,6 +155,69 @@ async def _leaderless(admin: AIOKafkaAdminClient, names: list[str]) -> list[str]
     return pending
 
 
+async def _topic_configs(
+    admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The current value of each wanted config key, per topic (only the keys asked for)."""
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(keys))
+        for topic, keys in wanted.items()
+    ]
+    current: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != _NONE:
+                raise ProvisioningError(
+                    f"cannot read the configs of {resource['resource_name']}: code "
+                    f"{resource['error_code']} {resource.get('error_message')}"
+                )
+            current[resource["resource_name"]] = {
+                entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]
+            }
+    return current
+
+
+def config_drift(
+    wanted: Mapping[str, Mapping[str, str]], current: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Per topic, the wanted configs whose current value differs (nothing when all match)."""
+    drift: dict[str, dict[str, str]] = {}
+    for topic, configs in wanted.items():
+        differing = {
+            key: value for key, value in configs.items() if current.get(topic, {}).get(key) != value
+        }
+        if differing:
+            drift[topic] = differing
+    return drift
+
+
+async def set_topic_configs(
+    admin: AIOKafkaAdminClient, topic_configs: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Set each given key on each topic, leaving every other config of the topic as it is."""
+    if not topic_configs:
+        return
+    # aiokafka has no public way to send a request it does not wrap; any broker takes topic
+    # configs (KRaft forwards them to the controller).
+    response = await admin._send_request(_IncAlterConfigsRequest(topic_configs))
+    failures = [
+        f"{r['resource_name']}: code {r['error_code']} {r.get('error_message')}"
+        for r in response.to_object()["responses"]
+        if r["error_code"] != _NONE
+    ]
+    if failures:
+        raise ProvisioningError("altering topic configs failed: " + "; ".join(failures))
+
+
+async def _enforce_configs(
+    admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Bring existing topics to the wanted configs; a topic already right is not touched."""
+    wanted = {topic: configs for topic, configs in wanted.items() if configs}
+    if wanted:
+        await set_topic_configs(admin, config_drift(wanted, await _topic_configs(admin, wanted)))
+
+
 def _check_partitions(wanted: Mapping[str, int], existing: Mapping[str, int]) -> None:
     too_small = {
         name: (existing[name], partitions)
@@ -105,10 +241,15 @@ async def provision(
 ) -> None:
     """Create the missing topics (``prefix`` + name) and wait until all of them have leaders.
 
+    Topics are created with their configs; existing topics get the configs they lack.
+
     Raises ``ProvisioningError`` if an existing topic has fewer partitions than required, if the
-    broker refuses a creation, or if the broker does not answer within ``wait_seconds``.
+    broker refuses a creation or a config, or if the broker does not answer within
+    ``wait_seconds``.
     """
-    wanted: dict[str, int] = {prefix + t.name: t.partitions for t in topics}
+    chosen = list(topics)
+    wanted: dict[str, int] = {prefix + t.name: t.partitions for t in chosen}
+    configs: dict[str, dict[str, str]] = {prefix + t.name: dict(t.configs) for t in chosen}
     if not wanted:
         return
     names = sorted(wanted)
@@ -120,7 +261,10 @@ async def provision(
         missing = [n for n in names if n not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(n, wanted[n], REPLICATION_FACTOR) for n in missing]
+                [
+                    NewTopic(n, wanted[n], REPLICATION_FACTOR, topic_configs=configs[n])
+                    for n in missing
+                ]
             )
             failures: list[str] = []
             raced: list[str] = []
@@ -140,6 +284,10 @@ async def provision(
                 raise ProvisioningError(f"topics still without leaders: {', '.join(pending)}")
             await asyncio.sleep(0.2)
             pending = await _leaderless(admin, pending)
+        # Every topic, not only the existing ones: one created concurrently by someone else (or
+        # by an older version of this module) may lack them. Done once the topics are known to
+        # every broker, so describing them cannot answer "unknown topic".
+        await _enforce_configs(admin, configs)
     finally:
         await admin.close()
 
