@@ -27,7 +27,18 @@ class IntakeSettings(ServiceSettings):
         description="JSON object: signing key id -> shared secret (from a secret store).",
     )
     replay_window_s: int = Field(
-        default=300, ge=1, description="Signed timestamps older or newer than this are refused."
+        default=300,
+        ge=1,
+        description="A signed timestamp further than this from when its record reached the "
+        "broker (LogAppendTime) is refused.",
+    )
+    # One name with the operators' replay tool, hence an alias outside the AIGUILLAGE_INTAKE_
+    # prefix: the tool signs replay headers with it, intake verifies them.
+    operations_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="AIGUILLAGE_OPERATIONS_SECRET",
+        description="Verifies operators' replay headers (the original broker time then counts "
+        "for the replay window). Empty: a replay is checked like any record.",
     )
     jurisdiction_policy: Literal["reject", "flag"] = Field(
         default="reject",

@@ -19,6 +19,7 @@ from aiguillage_common.dead_letter import publish_event, safe_subject
 from aiguillage_common.geography import Geography
 from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import get_logger
+from aiguillage_common.replay_headers import REPLAY_OF_HEADER
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import ReferralRejected
@@ -32,7 +33,13 @@ from aiguillage_schemas.events.referral_submitted import (
     upgrade_v1,
 )
 from aiguillage_schemas.vocabulary import RejectionReason
-from referral_intake.domain.authentication import authenticate, signing_key_id
+from referral_intake.domain.authentication import (
+    ReferenceSource,
+    WindowReference,
+    authenticate,
+    signing_key_id,
+    window_reference,
+)
 from referral_intake.domain.identity_release import HOLDER_EVENTS
 from referral_intake.use_cases.identity_release import HoldersUnitOfWork, track_holder
 from referral_intake.use_cases.referral_requests import (
@@ -119,6 +126,7 @@ class IntakeHandler:
         replay_window_s: int,
         flag_outside_jurisdiction: bool,
         clock: Callable[[], float] = time.time,
+        operations_secret: bytes = b"",
     ) -> None:
         self._uow_factory = uow_factory
         self._geography = geography
@@ -130,6 +138,8 @@ class IntakeHandler:
         self._window_s = replay_window_s
         self._flag = flag_outside_jurisdiction
         self._clock = clock
+        # Empty: an operator's replay headers are ignored and a replay is checked like any record.
+        self._operations_secret = operations_secret
 
     async def __call__(self, record: InboundRecord) -> None:
         value = precheck(record, self._max_bytes)
@@ -161,17 +171,43 @@ class IntakeHandler:
         if isinstance(key_id, Problem):
             raise InvalidMessage(key_id)
         entry = await self._registry.by_key_id(key_id)
+        reference = self._window_reference(record, value)
         found = authenticate(
             record.headers,
             value,
             entry,
             self._secrets.get(key_id),
-            self._clock(),
+            reference.at_s,
             self._window_s,
         )
         if isinstance(found, Problem):
             raise InvalidMessage(found)
         return found
+
+    def _window_reference(self, record: InboundRecord, value: bytes) -> WindowReference:
+        """When the record first reached the broker; says so when an operator's replay is
+        involved, so the operators see their replays counted (or not). Never logs a header
+        value but the verified replay's coordinates: signatures stay out of the logs."""
+        reference = window_reference(
+            record.headers,
+            value,
+            record.broker_timestamp_ms,
+            self._operations_secret,
+            self._clock(),
+        )
+        if reference.source is ReferenceSource.OPERATOR_REPLAY:
+            log.info(
+                "referral.operator_replay",
+                coordinates=record.coordinates(),
+                replay_of=record.headers[REPLAY_OF_HEADER],
+            )
+        elif reference.unverified_replay:
+            log.warning(
+                "referral.replay_headers_unverified",
+                coordinates=record.coordinates(),
+                operations_secret_set=bool(self._operations_secret),
+            )
+        return reference
 
     async def _dispatch(
         self, record: InboundRecord, event: Envelope, prescriber: PrescriberEntry
