@@ -1,0 +1,561 @@
+"""``aiguillage-dead-letters``: list, show, replay and discard dead letters. Composition root.
+
+Prints metadata only: reason codes, field paths, keys (pseudonymous referral ids), coordinates,
+hashes, ids and statuses. Never a payload, nor a rejection's human message (it may quote input).
+When Kafka or PostgreSQL cannot be reached it says so in one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import typer
+from aiokafka.errors import KafkaError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from aiguillage_operations.adapters.kafka import KafkaDeadLetters, ScanStalled
+from aiguillage_operations.adapters.postgres import PostgresActions, SchemaMissing
+from aiguillage_operations.domain import (
+    DEAD_LETTER_TOPICS,
+    DeadLetter,
+    DeadLetterStatus,
+    Filter,
+    FilterProblem,
+    IdProblem,
+    Refusal,
+    Selection,
+    dead_letter_topic,
+    parse_since,
+    replay_hint,
+)
+from aiguillage_operations.use_cases import (
+    Detail,
+    DiscardOutcome,
+    Listing,
+    ReplayOutcome,
+    discard,
+    list_dead_letters,
+    replay,
+    show_dead_letter,
+)
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+DEFAULT_DATABASE_URL = "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage"
+SECRET_ENV = "AIGUILLAGE_OPERATIONS_SECRET"  # noqa: S105 - the variable name, not a secret
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 2
+
+app = typer.Typer(
+    name="aiguillage-dead-letters",
+    help="List, inspect, replay and discard dead letters (no payload is ever shown).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    # A bug's traceback may be shown, never its frame locals (they may hold a record's bytes).
+    pretty_exceptions_show_locals=False,
+)
+out = Console(highlight=False)
+# soft_wrap: an error is one line, whatever the terminal width.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+
+class StatusChoice(StrEnum):
+    OPEN = "open"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"
+    ALL = "all"
+
+
+Bootstrap = Annotated[
+    str,
+    typer.Option(
+        "--bootstrap-servers",
+        envvar="AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka bootstrap servers.",
+    ),
+]
+DatabaseUrl = Annotated[
+    str,
+    typer.Option(
+        "--database-url",
+        envvar="AIGUILLAGE_DATABASE_URL",
+        help="PostgreSQL URL (default: the local development database).",
+        show_default=False,  # it holds a password
+    ),
+]
+TopicPrefix = Annotated[
+    str,
+    typer.Option(
+        "--topic-prefix", envvar="AIGUILLAGE_TOPIC_PREFIX", help="Prepended to every topic."
+    ),
+]
+DbSchema = Annotated[
+    str,
+    typer.Option(
+        "--db-schema",
+        envvar="AIGUILLAGE_OPERATIONS_DB_SCHEMA",
+        help="Schema holding the replay and discard records.",
+    ),
+]
+Operator = Annotated[
+    str,
+    typer.Option(
+        "--operator",
+        help="Who acts (recorded). Default: $USER.",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+
+
+def _operator(given: str) -> str:
+    name = given.strip() or os.environ.get("USER", "").strip() or _login_name()
+    if not name or len(name) > 128:
+        _fail("give --operator NAME (1 to 128 characters): $USER is not set", EXIT_REFUSED)
+    return name
+
+
+def _login_name() -> str:
+    """The account running the tool, when $USER is unset (cron, containers, CI)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no such variable and no passwd entry for the uid
+        return ""
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(Text(message))
+    raise typer.Exit(code)
+
+
+def _where(database_url: str) -> str:
+    """Host and port of a database URL: never print its password."""
+    parts = urlsplit(database_url)
+    return f"{parts.hostname or '?'}:{parts.port or 5432}"
+
+
+async def _with_infra(
+    bootstrap: str,
+    database_url: str,
+    prefix: str,
+    schema: str,
+    work: Callable[[KafkaDeadLetters, PostgresActions], Awaitable[T]],
+) -> T:
+    store = await _connect_database(database_url, schema)
+    try:
+        kafka = KafkaDeadLetters(bootstrap, prefix)
+        try:
+            await kafka.start()
+        except (KafkaError, OSError, TimeoutError) as error:
+            raise Unreachable(f"cannot reach Kafka at {bootstrap} ({_why(error)})") from None
+        try:
+            return await work(kafka, store)
+        finally:
+            await kafka.stop()
+    finally:
+        await store.close()
+
+
+async def _connect_database(database_url: str, schema: str) -> PostgresActions:
+    try:
+        return await PostgresActions.connect(database_url, schema)
+    except SchemaMissing:
+        raise
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise Unreachable(
+            f"cannot reach PostgreSQL at {_where(database_url)} ({_why(error)})"
+        ) from None
+
+
+def _why(error: BaseException) -> str:
+    # The type only: some drivers' messages quote the connection string.
+    return type(error).__name__
+
+
+class Unreachable(Exception):
+    pass
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command; infrastructure failures become one line and exit 2, never a traceback."""
+    # aiokafka logs every failed connection attempt; the one line below says it all.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(coroutine)
+    except Unreachable as error:
+        _fail(str(error), EXIT_UNREACHABLE)
+    except SchemaMissing as error:
+        _fail(str(error), EXIT_UNREACHABLE)
+    except ScanStalled as error:
+        _fail(f"Kafka stopped answering: {error}", EXIT_UNREACHABLE)
+    except (KafkaError, TimeoutError) as error:
+        _fail(f"Kafka failed during the command ({_why(error)})", EXIT_UNREACHABLE)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        _fail(f"PostgreSQL failed during the command ({_why(error)})", EXIT_UNREACHABLE)
+    except (IdProblem, FilterProblem, Refusal) as error:
+        _fail(str(error), EXIT_REFUSED)
+
+
+def _topic(given: str | None) -> str | None:
+    try:
+        return dead_letter_topic(given)
+    except FilterProblem as problem:
+        _fail(str(problem), EXIT_REFUSED)
+
+
+# rendering
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+def _short_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _row_json(dead_letter: DeadLetter, status: DeadLetterStatus) -> dict[str, Any]:
+    last = status.last
+    return {
+        "id": dead_letter.short_id,
+        "dead_letter_event_id": str(dead_letter.uid),
+        "topic": dead_letter.topic,
+        "kind": str(dead_letter.kind),
+        "reason": dead_letter.reason,
+        "field_path": dead_letter.field_path,
+        "at": dead_letter.at.isoformat(),
+        "key": dead_letter.subject,
+        "source": str(dead_letter.source) if dead_letter.source else None,
+        "sha256": dead_letter.sha256,
+        "replay": replay_hint(dead_letter),
+        "status": status.state,
+        "status_detail": status.describe(),
+        "acted_by": last.operator if last else None,
+        "acted_at": last.at.isoformat() if last else None,
+        "discard_reason": last.reason if last and last.kind == "discarded" else None,
+        "replayed_to": last.replayed_to if last and last.kind == "replayed" else None,
+        "replays": status.replays,
+    }
+
+
+def _render_listing(listing: Listing, wanted: Filter) -> None:
+    for name in listing.missing_topics:
+        err.print(Text(f"warning: topic {name} does not exist (with this --topic-prefix)"))
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in (
+        "id",
+        "topic",
+        "reason",
+        "field",
+        "at (UTC)",
+        "key",
+        "source",
+        "sha256",
+        "replay?",
+        "status",
+    ):
+        # Folded, never cut with an ellipsis: a key or a path must be copyable whole.
+        table.add_column(column, overflow="fold", no_wrap=column == "id")
+    for dead_letter, status in listing.rows:
+        table.add_row(
+            *(
+                Text(value)
+                for value in (
+                    dead_letter.short_id,
+                    dead_letter.topic,
+                    dead_letter.reason,
+                    dead_letter.field_path or "-",
+                    _short_time(dead_letter.at),
+                    dead_letter.subject,
+                    str(dead_letter.source) if dead_letter.source else "-",
+                    (dead_letter.sha256 or "-")[:12],
+                    replay_hint(dead_letter),
+                    status.describe(),
+                )
+            )
+        )
+    if listing.rows:
+        out.print(table)
+    totals = ", ".join(f"{listing.totals.get(s, 0)} {s}" for s in ("open", "replayed", "discarded"))
+    shown = wanted.status if wanted.status != "all" else "any status"
+    out.print(
+        Text(f"{len(listing.rows)} shown ({shown}); read {sum(listing.totals.values())}: {totals}")
+    )
+
+
+def _render_detail(detail: Detail) -> None:
+    d = detail.dead_letter
+    lines: list[tuple[str, str]] = [
+        ("id", f"{d.short_id}  (event id {d.uid})"),
+        ("dead letter", f"{d.kind} on {d.topic}, at {d.location}"),
+        ("dead-lettered at", _time(d.at)),
+        ("reason", d.reason),
+        ("field path", d.field_path or "-"),
+        ("key", d.subject),
+        ("source", str(d.source) if d.source else "- (no source record)"),
+        ("sha256", d.sha256 or "-"),
+        ("consumer", d.consumer or "-"),
+        ("original event id", str(d.original_event_id) if d.original_event_id else "-"),
+        ("prescriber", d.prescriber_id or "-"),
+        ("correlation id", str(d.correlation_id) if d.correlation_id else "-"),
+    ]
+    lines += [(f"delivery {name}", value) for name, value in d.delivery.items()]
+    lines += [(f"header {name}", value) for name, value in d.headers.items()]
+    source = detail.source
+    if source is not None:
+        if not source.available:
+            lines.append(("original", f"unavailable: {source.problem}"))
+        else:
+            verdict = (
+                "SHA-256 matches" if source.hash_matches else "SHA-256 DIFFERS: not replayable"
+            )
+            lines.append(("original", f"on the topic since {_time(source.broker_time)}, {verdict}"))
+            lines += [(f"original header {n}", v) for n, v in source.headers.items()]
+    lines.append(("replay?", replay_hint(d)))
+    lines.append(("status", detail.status.describe()))
+    for action in detail.history:
+        what = (
+            f"replayed to {action.replayed_to} ({'signed' if action.signed else 'unsigned'})"
+            if action.kind == "replayed"
+            else f"discarded: {action.reason}"
+        )
+        lines.append(("history", f"{_time(action.at)} {action.operator} {what}"))
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        out.print(Text(f"{name.ljust(width)}  {value}"))
+
+
+def _detail_json(detail: Detail) -> dict[str, Any]:
+    d = detail.dead_letter
+    source = detail.source
+    return {
+        **_row_json(d, detail.status),
+        "dead_letter_at": str(d.location),
+        "consumer": d.consumer,
+        "original_event_id": str(d.original_event_id) if d.original_event_id else None,
+        "prescriber_id": d.prescriber_id,
+        "correlation_id": str(d.correlation_id) if d.correlation_id else None,
+        "delivery": dict(d.delivery),
+        "headers": dict(d.headers),
+        "original": None
+        if source is None
+        else {
+            "available": source.available,
+            "problem": source.problem,
+            "sha256_matches": source.hash_matches,
+            "headers": dict(source.headers),
+        },
+        "history": [
+            {
+                "action": a.kind,
+                "operator": a.operator,
+                "at": a.at.isoformat(),
+                "reason": a.reason,
+                "replayed_to": a.replayed_to,
+                "signed": a.signed,
+            }
+            for a in detail.history
+        ],
+    }
+
+
+# commands
+
+
+@app.command("list")
+def list_command(
+    topic: Annotated[
+        str | None,
+        typer.Option(help=f"One of {', '.join(DEAD_LETTER_TOPICS)} (or its first word)."),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="A reason code, e.g. unknown_prescriber.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO date or date-time (UTC when no zone is given).")
+    ] = None,
+    status: Annotated[
+        StatusChoice, typer.Option(help="Which statuses to show.")
+    ] = StatusChoice.OPEN,
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = DEFAULT_BOOTSTRAP,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    topic_prefix: TopicPrefix = "",
+    db_schema: DbSchema = "operations",
+) -> None:
+    """Dead letters with reason, time, key, source coordinates, hash and status."""
+    try:
+        wanted = Filter(_topic(topic), reason, parse_since(since), status.value)
+    except FilterProblem as problem:
+        _fail(str(problem), EXIT_REFUSED)
+    listing = _run(
+        _with_infra(
+            bootstrap_servers,
+            database_url,
+            topic_prefix,
+            db_schema,
+            lambda kafka, store: list_dead_letters(kafka, store, wanted),
+        )
+    )
+    if as_json:
+        for dead_letter, row_status in listing.rows:
+            print(json.dumps(_row_json(dead_letter, row_status)))
+    else:
+        _render_listing(listing, wanted)
+
+
+@app.command("show")
+def show_command(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="Id from `list`.")],
+    as_json: AsJson = False,
+    bootstrap_servers: Bootstrap = DEFAULT_BOOTSTRAP,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    topic_prefix: TopicPrefix = "",
+    db_schema: DbSchema = "operations",
+) -> None:
+    """Everything known about one dead letter, and whether its original can still be replayed."""
+    detail = _run(
+        _with_infra(
+            bootstrap_servers,
+            database_url,
+            topic_prefix,
+            db_schema,
+            lambda kafka, store: show_dead_letter(kafka, store, dead_letter_id),
+        )
+    )
+    if as_json:
+        print(json.dumps(_detail_json(detail)))
+    else:
+        _render_detail(detail)
+
+
+@app.command("replay")
+def replay_command(
+    dead_letter_id: Annotated[
+        str | None, typer.Argument(metavar="ID", help="Id from `list`.")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Replay every open dead letter of this reason.")
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="With --reason: only this topic.")] = None,
+    all_of_reason: Annotated[
+        str | None,
+        typer.Option(
+            "--all-of-reason",
+            help="Replay every open dead letter of this reason on every dead-letter topic.",
+        ),
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Replay even if already replayed or discarded.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check and say what would be published; publish nothing."),
+    ] = False,
+    operator: Operator = "",
+    bootstrap_servers: Bootstrap = DEFAULT_BOOTSTRAP,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    topic_prefix: TopicPrefix = "",
+    db_schema: DbSchema = "operations",
+) -> None:
+    """Put original records back on their source topics (checked against their SHA-256)."""
+    if all_of_reason is not None and (reason is not None or topic is not None):
+        _fail("--all-of-reason covers every topic: give it alone", EXIT_REFUSED)
+    try:
+        selection = Selection(dead_letter_id, reason or all_of_reason, _topic(topic))
+    except FilterProblem as problem:
+        _fail(str(problem), EXIT_REFUSED)
+    who = _operator(operator)
+    secret = os.environ.get(SECRET_ENV, "").encode("utf-8") or None
+    if secret is None and not dry_run:
+        err.print(
+            Text(
+                f"warning: {SECRET_ENV} is not set, so the copies carry no signed original "
+                "time: intake checks its replay window against the replay's time, and refuses "
+                "a referral signed longer ago than the window as replayed_message."
+            )
+        )
+    outcomes = _run(
+        _with_infra(
+            bootstrap_servers,
+            database_url,
+            topic_prefix,
+            db_schema,
+            lambda kafka, store: replay(
+                kafka,
+                store,
+                selection,
+                operator=who,
+                secret=secret,
+                clock=lambda: datetime.now(UTC),
+                again=again,
+                dry_run=dry_run,
+            ),
+        )
+    )
+    _render_outcomes(outcomes)
+    if not all(outcome.ok for outcome in outcomes):
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def _render_outcomes(outcomes: list[ReplayOutcome]) -> None:
+    if not outcomes:
+        out.print("nothing to replay: no open dead letter matches")
+        return
+    for outcome in outcomes:
+        d = outcome.dead_letter
+        signed = " (signed)" if outcome.result == "replayed" and outcome.signed else ""
+        out.print(
+            Text(
+                f"{d.short_id}  {d.reason}  {d.subject}  {outcome.result}{signed}: {outcome.detail}"
+            )
+        )
+
+
+@app.command("discard")
+def discard_command(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="Id from `list`.")],
+    reason: Annotated[str, typer.Option(help="Why it is discarded (recorded, shown by list).")],
+    operator: Operator = "",
+    bootstrap_servers: Bootstrap = DEFAULT_BOOTSTRAP,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    topic_prefix: TopicPrefix = "",
+    db_schema: DbSchema = "operations",
+) -> None:
+    """Record that a dead letter needs no replay, with the operator's reason."""
+    who = _operator(operator)
+    outcome: DiscardOutcome = _run(
+        _with_infra(
+            bootstrap_servers,
+            database_url,
+            topic_prefix,
+            db_schema,
+            lambda kafka, store: discard(kafka, store, dead_letter_id, reason, who),
+        )
+    )
+    d = outcome.dead_letter
+    said = outcome.status.describe()
+    if not outcome.discarded:
+        said = f"already {said}; nothing recorded"
+    out.print(Text(f"{d.short_id}  {d.reason}  {d.subject}  {said}"))
+
+
+def run() -> None:
+    app(prog_name="aiguillage-dead-letters")
+
+
+if __name__ == "__main__":
+    run()
