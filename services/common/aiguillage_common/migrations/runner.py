@@ -47,17 +47,23 @@ def _read_folder(folder: Traversable, label: str) -> list[Migration]:
     return [Migration(f"{label}/{entry.name[:-4]}", entry.read_text("utf-8")) for entry in found]
 
 
-def migrations_for(package: str) -> list[Migration]:
-    platform = resources.files("aiguillage_common.migrations").joinpath("platform")
-    own = resources.files(package).joinpath("migrations")
-    return _read_folder(platform, "platform") + _read_folder(own, "service")
+def migrations_for(package: str, *, platform: bool = True) -> list[Migration]:
+    """``platform=False`` for a schema that neither consumes nor publishes events (an operator
+    tool's), which has no use for the outbox and inbox tables."""
+    own = _read_folder(resources.files(package).joinpath("migrations"), "service")
+    if not platform:
+        return own
+    shared = resources.files("aiguillage_common.migrations").joinpath("platform")
+    return _read_folder(shared, "platform") + own
 
 
-async def migrate(connection: asyncpg.Connection, schema: str, package: str) -> list[str]:
+async def migrate(
+    connection: asyncpg.Connection, schema: str, package: str, *, platform: bool = True
+) -> list[str]:
     """Apply what is missing; returns the versions applied now. Safe to run concurrently."""
     if not _SCHEMA.match(schema):
         raise MigrationError(f"not a plain schema name: {schema!r}")
-    wanted = migrations_for(package)
+    wanted = migrations_for(package, platform=platform)
     applied_now: list[str] = []
     await connection.execute("SELECT pg_advisory_lock(hashtext('migrate:' || $1))", schema)
     try:
