@@ -206,8 +206,11 @@ async def test_provisioning_gives_an_existing_intake_topic_log_append_time(
         )
     finally:
         await admin.close()
-    assert (await _topic_configs(bootstrap, intake, TIMESTAMP_TYPE))[TIMESTAMP_TYPE] == (
-        "CreateTime"
+    await eventually(  # the broker applies a config change a moment after it is accepted
+        lambda: _topic_configs(bootstrap, intake, TIMESTAMP_TYPE),
+        lambda configs: configs == {TIMESTAMP_TYPE: "CreateTime"},
+        timeout_s=30,
+        what="the intake topic back to CreateTime",
     )
 
     await provision(bootstrap, prefix=isolated.prefix)

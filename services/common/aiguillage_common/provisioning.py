@@ -210,12 +210,21 @@ async def set_topic_configs(
 
 
 async def _enforce_configs(
-    admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]
+    admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]], deadline: float
 ) -> None:
     """Bring existing topics to the wanted configs; a topic already right is not touched."""
     wanted = {topic: configs for topic, configs in wanted.items() if configs}
-    if wanted:
-        await set_topic_configs(admin, config_drift(wanted, await _topic_configs(admin, wanted)))
+    if not wanted:
+        return
+    drift = config_drift(wanted, await _topic_configs(admin, wanted))
+    await set_topic_configs(admin, drift)
+    # The controller has the change when the call returns, the broker applies it a moment later:
+    # wait, so a record published once provisioning returned gets the new config.
+    while drift:
+        if time.monotonic() >= deadline:
+            raise ProvisioningError(f"topic configs still not in force: {drift}")
+        await asyncio.sleep(0.2)
+        drift = config_drift(drift, await _topic_configs(admin, drift))
 
 
 def _check_partitions(wanted: Mapping[str, int], existing: Mapping[str, int]) -> None:
@@ -287,7 +296,7 @@ async def provision(
         # Every topic, not only the existing ones: one created concurrently by someone else (or
         # by an older version of this module) may lack them. Done once the topics are known to
         # every broker, so describing them cannot answer "unknown topic".
-        await _enforce_configs(admin, configs)
+        await _enforce_configs(admin, configs, deadline)
     finally:
         await admin.close()
 
