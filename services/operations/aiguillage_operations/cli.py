@@ -66,7 +66,8 @@ app = typer.Typer(
     # A bug's traceback may be shown, never its frame locals (they may hold a record's bytes).
     pretty_exceptions_show_locals=False,
 )
-out = Console(highlight=False)
+# soft_wrap: long lines are left to the terminal, never broken inside an id or a key by rich.
+out = Console(highlight=False, soft_wrap=True)
 # soft_wrap: an error is one line, whatever the terminal width.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
@@ -227,7 +228,9 @@ def _short_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _row_json(dead_letter: DeadLetter, status: DeadLetterStatus) -> dict[str, Any]:
+def _row_json(
+    dead_letter: DeadLetter, status: DeadLetterStatus, copy_of: str | None = None
+) -> dict[str, Any]:
     last = status.last
     return {
         "id": dead_letter.short_id,
@@ -248,47 +251,63 @@ def _row_json(dead_letter: DeadLetter, status: DeadLetterStatus) -> dict[str, An
         "discard_reason": last.reason if last and last.kind == "discarded" else None,
         "replayed_to": last.replayed_to if last and last.kind == "replayed" else None,
         "replays": status.replays,
+        "replay_of": copy_of,
     }
 
 
-def _render_listing(listing: Listing, wanted: Filter) -> None:
+_COLUMNS = ("id", "at (UTC)", "reason", "field", "key", "source", "sha256", "replay?", "status")
+
+
+def _cells(
+    dead_letter: DeadLetter, status: DeadLetterStatus, prefix: str, copy_of: str | None
+) -> tuple[str, ...]:
+    source = dead_letter.source
+    said = status.describe()
+    if copy_of is not None:
+        said += f" (its record is a replay of {copy_of})"
+    return (
+        dead_letter.short_id,
+        _short_time(dead_letter.at),
+        dead_letter.reason,
+        dead_letter.field_path or "-",
+        dead_letter.subject,
+        # The prefix is the one given on the command line: implied.
+        str(source).removeprefix(prefix) if source else "-",
+        (dead_letter.sha256 or "-")[:12],
+        replay_hint(dead_letter),
+        said,
+    )
+
+
+def _render_listing(listing: Listing, wanted: Filter, prefix: str) -> None:
+    """Per dead-letter topic: a table when the terminal is wide enough for every cell on one
+    line, else one short block per dead letter. Nothing is ever cut: ids, keys and coordinates
+    are copied from here."""
     for name in listing.missing_topics:
-        err.print(Text(f"warning: topic {name} does not exist (with this --topic-prefix)"))
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in (
-        "id",
-        "topic",
-        "reason",
-        "field",
-        "at (UTC)",
-        "key",
-        "source",
-        "sha256",
-        "replay?",
-        "status",
-    ):
-        # Folded, never cut with an ellipsis: a key or a path must be copyable whole.
-        table.add_column(column, overflow="fold", no_wrap=column == "id")
-    for dead_letter, status in listing.rows:
-        table.add_row(
-            *(
-                Text(value)
-                for value in (
-                    dead_letter.short_id,
-                    dead_letter.topic,
-                    dead_letter.reason,
-                    dead_letter.field_path or "-",
-                    _short_time(dead_letter.at),
-                    dead_letter.subject,
-                    str(dead_letter.source) if dead_letter.source else "-",
-                    (dead_letter.sha256 or "-")[:12],
-                    replay_hint(dead_letter),
-                    status.describe(),
-                )
-            )
-        )
-    if listing.rows:
-        out.print(table)
+        err.print(Text(f"warning: topic {prefix}{name} does not exist"))
+    for topic in DEAD_LETTER_TOPICS:
+        rows = [
+            _cells(d, status, prefix, listing.copy_of.get(d.uid))
+            for d, status in listing.rows
+            if d.topic == topic
+        ]
+        if not rows:
+            continue
+        out.print(Text(f"{prefix}{topic}: {len(rows)}", style="bold"))
+        widths = [max(len(c) for c in column) for column in zip(_COLUMNS, *rows, strict=True)]
+        if sum(widths) + 2 * (len(widths) - 1) <= out.width:
+            table = Table(box=None, pad_edge=False, header_style="bold")
+            for column in _COLUMNS:
+                table.add_column(column, no_wrap=True)
+            for row in rows:
+                table.add_row(*(Text(cell) for cell in row))
+            out.print(table)
+        else:
+            for ident, at, reason, path, key, source, sha, hint, said in rows:
+                out.print(Text(f"{ident}  {at}  {reason}  {key}  replay? {hint}"))
+                out.print(Text(f"    field {path}  source {source}  sha256 {sha}"))
+                out.print(Text(f"    {said}"))
+        out.print()
     totals = ", ".join(f"{listing.totals.get(s, 0)} {s}" for s in ("open", "replayed", "discarded"))
     shown = wanted.status if wanted.status != "all" else "any status"
     out.print(
@@ -412,9 +431,10 @@ def list_command(
     )
     if as_json:
         for dead_letter, row_status in listing.rows:
-            print(json.dumps(_row_json(dead_letter, row_status)))
+            copy_of = listing.copy_of.get(dead_letter.uid)
+            print(json.dumps(_row_json(dead_letter, row_status, copy_of)))
     else:
-        _render_listing(listing, wanted)
+        _render_listing(listing, wanted, topic_prefix)
 
 
 @app.command("show")

@@ -36,6 +36,7 @@ from aiguillage_operations.domain import (
     resolve,
     safe_headers,
     select,
+    short_id,
     status_of,
     unique,
 )
@@ -100,16 +101,29 @@ class Listing:
     rows: list[tuple[DeadLetter, DeadLetterStatus]]
     totals: Mapping[Status, int]  # over every dead letter read, before the filter
     missing_topics: list[str]
+    # Dead letters whose failed record is itself one of our replays -> the short id of the dead
+    # letter that was replayed: replaying those again the same way would fail the same way.
+    copy_of: Mapping[uuid.UUID, str] = field(default_factory=dict)
 
 
 async def list_dead_letters(kafka: DeadLetterTopics, store: ActionStore, wanted: Filter) -> Listing:
     scan = await kafka.scan([wanted.topic] if wanted.topic else DEAD_LETTER_TOPICS)
     dead_letters = unique(scan.dead_letters)
-    statuses = await _statuses(store, dead_letters)
+    history = await store.history([d.uid for d in dead_letters])
+    statuses = {d.uid: status_of(history.get(d.uid, ())) for d in dead_letters}
     rows = [(d, statuses[d.uid]) for d in dead_letters if wanted.matches(d, statuses[d.uid])]
     rows.sort(key=lambda row: (row[0].at, row[0].location))
     totals = Counter(status.state for status in statuses.values())
-    return Listing(rows, dict(totals), scan.missing_topics)
+    copies = {
+        action.replayed_to: short_id(action.dead_letter)
+        for actions in history.values()
+        for action in actions
+        if action.replayed_to
+    }
+    copy_of = {
+        d.uid: copies[str(d.source)] for d in dead_letters if d.source and str(d.source) in copies
+    }
+    return Listing(rows, dict(totals), scan.missing_topics, copy_of)
 
 
 # show
