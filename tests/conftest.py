@@ -116,14 +116,16 @@ class Isolated:
         return int(value or 0)
 
 
-async def wait_started(*processes: ServiceProcess, timeout_s: float = 60.0) -> None:
+async def wait_started(*processes: ServiceProcess, timeout_s: float = 90.0) -> None:
+    """Until each process's own /health/ready answers 200 (this run's, not an earlier one's)."""
+
     async def ready() -> list[str]:
         for process in processes:
             if not process.alive():
                 raise AssertionError(f"{process.name} exited:\n{process.logs()[-4000:]}")
-        return [p.name for p in processes if not p.started()]
+        return [p.name for p in processes if not await p.ready()]
 
-    await eventually(ready, lambda pending: not pending, timeout_s, 0.1, "services to start")
+    await eventually(ready, lambda pending: not pending, timeout_s, 0.1, "services to be ready")
 
 
 @pytest.fixture

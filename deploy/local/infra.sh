@@ -322,9 +322,11 @@ pg_up() {
 }
 
 pg_wait() {
-    local deadline=$((SECONDS + UP_TIMEOUT))
+    # The postmaster writes its pid file a moment after pg_ctl returns (longer after a crash,
+    # while it recovers): "not running" only counts after a short grace period.
+    local deadline=$((SECONDS + UP_TIMEOUT)) grace=$((SECONDS + 10))
     until "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PG_PORT" -d postgres; do
-        if ((SECONDS >= deadline)) || ! pg_running; then
+        if ((SECONDS >= deadline)) || { ((SECONDS >= grace)) && ! pg_running; }; then
             tail -n 30 "$PG_LOG" >&2 || true
             die_up "PostgreSQL not ready after ${UP_TIMEOUT}s or exited (full log: $PG_LOG)"
         fi

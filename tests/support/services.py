@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json
 
@@ -29,8 +32,12 @@ class ServiceProcess:
     starts: int = 0
     _logs: list[Path] = field(default_factory=list)
 
+    health_port: int = 0
+
     def start(self) -> None:
-        command, _ = SERVICES[self.name]
+        command, prefix = SERVICES[self.name]
+        self.health_port = free_port()
+        self.env[f"{prefix}HEALTH_PORT"] = str(self.health_port)
         self.starts += 1
         path = self.log_path.with_suffix(f".{self.starts}.log")
         self._logs.append(path)
@@ -62,8 +69,26 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def started(self) -> bool:
-        return '"event": "service.started"' in self.logs()
+    async def readiness(self) -> tuple[int, dict[str, object]]:
+        """What this run's /health/ready says: (HTTP status, body); (0, {}) before it listens."""
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.get(f"http://127.0.0.1:{self.health_port}/health/ready")
+        except httpx.TransportError:
+            return 0, {}
+        return response.status_code, response.json()
+
+    async def ready(self) -> bool:
+        status, _ = await self.readiness()
+        return status == 200
+
+
+def free_port() -> int:
+    """A port the OS says is free now (the service binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def service_env(

@@ -62,6 +62,32 @@ def _shared_processors(service: str) -> list[Any]:
     ]
 
 
+# What the Kafka clients say at ERROR for every failed reconnection while a broker is down. The
+# services report an outage themselves, once when it starts and once when it ends
+# (consumer.waiting / service.waiting / ...resumed), so these repeats are demoted to DEBUG.
+_RECONNECT_NOISE = (
+    "Unable connect to",
+    "Unable to update metadata",
+    "Unable to request metadata",
+    "Failed fetch messages",
+    "Kafka error occurred",
+    "Got error produce response",
+    "Coordinator unknown",
+    "Heartbeat failed",
+    "OffsetCommit failed",
+)
+
+
+class DemoteReconnectNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and record.name.startswith(("aiokafka", "aiguillage.fa")):
+            message = record.getMessage()
+            if message.startswith(_RECONNECT_NOISE):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO", quiet: Iterable[str] = ()) -> None:
     """Route structlog and every stdlib logger (aiokafka, asyncpg, FastStream) to JSON on stdout."""
     shared = _shared_processors(service)
@@ -82,6 +108,7 @@ def configure_logging(service: str, level: str = "INFO", quiet: Iterable[str] = 
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(DemoteReconnectNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

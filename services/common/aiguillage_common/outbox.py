@@ -73,9 +73,9 @@ class OutboxRelay:
             self._listener = None
 
     async def _ensure_listener(self) -> None:
-        """(Re)open the LISTEN connection: after a PostgreSQL restart the old one is closed, and
+        """(Re)open the LISTEN connection: after a PostgreSQL restart the old one is gone, and
         without it the relay would only poll, adding up to a poll interval to every event."""
-        if self._listener is not None and not self._listener.is_closed():
+        if listener_alive(self._listener):
             return
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -149,3 +149,14 @@ class OutboxRelay:
             )
         log.debug("outbox.relayed", count=len(rows))
         return len(rows)
+
+
+def listener_alive(listener: asyncpg.pool.PoolConnectionProxy | None) -> bool:
+    """Whether a held LISTEN connection still works. When its server went away, asyncpg detaches
+    the proxy from its connection, and asking it anything raises InterfaceError."""
+    if listener is None:
+        return False
+    try:
+        return not listener.is_closed()
+    except asyncpg.InterfaceError:
+        return False
