@@ -57,6 +57,7 @@ class OfferTimer:
                 await self._task
 
     async def _run(self) -> None:
+        waiting = False  # an outage is logged when it starts and when it ends, not every tick
         while True:
             try:
                 while (referral_id := await self._fire_one()) is not None:
@@ -64,10 +65,15 @@ class OfferTimer:
             except Exception as error:
                 # Neither an outage nor a bug may stop every future timeout: log it (a bug by
                 # type and place only) and try again on the next tick.
-                if is_transient(error):
-                    log.warning("offer_timer.retrying", error_type=type(error).__name__)
-                else:
+                if not is_transient(error):
                     log.error(
                         "offer_timer.failed", error_type=type(error).__name__, at=where(error)
                     )
+                elif not waiting:
+                    waiting = True
+                    log.warning("offer_timer.waiting", error_type=type(error).__name__)
+            else:
+                if waiting:
+                    waiting = False
+                    log.warning("offer_timer.resumed")
             await asyncio.sleep(self._interval_s)
