@@ -74,6 +74,8 @@ _RECONNECT_NOISE = (
     "Got error produce response",
     "Coordinator unknown",
     "Heartbeat failed",
+    "Heartbeat send request failed",
+    "Group Coordinator Request failed",  # also on every cold start, while the group topic forms
     "OffsetCommit failed",
 )
 
