@@ -62,7 +62,7 @@ def _shared_processors(service: str) -> list[Any]:
     ]
 
 
-# What the Kafka clients say at ERROR for every failed reconnection while a broker is down. The
+# What the clients say at ERROR/WARNING on every failed reconnection while a server is down. The
 # services report an outage themselves, once when it starts and once when it ends
 # (consumer.waiting / service.waiting / ...resumed), so these repeats are demoted to DEBUG.
 _RECONNECT_NOISE = (
@@ -76,13 +76,16 @@ _RECONNECT_NOISE = (
     "Heartbeat failed",
     "Heartbeat send request failed",
     "Group Coordinator Request failed",  # also on every cold start, while the group topic forms
+    "Failed to restore the pool connection floor",  # asyncpg, while PostgreSQL is down
     "OffsetCommit failed",
 )
 
 
 class DemoteReconnectNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.DEBUG and record.name.startswith(("aiokafka", "aiguillage.fa")):
+        if record.levelno > logging.DEBUG and record.name.startswith(
+            ("aiokafka", "asyncpg", "aiguillage.fa")
+        ):
             message = record.getMessage()
             if message.startswith(_RECONNECT_NOISE):
                 record.levelno, record.levelname = logging.DEBUG, "DEBUG"
