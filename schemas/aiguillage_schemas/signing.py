@@ -46,4 +46,7 @@ def signature_matches(secret: bytes, headers: Mapping[str, str], value: bytes) -
     except (KeyError, ValueError):
         return False
     expected = signature(secret, timestamp, value)
-    return hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, "").lower())
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII text, which would turn a
+    # forged header into a processing error instead of a bad signature.
+    given = headers.get(SIGNATURE_HEADER, "").lower().encode("utf-8")
+    return hmac.compare_digest(expected.encode("ascii"), given)

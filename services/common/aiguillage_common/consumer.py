@@ -35,6 +35,7 @@ from aiguillage_schemas.vocabulary import RejectionReason
 
 log = get_logger("aiguillage.consumer")
 
+LOG_APPEND_TIME = 1  # Kafka's timestamp type for "set by the broker when appended"
 DEAD_LETTER_NAMESPACE = UUID("6f1d9a52-3c1e-4c7e-9d0a-5d2b8f3e1a77")
 
 
@@ -48,8 +49,8 @@ class InboundRecord:
     key: bytes | None
     value: bytes | None
     headers: Mapping[str, str] = field(default_factory=dict)
-    # When the record reached the broker (ms since the epoch): LogAppendTime on topics configured
-    # so, else the producer's CreateTime. None only for records built by hand in unit tests.
+    # When the record reached the broker (ms since the epoch), on topics configured with
+    # LogAppendTime; None elsewhere (a CreateTime is whatever the producer said).
     broker_timestamp_ms: int | None = None
 
     @property
@@ -263,7 +264,9 @@ def _to_record(message: KafkaMessage) -> InboundRecord:
         key=raw.key,
         value=raw.value,
         headers=dict(message.headers),
-        broker_timestamp_ms=raw.timestamp,
+        # Only the broker's own clock says when a record arrived; a CreateTime is the producer's
+        # word, which a replayed record would simply repeat.
+        broker_timestamp_ms=raw.timestamp if raw.timestamp_type == LOG_APPEND_TIME else None,
     )
 
 

@@ -34,4 +34,5 @@ def verify_request(
     if abs(now - timestamp) > window_s:
         return False
     expected = sign_request(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, given)
+    # Bytes: compare_digest raises TypeError on non-ASCII text; a bad header is just "no".
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8"))
