@@ -51,6 +51,8 @@ from notifications.domain.delivery import (
     BackoffPolicy,
     Decision,
     DeliveryJob,
+    History,
+    Reclaimed,
     decide,
     http_result,
     smtp_result,
@@ -335,16 +337,18 @@ def test_retries_back_off_exponentially_with_jitter_then_give_up() -> None:
     policy = BackoffPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=3.0)
     failure, rng = http_result(500, 1), random.Random(7)
     delays = []
-    for attempt in (1, 2, 3):
-        decision = decide(failure, attempt, policy, NOW, rng)
+    for done_before in (0, 1, 2):
+        decision = decide(failure, History(attempts=done_before), policy, NOW, rng)
         assert decision.state == "pending"
         assert decision.next_attempt_at is not None
         delays.append((decision.next_attempt_at - NOW).total_seconds())
     assert 0.5 <= delays[0] <= 1.0
     assert 1.0 <= delays[1] <= 2.0
     assert 1.5 <= delays[2] <= 3.0
-    assert decide(failure, 4, policy, NOW) == Decision("dead", None, "retries_exhausted")
-    assert decide(http_result(404, 1), 1, policy, NOW).dead_reason == "permanent_failure"
+    assert decide(failure, History(attempts=3), policy, NOW) == Decision(
+        "dead", None, "retries_exhausted", fallback="dead"
+    )
+    assert decide(http_result(404, 1), History(), policy, NOW).dead_reason == "permanent_failure"
 
 
 def test_webhook_signature_verifies_with_the_secret_and_fails_with_another() -> None:
@@ -372,8 +376,13 @@ class FakeDeliveryUow(FakeUnitOfWork):
     async def record(self, notification: Notification, *_cause: Any) -> None:
         self.write("notifications", notification)
 
-    async def add_delivery(self, delivery: Delivery) -> None:
+    async def add_delivery(self, delivery: Delivery) -> bool:
+        # ON CONFLICT (delivery_id) DO NOTHING, as PostgreSQL does.
+        known = [*self.store.rows("deliveries"), *(r for t, r in self._writes if t == "deliveries")]
+        if any(d.delivery_id == delivery.delivery_id for d in known):
+            return False
         self.write("deliveries", delivery)
+        return True
 
     async def cancel_reminders(self, referral_id: str) -> int:
         return 0
@@ -381,17 +390,30 @@ class FakeDeliveryUow(FakeUnitOfWork):
     async def schedule_reminder(self, reminder: Reminder) -> None:
         self.write("reminders", reminder)
 
-    async def lease_due(self, limit: int, lease_s: float) -> list[DeliveryJob]:
+    async def lease_due(
+        self, limit: int, lease_s: float, worker_id: uuid.UUID
+    ) -> list[DeliveryJob]:
         jobs, self._jobs[:] = list(self._jobs), []
         return jobs
 
+    async def start_attempt(
+        self, job: DeliveryJob, worker_id: uuid.UUID, lease_s: float
+    ) -> int | None:
+        if job.delivery_id in self.store.tables.get("lost_leases", []):
+            return None
+        self.write("started", job.delivery_id)
+        return len(self.store.rows("started")) + 1
+
     async def record_attempt(
-        self, job: DeliveryJob, result: AttemptResult, decision: Decision
+        self, job: DeliveryJob, attempt_id: int, result: AttemptResult, decision: Decision
     ) -> None:
         self.write("attempts", (job.delivery_id, result, decision))
 
     async def next_channel(self, job: DeliveryJob) -> Delivery | None:
         return next((c for c in self._copies if c.position > job.position), None)
+
+    async def reclaim_from_dead_workers(self, worker_id: uuid.UUID) -> list[Reclaimed]:
+        return list(self.store.rows("reclaimable"))
 
     async def due_reminders(self, limit: int) -> list[Reminder]:
         return []

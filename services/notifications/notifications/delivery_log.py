@@ -25,11 +25,15 @@ JOIN delivery_attempts a ON a.delivery_id = d.delivery_id
 WHERE n.referral_id = $1
 ORDER BY a.attempted_at, a.id
 """
+# Every delivery still pending, with when it is tried next: not attempted yet, retrying, or held
+# for the identity (how many tries, since when).
 PENDING = """
-SELECT n.recipient_kind, n.recipient_id, n.topic, d.channel, d.state, d.next_attempt_at
+SELECT n.recipient_kind, n.recipient_id, n.topic, d.channel, d.state, d.next_attempt_at,
+       d.fallback_for IS NOT NULL AS fallback, d.attempts, d.identity_waits,
+       d.identity_wait_since
 FROM notifications n JOIN deliveries d ON d.notification_id = n.notification_id
-WHERE n.referral_id = $1 AND d.attempts = 0
-ORDER BY d.created_at
+WHERE n.referral_id = $1 AND d.state = 'pending'
+ORDER BY d.next_attempt_at, d.created_at
 """
 COLUMNS = (
     ("time (UTC)", 23),
@@ -56,30 +60,40 @@ async def fetch(database_url: str, schema: str, referral_id: str) -> list[list[s
     finally:
         await connection.close()
     lines = [_attempt_line(row) for row in rows]
-    lines += [
-        [
-            "-",
-            f"{r['recipient_kind']}:{r['recipient_id']}",
-            r["topic"],
-            r["channel"],
-            "0",
-            "waiting",
-            "-",
-            "-",
-            "-",
-            "-",
-            r["state"],
-        ]
-        for r in waiting
-    ]
+    lines += [_pending_line(row) for row in waiting]
     return lines
+
+
+def _time(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:23] if moment is not None else "-"
+
+
+def _pending_line(row: Any) -> list[str]:
+    held = (
+        f"held x{row['identity_waits']} since {_time(row['identity_wait_since'])[11:19]}"
+        if row["identity_waits"]
+        else "-"
+    )
+    return [
+        _time(row["next_attempt_at"]),  # when it is tried next
+        f"{row['recipient_kind']}:{row['recipient_id']}",
+        row["topic"],
+        row["channel"] + (" (fallback)" if row["fallback"] else ""),
+        str(row["attempts"] + 1),
+        "next",
+        "-",
+        "-",
+        held,
+        "-",
+        row["state"],
+    ]
 
 
 def _attempt_line(row: Any) -> list[str]:
     peer = row["http_status"] or row["smtp_code"]
     channel = row["channel"] + (" (fallback)" if row["fallback"] else "")
     return [
-        row["attempted_at"].strftime("%Y-%m-%d %H:%M:%S.%f")[:23],
+        _time(row["attempted_at"]),
         f"{row['recipient_kind']}:{row['recipient_id']}",
         row["topic"],
         channel,

@@ -34,7 +34,7 @@ from notifications.adapters.kafka import NotificationsHandler
 from notifications.adapters.postgres import PostgresNotificationsUnitOfWork
 from notifications.adapters.webhook import WebhookSender
 from notifications.adapters.worker import DeliveryWorker
-from notifications.domain.delivery import BackoffPolicy
+from notifications.domain.delivery import BackoffPolicy, IdentityWaitPolicy
 from notifications.domain.messages import ROUTING_EVENTS, Planner
 from notifications.settings import NotificationsSettings
 from notifications.use_cases.deliver import Deliverer, Sender
@@ -168,6 +168,16 @@ def create_app(
                 settings.delivery_lease_s,
                 settings.delivery_batch_size,
                 _now,
+                identity_policy=IdentityWaitPolicy(
+                    settings.identity_wait_base_delay_s,
+                    settings.identity_wait_max_delay_s,
+                    settings.identity_wait_max_s,
+                    settings.identity_fallback_after_s,
+                ),
+                concurrency={
+                    "email": settings.delivery_email_concurrency,
+                    "webhook": settings.delivery_webhook_concurrency,
+                },
             )
             return DeliveryWorker(
                 runtime.require_pool(),

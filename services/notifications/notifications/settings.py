@@ -56,6 +56,22 @@ class NotificationsSettings(ServiceSettings):
     delivery_max_delay_s: float = 600.0
     delivery_batch_size: int = 20
     delivery_poll_interval_s: float = 1.0
+    # Sends in flight per worker and channel: what a crash (kill -9) may repeat at most.
+    delivery_email_concurrency: int = Field(default=1, ge=1)
+    delivery_webhook_concurrency: int = Field(default=4, ge=1)
+
+    # A webhook that must carry the identity while intake cannot give it is held, not failed:
+    # these tries do not spend DELIVERY_MAX_ATTEMPTS; they follow this schedule instead.
+    identity_wait_base_delay_s: float = Field(default=5.0, gt=0)
+    identity_wait_max_delay_s: float = Field(default=3600.0, gt=0)
+    identity_wait_max_s: float = Field(
+        default=72 * 3600.0, gt=0, description="Then dead-lettered (identity_wait_expired)."
+    )
+    identity_fallback_after_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="The e-mail fallback goes with the first held try this long into the wait.",
+    )
 
     reminder_before_s: float = Field(
         default=24 * 3600, description="Remind the centre this long before its answer deadline."

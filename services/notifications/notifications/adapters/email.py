@@ -18,6 +18,14 @@ FALLBACK_NOTICE = (
     "Ce message vous parvient par courriel parce que votre système d'information n'a pas pu "
     "être joint. Merci d'en informer votre service informatique."
 )
+# The centre's system is fine: the offer waits for the person's identity, which intake cannot
+# give right now. The centre learns of the offer now and gets the identity on its system later.
+IDENTITY_WAIT_SUBJECT = "[Identité à suivre]"
+IDENTITY_WAIT_NOTICE = (
+    "Ce message vous parvient par courriel parce que l'identité de la personne ne peut pas être "
+    "transmise pour le moment. Votre système d'information recevra cette proposition avec "
+    "l'identité dès qu'elle sera disponible ; aucune action n'est requise de votre part."
+)
 
 
 def message_id(job: DeliveryJob, domain: str) -> str:
@@ -29,9 +37,13 @@ def build_message(job: DeliveryJob, sender: str, domain: str) -> EmailMessage:
     subject = job.title
     text, html = job.email_text, job.email_html
     if job.fallback_for is not None:
-        subject = f"[Action requise] {subject}"
-        text = f"{FALLBACK_NOTICE}\n\n{text}"
-        html = html.replace("</h1>", f"</h1>\n<p><strong>{FALLBACK_NOTICE}</strong></p>", 1)
+        if job.fallback_reason == "identity_wait":
+            prefix, notice = IDENTITY_WAIT_SUBJECT, IDENTITY_WAIT_NOTICE
+        else:
+            prefix, notice = "[Action requise]", FALLBACK_NOTICE
+        subject = f"{prefix} {subject}"
+        text = f"{notice}\n\n{text}"
+        html = html.replace("</h1>", f"</h1>\n<p><strong>{notice}</strong></p>", 1)
     message["Subject"] = subject
     message["From"] = sender
     message["To"] = job.target

@@ -6,7 +6,7 @@ import json
 import uuid
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
-from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob
+from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob, Reclaimed
 from notifications.domain.messages import Delivery, Notification, Reminder
 
 # Due deliveries, in decision order per (referral, recipient, channel): one waits while a delivery
@@ -34,7 +34,7 @@ WITH due AS (
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries d
-SET next_attempt_at = clock_timestamp() + make_interval(secs => $2)
+SET next_attempt_at = clock_timestamp() + make_interval(secs => $2), leased_by = $3
 FROM due, notifications n
 WHERE d.delivery_id = due.delivery_id AND n.notification_id = d.notification_id
 RETURNING d.delivery_id, d.notification_id, n.referral_id, n.correlation_id, n.recipient_kind,
@@ -42,8 +42,39 @@ RETURNING d.delivery_id, d.notification_id, n.referral_id, n.correlation_id, n.r
     (SELECT f.channel FROM deliveries f WHERE f.delivery_id = d.fallback_for)
         AS fallback_from_channel,
     d.attempts, n.topic, n.site_id, n.title, n.body, n.email_text, n.email_html, n.facts,
-    n.caused_by_event_id
+    n.caused_by_event_id, d.identity_waits, d.identity_wait_since, d.fallback_reason
 """
+
+# The pending deliveries leased by workers found dead are due at once; their attempts left
+# 'started' (sent or not, nobody knows) are recorded as 'interrupted'.
+_RECLAIM = """
+WITH reclaimed AS (
+    UPDATE deliveries d SET next_attempt_at = clock_timestamp(), leased_by = NULL
+    WHERE d.state = 'pending' AND d.leased_by = ANY($1::uuid[])
+    RETURNING d.delivery_id, d.notification_id, d.channel
+), interrupted AS (
+    UPDATE delivery_attempts a SET outcome = 'interrupted'
+    FROM reclaimed r
+    WHERE a.delivery_id = r.delivery_id AND a.outcome = 'started'
+    RETURNING a.delivery_id, a.attempt
+)
+SELECT r.delivery_id, n.referral_id, n.correlation_id, n.recipient_kind, n.recipient_id,
+    r.channel, i.attempt
+FROM reclaimed r
+JOIN notifications n ON n.notification_id = r.notification_id
+LEFT JOIN interrupted i ON i.delivery_id = r.delivery_id
+"""
+
+# Every delivery worker holds a session-level advisory lock (PRESENCE_LOCK_CLASS, its key) for as
+# long as it runs: PostgreSQL releases it when the worker's connection goes, kill -9 included, so
+# a worker that can take the lock of a lease holder knows that holder is dead. Two int4 keys: a
+# key space apart from the one-bigint locks of migrations and the outbox relay.
+PRESENCE_LOCK_CLASS = 0x4E544652  # "NTFR"
+
+
+def presence_key(worker_id: uuid.UUID) -> int:
+    return int.from_bytes(worker_id.bytes[:4], "big", signed=True)
+
 
 _DUE_REMINDERS = """
 UPDATE reminders r SET state = 'fired', settled_at = clock_timestamp()
@@ -84,16 +115,16 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             json.dumps(dict(notification.facts)),
         )
 
-    async def add_delivery(self, delivery: Delivery) -> None:
+    async def add_delivery(self, delivery: Delivery) -> bool:
         # Kafka deliveries ride on the outbox row written in this same transaction: they are
         # as durable as the notification itself, so they are recorded as handed over at once.
         queued = delivery.channel == "kafka"
         inserted = await self.connection.fetchval(
             "INSERT INTO deliveries (delivery_id, notification_id, channel, target, position,"
-            " fallback_for, state, attempts, next_attempt_at, finished_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-            "  CASE WHEN $7 = 'pending' THEN clock_timestamp() END,"
-            "  CASE WHEN $7 = 'pending' THEN NULL ELSE clock_timestamp() END)"
+            " fallback_for, fallback_reason, state, attempts, next_attempt_at, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+            "  CASE WHEN $8 = 'pending' THEN clock_timestamp() END,"
+            "  CASE WHEN $8 = 'pending' THEN NULL ELSE clock_timestamp() END)"
             " ON CONFLICT (delivery_id) DO NOTHING RETURNING true",
             delivery.delivery_id,
             delivery.notification_id,
@@ -101,6 +132,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             delivery.target,
             delivery.position,
             delivery.fallback_for,
+            delivery.fallback_reason,
             "delivered" if queued else "pending",
             1 if queued else 0,
         )
@@ -110,6 +142,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
                 " VALUES ($1, 1, 'queued', 0)",
                 delivery.delivery_id,
             )
+        return bool(inserted)
 
     async def cancel_reminders(self, referral_id: str) -> int:
         status = await self.connection.execute(
@@ -134,8 +167,10 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             reminder.fire_at,
         )
 
-    async def lease_due(self, limit: int, lease_s: float) -> list[DeliveryJob]:
-        rows = await self.connection.fetch(_LEASE_DUE, limit, lease_s)
+    async def lease_due(
+        self, limit: int, lease_s: float, worker_id: uuid.UUID
+    ) -> list[DeliveryJob]:
+        rows = await self.connection.fetch(_LEASE_DUE, limit, lease_s, worker_id)
         return [
             DeliveryJob(
                 delivery_id=row["delivery_id"],
@@ -158,19 +193,50 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
                 email_html=row["email_html"],
                 facts=json.loads(row["facts"]),
                 caused_by_event_id=row["caused_by_event_id"],
+                identity_waits=row["identity_waits"],
+                identity_wait_since=row["identity_wait_since"],
+                fallback_reason=row["fallback_reason"],
             )
             for row in rows
         ]
 
-    async def record_attempt(
-        self, job: DeliveryJob, result: AttemptResult, decision: Decision
-    ) -> None:
+    async def start_attempt(
+        self, job: DeliveryJob, worker_id: uuid.UUID, lease_s: float
+    ) -> int | None:
+        # The lease is renewed from now (the job may have waited for its channel's turn) and
+        # only if it is still this worker's: one that expired meanwhile may be another's now.
+        ours = await self.connection.fetchval(
+            "UPDATE deliveries SET next_attempt_at = clock_timestamp() + make_interval(secs => $3)"
+            " WHERE delivery_id = $1 AND state = 'pending' AND leased_by = $2 RETURNING true",
+            job.delivery_id,
+            worker_id,
+            lease_s,
+        )
+        if not ours:
+            return None
+        # A 'started' row left by a worker whose lease expired before anyone reconciled it.
         await self.connection.execute(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms,"
-            " error_class, http_status, smtp_code, identity_release)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "UPDATE delivery_attempts SET outcome = 'interrupted'"
+            " WHERE delivery_id = $1 AND outcome = 'started'",
+            job.delivery_id,
+        )
+        attempt_id: int = await self.connection.fetchval(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms)"
+            " VALUES ($1, $2, 'started', 0) RETURNING id",
             job.delivery_id,
             job.attempts + 1,
+        )
+        return attempt_id
+
+    async def record_attempt(
+        self, job: DeliveryJob, attempt_id: int, result: AttemptResult, decision: Decision
+    ) -> None:
+        # The 'started' row becomes the outcome (by id: even if a takeover marked it interrupted,
+        # what really happened is known now and is what the log should say).
+        await self.connection.execute(
+            "UPDATE delivery_attempts SET outcome = $2, latency_ms = $3, error_class = $4,"
+            " http_status = $5, smtp_code = $6, identity_release = $7 WHERE id = $1",
+            attempt_id,
             result.outcome,
             result.latency_ms,
             result.error_class,
@@ -178,16 +244,58 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             result.smtp_code,
             result.identity_release,
         )
+        last_error = (
+            decision.dead_reason
+            if decision.dead_reason == "identity_wait_expired"
+            else result.error_class
+        )
         await self.connection.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, state = $2, next_attempt_at = $3,"
-            " last_error = $4,"
+            "UPDATE deliveries SET attempts = attempts + CASE WHEN $6 THEN 0 ELSE 1 END,"
+            " identity_waits = identity_waits + CASE WHEN $6 THEN 1 ELSE 0 END,"
+            " identity_wait_since = COALESCE(identity_wait_since, $5),"
+            " state = $2, next_attempt_at = $3, last_error = $4, leased_by = NULL,"
             " finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE clock_timestamp() END"
             " WHERE delivery_id = $1 AND state = 'pending'",
             job.delivery_id,
             decision.state,
             decision.next_attempt_at,
-            result.error_class,
+            last_error,
+            decision.identity_wait_since,
+            decision.held,
         )
+
+    async def reclaim_from_dead_workers(self, worker_id: uuid.UUID) -> list[Reclaimed]:
+        owners = await self.connection.fetch(
+            "SELECT DISTINCT leased_by FROM deliveries"
+            " WHERE state = 'pending' AND leased_by IS NOT NULL AND leased_by <> $1",
+            worker_id,
+        )
+        dead: list[uuid.UUID] = []
+        for row in owners:
+            owner: uuid.UUID = row["leased_by"]
+            # Taken only when its holder's session is gone; held until this transaction ends,
+            # released then (a transaction-level lock never outlives the reconciliation).
+            if await self.connection.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, $2)",
+                PRESENCE_LOCK_CLASS,
+                presence_key(owner),
+            ):
+                dead.append(owner)
+        if not dead:
+            return []
+        rows = await self.connection.fetch(_RECLAIM, dead)
+        return [
+            Reclaimed(
+                delivery_id=row["delivery_id"],
+                referral_id=row["referral_id"],
+                correlation_id=row["correlation_id"],
+                recipient_kind=row["recipient_kind"],
+                recipient_id=row["recipient_id"],
+                channel=row["channel"],
+                interrupted_attempt=row["attempt"],
+            )
+            for row in rows
+        ]
 
     async def next_channel(self, job: DeliveryJob) -> Delivery | None:
         row = await self.connection.fetchrow(

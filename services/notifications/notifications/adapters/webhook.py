@@ -8,7 +8,8 @@ receiver that saw a call whose answer was lost can recognise the re-sent one.
 An offer to a centre carries the person's identity under ``"person"`` when an identity source is
 configured: it is asked right before each attempt (so a referral cancelled or re-routed meanwhile is
 never revealed), kept in memory for that attempt only, and what intake answered is recorded with the
-attempt (see ``notifications.domain.identity``).
+attempt (see ``notifications.domain.identity``). When intake cannot answer, nothing is posted: the
+try is ``held`` and waits for intake (``notifications.domain.delivery.IdentityWaitPolicy``).
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ class WebhookSender:
             )
             release = found.reason
             if found.outcome == "unavailable":
-                # Held back and retried with the delivery's backoff, rather than sent without
-                # the identity the centre is entitled to.
+                # Held back, rather than sent without the identity the centre is entitled to;
+                # nothing was sent, so the delivery's own schedule of identity waits applies.
                 return AttemptResult(
-                    "transient", _ms(started), "identity_unavailable", identity_release=release
+                    "held", _ms(started), "identity_unavailable", identity_release=release
                 )
             if found.person is not None:
                 document["person"] = found.person

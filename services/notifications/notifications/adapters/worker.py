@@ -1,18 +1,23 @@
 """The delivery worker: a background task of the service, woken by NOTIFY, polling as a fallback.
 
 Several instances may run: due rows are leased with SELECT ... FOR UPDATE SKIP LOCKED, so each
-delivery is attempted by one worker at a time.
+delivery is attempted by one worker at a time. Each worker holds, on the connection it listens on,
+a session-level advisory lock keyed by its id for as long as it runs: PostgreSQL drops it with the
+connection, kill -9 included, which is how a starting worker tells the leases of a dead worker
+(reclaimed at once) from those of a live one (left to their lease).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 
 import asyncpg
 import httpx
 
 from aiguillage_common.logging import get_logger
+from notifications.adapters.postgres import PRESENCE_LOCK_CLASS, presence_key
 from notifications.domain.messages import Planner
 from notifications.use_cases.deliver import Deliverer
 
@@ -45,15 +50,45 @@ class DeliveryWorker:
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
 
     async def start(self) -> None:
-        listener = await self._pool.acquire()
-        await listener.add_listener(self._channel, self._on_notify)
-        self._listener = listener
+        await self._take_presence()
         self._task = asyncio.create_task(self._run(), name="notifications-delivery-worker")
 
+    async def _take_presence(self) -> None:
+        """Listen for new deliveries and hold this worker's presence lock, on one connection."""
+        listener = await self._pool.acquire()
+        try:
+            # 32 random bits per worker: a clash with a live worker is unlikely, and harmless
+            # (a new id is drawn) rather than a wait.
+            while not await listener.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                PRESENCE_LOCK_CLASS,
+                presence_key(self._deliverer.worker_id),
+            ):
+                self._deliverer.worker_id = uuid.uuid4()
+            await listener.add_listener(self._channel, self._on_notify)
+        except BaseException:
+            await self._pool.release(listener)
+            raise
+        self._listener = listener
+
+    async def _keep_presence(self) -> None:
+        # A lost connection (PostgreSQL restarted) lost the lock too: without it, a worker
+        # starting now would take this one's leases for a dead worker's, so nothing is leased
+        # until it is held again.
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(self._listener)
+            self._listener = None
+        await self._take_presence()
+
     async def stop(self) -> None:
-        """Let the attempts in flight finish and be recorded (SIGTERM), within the grace period;
-        past it, cancelling only loses their lease: they are due again when it expires."""
+        """Let the sends in flight finish and be recorded (SIGTERM), within the grace period, and
+        start no other; past it, a cancelled send stays 'started'. Either way the presence lock
+        is released, so the next worker to start reclaims what is left at once."""
         self._stopping = True
+        self._deliverer.drain()
         self._wake.set()
         if self._task is not None:
             try:
@@ -65,6 +100,11 @@ class DeliveryWorker:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.remove_listener(self._channel, self._on_notify)
+                await self._listener.execute(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    PRESENCE_LOCK_CLASS,
+                    presence_key(self._deliverer.worker_id),
+                )
             await self._pool.release(self._listener)
             self._listener = None
         if self._http_client is not None:
@@ -75,9 +115,15 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         failures = 0
+        reclaimed = False
         while not self._stopping:
             self._wake.clear()
             try:
+                await self._keep_presence()
+                if not reclaimed:
+                    # What a killed worker left in flight is due now, not when its lease ends.
+                    await self._deliverer.reclaim()
+                    reclaimed = True
                 await self._deliverer.fire_due_reminders(self._planner, self._outbound_topic)
                 attempted = await self._deliverer.deliver_due()
                 failures = 0

@@ -4,6 +4,12 @@ Transient: the same request may well succeed later (timeouts, refused connection
 429, SMTP 4xx). Permanent: repeating it cannot help (other HTTP 4xx, SMTP 5xx, a 3xx we will not
 follow). Retries back off exponentially with jitter so that a recovering receiver is not hit by
 every pending delivery at the same instant.
+
+Held: nothing was sent because the identity the delivery must carry could not be fetched (intake
+restarting, not caught up yet). That is not the receiver's failure, so it does not spend the
+delivery's attempts: a held delivery waits on its own, longer schedule (``IdentityWaitPolicy``)
+until intake answers, opens the recipient's next channel (the e-mail fallback, without identity)
+once the wait is long enough to be worth telling, and dies only when the maximum wait is over.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ from typing import Literal
 
 from aiguillage_schemas.events.notifications import DeliveryChannel, RecipientKind
 
-Outcome = Literal["delivered", "transient", "permanent"]
+Outcome = Literal["delivered", "transient", "permanent", "held"]
 State = Literal["pending", "delivered", "dead"]
+DeadReason = Literal["permanent_failure", "retries_exhausted", "identity_wait_expired"]
+# Why a recipient's next channel is opened: its primary died, or it is held for the identity.
+FallbackReason = Literal["dead", "identity_wait"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,27 +67,98 @@ class BackoffPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityWaitPolicy:
+    """How long a delivery held for the identity waits, and when the e-mail fallback goes.
+
+    Like the retry schedules of webhook providers: seconds at first (intake a little behind
+    routing, a 409, resolves in well under a second), then minutes, then hourly, for up to
+    ``max_wait_s`` counted from the first held try.
+    """
+
+    base_delay_s: float = 5.0
+    max_delay_s: float = 3600.0
+    max_wait_s: float = 72 * 3600.0
+    # The recipient's next channel (e-mail, without identity) is opened by the first held try at
+    # least this long into the wait: not by the common sub-second lag of intake, which would send
+    # an extra e-mail with many offers, but well before the centre would miss the offer.
+    fallback_after_s: float = 60.0
+
+    def delay_s(self, waits_done: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** min(waits_done - 1, 62))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a delivery went through before the try being decided."""
+
+    attempts: int = 0  # attempts counted against ``BackoffPolicy.max_attempts``
+    identity_waits: int = 0  # tries held back for the identity (never counted as attempts)
+    identity_wait_since: datetime | None = None  # the first held try; never reset
+    is_fallback: bool = False  # a fallback does not fall back again
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     state: State
     next_attempt_at: datetime | None
-    dead_reason: Literal["permanent_failure", "retries_exhausted"] | None = None
+    dead_reason: DeadReason | None = None
+    held: bool = False  # a held try: counts as an identity wait, not as an attempt
+    identity_wait_since: datetime | None = None  # to persist when ``held``
+    fallback: FallbackReason | None = None  # open the recipient's next channel now, and why
 
 
 def decide(
     result: AttemptResult,
-    attempts_done: int,
+    history: History,
     policy: BackoffPolicy,
     now: datetime,
     rng: random.Random | None = None,
+    identity_policy: IdentityWaitPolicy | None = None,
 ) -> Decision:
-    """``attempts_done`` counts the attempt just made."""
+    """What follows the try whose ``result`` is given, for a delivery with that ``history``."""
+    if result.outcome == "held":
+        return _decide_held(history, identity_policy or IdentityWaitPolicy(), now, rng)
+    attempts_done = history.attempts + 1
+    fallback: FallbackReason | None = None if history.is_fallback else "dead"
     if result.outcome == "delivered":
         return Decision("delivered", None)
     if result.outcome == "permanent":
-        return Decision("dead", None, "permanent_failure")
+        return Decision("dead", None, "permanent_failure", fallback=fallback)
     if attempts_done >= policy.max_attempts:
-        return Decision("dead", None, "retries_exhausted")
+        return Decision("dead", None, "retries_exhausted", fallback=fallback)
     return Decision("pending", now + timedelta(seconds=policy.delay_s(attempts_done, rng)))
+
+
+def _decide_held(
+    history: History, policy: IdentityWaitPolicy, now: datetime, rng: random.Random | None
+) -> Decision:
+    since = history.identity_wait_since or now
+    deadline = since + timedelta(seconds=policy.max_wait_s)
+    waited = now - since
+    fallback: FallbackReason | None = None
+    if not history.is_fallback and waited >= timedelta(seconds=policy.fallback_after_s):
+        # Asked on every held try past the threshold: the fallback's id derives from this
+        # delivery's and is inserted with ON CONFLICT DO NOTHING, so it exists once.
+        fallback = "identity_wait"
+    if now >= deadline:
+        return Decision(
+            "dead",
+            None,
+            "identity_wait_expired",
+            held=True,
+            identity_wait_since=since,
+            fallback=None if history.is_fallback else "dead",
+        )
+    retry_at = now + timedelta(seconds=policy.delay_s(history.identity_waits + 1, rng))
+    # The last try lands on the deadline itself, so the maximum wait is what was promised.
+    return Decision(
+        "pending",
+        min(retry_at, deadline),
+        held=True,
+        identity_wait_since=since,
+        fallback=fallback,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +176,7 @@ class DeliveryJob:
     position: int
     fallback_for: uuid.UUID | None
     fallback_from_channel: str | None  # the failed primary's channel, for a fallback delivery
-    attempts: int  # attempts made before this one
+    attempts: int  # attempts made before this one (held tries are not attempts)
     topic: str
     site_id: str | None
     title: str
@@ -105,3 +185,35 @@ class DeliveryJob:
     email_html: str
     facts: dict[str, str]
     caused_by_event_id: uuid.UUID | None = None  # the event this notification tells about
+    identity_waits: int = 0
+    identity_wait_since: datetime | None = None
+    fallback_reason: FallbackReason | None = None  # for a fallback: why it was opened
+
+    @property
+    def history(self) -> History:
+        return History(
+            self.attempts,
+            self.identity_waits,
+            self.identity_wait_since,
+            is_fallback=self.fallback_for is not None,
+        )
+
+    @property
+    def tries(self) -> int:
+        """Every try so far, held ones included: the delivery log's row count."""
+        return self.attempts + self.identity_waits
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    """A pending delivery a dead worker held, made due at once; ``interrupted_attempt`` is the
+    attempt it had started (its outcome unknown: it is re-sent with the same idempotency key),
+    None when it was leased but never started."""
+
+    delivery_id: uuid.UUID
+    referral_id: str
+    correlation_id: uuid.UUID
+    recipient_kind: RecipientKind
+    recipient_id: str
+    channel: DeliveryChannel
+    interrupted_attempt: int | None

@@ -25,7 +25,8 @@ def carries_identity(recipient_kind: RecipientKind, channel: DeliveryChannel, to
 
 @dataclass(frozen=True, slots=True)
 class IdentityLookup:
-    """``granted`` with the person; ``refused`` (deliver without it); ``unavailable`` (retry)."""
+    """``granted`` with the person; ``refused`` (deliver without it); ``unavailable`` (hold the
+    delivery until intake answers)."""
 
     outcome: Literal["granted", "refused", "unavailable"]
     reason: str  # recorded in the delivery log: 'granted', 'not_holder', 'http_503', 'timeout'...

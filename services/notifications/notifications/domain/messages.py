@@ -30,6 +30,7 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralWithdrawn,
     SiteRef,
 )
+from notifications.domain.delivery import FallbackReason
 from notifications.domain.recipients import Recipients
 from notifications.domain.templates import Templates
 
@@ -107,6 +108,7 @@ class Delivery:
     target: str
     position: int  # 0 = primary
     fallback_for: uuid.UUID | None = None
+    fallback_reason: FallbackReason | None = None  # set with ``fallback_for``
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,22 @@
 """Use case: deliver due notifications on their channels, record every attempt, and give up cleanly.
 
-A due delivery is leased (its next attempt is pushed past the send timeout) in a short transaction,
-sent outside any transaction, and its outcome recorded in a second one. A crash between the two
-loses only the lease: the delivery is due again once the lease expires and is re-sent with the same
-idempotency key (webhook header, e-mail Message-ID), which is at-least-once with receiver-side
-deduplication. A dead delivery is published on the dead-letter topic (through the outbox, in the
-same transaction) and, when it was a primary, hands over to the recipient's next channel.
+A due delivery is leased (its next attempt is pushed past the send timeout, and the lease names
+this worker) in a short transaction. Right before sending, a second one renews the lease and
+commits an attempt row 'started'; the send happens outside any transaction; a third one turns the
+row into the outcome and records the new state. So a crash repeats only the sends in flight at
+that moment, and they are few: each channel has a small number of sends in flight per worker
+(e-mail one at a time by default; webhooks carry an Idempotency-Key their receivers dedupe on).
+When a worker starts, the deliveries leased by workers that are gone (their presence lock in
+PostgreSQL is free) are reclaimed: a 'started' attempt becomes 'interrupted' in the delivery log,
+and the delivery is due at once, re-sent with the same idempotency key (webhook header, e-mail
+Message-ID). A live worker's leases are left alone: the lease and SKIP LOCKED keep each delivery
+with one worker at a time.
+
+A webhook held for the person's identity (intake cannot answer) sends nothing and does not spend
+an attempt: it waits on the identity schedule, opens the e-mail fallback once the wait is long
+enough, and dies only when the maximum wait is over (``notifications.domain.delivery``).
+A dead delivery is published on the dead-letter topic (through the outbox, in the same
+transaction) and, when it was a primary, hands over to the recipient's next channel.
 Reminders are timers in the database: firing one records its notification in the transaction that
 marks it fired, so it fires once.
 """
@@ -13,10 +24,11 @@ marks it fired, so it fires once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiguillage_common.logging import get_logger
 from aiguillage_common.unit_of_work import UnitOfWork
@@ -29,6 +41,8 @@ from notifications.domain.delivery import (
     BackoffPolicy,
     Decision,
     DeliveryJob,
+    IdentityWaitPolicy,
+    Reclaimed,
     decide,
 )
 from notifications.domain.messages import Delivery, Planner, Reminder, fallback_delivery_id
@@ -36,20 +50,38 @@ from notifications.use_cases.notify import SOURCE, NotificationsUnitOfWork, reco
 
 log = get_logger("aiguillage.notifications.delivery")
 
+# Sends in flight per channel and worker: what a kill -9 may repeat at most. One e-mail at a time
+# (a repeated e-mail reaches a person); a few webhooks (their receivers dedupe on the key).
+DEFAULT_CONCURRENCY: Mapping[str, int] = {"email": 1, "webhook": 4}
+
 
 class Sender(Protocol):
     async def send(self, job: DeliveryJob) -> AttemptResult: ...
 
 
 class DeliveryUnitOfWork(NotificationsUnitOfWork, UnitOfWork, Protocol):
-    async def lease_due(self, limit: int, lease_s: float) -> list[DeliveryJob]: ...
+    async def lease_due(
+        self, limit: int, lease_s: float, worker_id: uuid.UUID
+    ) -> list[DeliveryJob]: ...
+
+    async def start_attempt(
+        self, job: DeliveryJob, worker_id: uuid.UUID, lease_s: float
+    ) -> int | None:
+        """Renew ``job``'s lease and record its attempt as started; None when the lease is no
+        longer this worker's (then nothing may be sent)."""
+        ...
 
     async def record_attempt(
-        self, job: DeliveryJob, result: AttemptResult, decision: Decision
+        self, job: DeliveryJob, attempt_id: int, result: AttemptResult, decision: Decision
     ) -> None: ...
 
     async def next_channel(self, job: DeliveryJob) -> Delivery | None:
         """The recipient's next channel after ``job``'s, other than Kafka, if any."""
+        ...
+
+    async def reclaim_from_dead_workers(self, worker_id: uuid.UUID) -> list[Reclaimed]:
+        """Pending deliveries leased by workers that are gone: due now, 'started' attempts
+        recorded as 'interrupted'."""
         ...
 
     async def due_reminders(self, limit: int) -> list[Reminder]:
@@ -67,19 +99,51 @@ class Deliverer:
         lease_s: float,
         batch_size: int,
         clock: Callable[[], datetime],
+        identity_policy: IdentityWaitPolicy | None = None,
+        concurrency: Mapping[str, int] = DEFAULT_CONCURRENCY,
+        worker_id: uuid.UUID | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._senders = senders
         self._policy = policy
+        self._identity_policy = identity_policy or IdentityWaitPolicy()
         self._dead_letter_topic = dead_letter_topic
         self._lease_s = lease_s
         self._batch_size = batch_size
         self._clock = clock
+        self._limits = {channel: asyncio.Semaphore(limit) for channel, limit in concurrency.items()}
+        # Names this worker's leases; its presence lock (adapters.worker) says it is alive.
+        self.worker_id = worker_id or uuid.uuid4()
+        self._draining = False
+
+    def drain(self) -> None:
+        """Shutting down: sends in flight finish, leased jobs still waiting for their turn are
+        not started (the next worker to start reclaims them at once)."""
+        self._draining = True
+
+    async def reclaim(self) -> int:
+        """At start: take back what dead workers left in flight; returns how many."""
+        async with self._uow_factory() as uow:
+            reclaimed = await uow.reclaim_from_dead_workers(self.worker_id)
+        for item in reclaimed:
+            log.warning(
+                "delivery.interrupted"
+                if item.interrupted_attempt is not None
+                else "delivery.lease_reclaimed",
+                referral_id=item.referral_id,
+                correlation_id=str(item.correlation_id),
+                delivery_id=str(item.delivery_id),
+                recipient_kind=item.recipient_kind,
+                recipient_id=item.recipient_id,
+                channel=item.channel,
+                attempt=item.interrupted_attempt,
+            )
+        return len(reclaimed)
 
     async def deliver_due(self) -> int:
-        """Attempt one batch of due deliveries concurrently; returns how many were attempted."""
+        """Attempt one batch of due deliveries; returns how many were leased."""
         async with self._uow_factory() as uow:
-            jobs = await uow.lease_due(self._batch_size, self._lease_s)
+            jobs = await uow.lease_due(self._batch_size, self._lease_s, self.worker_id)
         if jobs:
             outcomes = await asyncio.gather(
                 *(self._deliver(job) for job in jobs), return_exceptions=True
@@ -91,66 +155,69 @@ class Deliverer:
                 raise failed[0]
         return len(jobs)
 
+    @contextlib.asynccontextmanager
+    async def _turn(self, channel: str) -> AsyncIterator[None]:
+        limit = self._limits.get(channel)
+        if limit is None:
+            yield
+        else:
+            async with limit:
+                yield
+
     async def _deliver(self, job: DeliveryJob) -> None:
+        # The turn covers start, send and record: a send counts as in flight until its outcome
+        # is committed, since that is what a crash would repeat.
+        async with self._turn(job.channel):
+            if self._draining:
+                return
+            async with self._uow_factory() as uow:
+                attempt_id = await uow.start_attempt(job, self.worker_id, self._lease_s)
+            if attempt_id is None:
+                # Waited so long for its turn that the lease expired and another worker took it.
+                log.warning("delivery.lease_lost", **_fields(job))
+                return
+            result = await self._send(job)
+            decision = decide(
+                result,
+                job.history,
+                self._policy,
+                self._clock(),
+                identity_policy=self._identity_policy,
+            )
+            fallback, opened = None, False
+            async with self._uow_factory() as uow:
+                await uow.record_attempt(job, attempt_id, result, decision)
+                if decision.fallback is not None:
+                    following = await uow.next_channel(job)
+                    if following is not None:
+                        # Deterministic id, inserted with ON CONFLICT DO NOTHING: the fallback
+                        # opened while the identity was awaited is the one a later death names.
+                        fallback = Delivery(
+                            fallback_delivery_id(job.delivery_id),
+                            job.notification_id,
+                            following.channel,
+                            following.target,
+                            following.position,
+                            fallback_for=job.delivery_id,
+                            fallback_reason=decision.fallback,
+                        )
+                        opened = await uow.add_delivery(fallback)
+                if decision.state == "dead":
+                    await uow.emit(
+                        self._dead_letter_topic, _dead_letter(job, result, decision, fallback)
+                    )
+        _log_outcome(job, result, decision, fallback, opened)
+
+    async def _send(self, job: DeliveryJob) -> AttemptResult:
         sender = self._senders.get(job.channel)
         if sender is None:
-            result = AttemptResult("permanent", 0, f"no_sender_{job.channel}")
-        else:
-            try:
-                result = await sender.send(job)
-            except Exception as error:
-                # A bug for this delivery (the channels classify every network failure): retrying
-                # would fail the same way forever, so it is dead-lettered with the error's type.
-                result = AttemptResult("permanent", 0, f"internal_{type(error).__name__}")
-        decision = decide(result, job.attempts + 1, self._policy, self._clock())
-        async with self._uow_factory() as uow:
-            await uow.record_attempt(job, result, decision)
-            fallback = None
-            if decision.state == "dead" and job.fallback_for is None:
-                following = await uow.next_channel(job)
-                if following is not None:
-                    fallback = Delivery(
-                        fallback_delivery_id(job.delivery_id),
-                        job.notification_id,
-                        following.channel,
-                        following.target,
-                        following.position,
-                        fallback_for=job.delivery_id,
-                    )
-                    await uow.add_delivery(fallback)
-            if decision.state == "dead":
-                event = _dead_letter(job, result, decision, fallback)
-                await uow.emit(self._dead_letter_topic, event)
-        fields = {
-            "referral_id": job.referral_id,
-            "correlation_id": str(job.correlation_id),
-            "delivery_id": str(job.delivery_id),
-            "recipient_kind": job.recipient_kind,
-            "recipient_id": job.recipient_id,
-            "channel": job.channel,
-            "attempt": job.attempts + 1,
-            "latency_ms": result.latency_ms,
-            "error_class": result.error_class,
-            "identity_release": result.identity_release,
-        }
-        if decision.state == "delivered":
-            log.info("delivery.delivered", **fields)
-        elif decision.state == "pending":
-            log.warning(
-                "delivery.retry_scheduled",
-                next_attempt_at=decision.next_attempt_at.isoformat()
-                if decision.next_attempt_at
-                else None,
-                **fields,
-            )
-        else:
-            # The line an operator alerts on: a recipient was not reached on this channel.
-            log.error(
-                "delivery.dead_lettered",
-                reason=decision.dead_reason,
-                fallback_channel=fallback.channel if fallback else None,
-                **fields,
-            )
+            return AttemptResult("permanent", 0, f"no_sender_{job.channel}")
+        try:
+            return await sender.send(job)
+        except Exception as error:
+            # A bug for this delivery (the channels classify every network failure): retrying
+            # would fail the same way forever, so it is dead-lettered with the error's type.
+            return AttemptResult("permanent", 0, f"internal_{type(error).__name__}")
 
     async def fire_due_reminders(self, planner: Planner, outbound_topic: str) -> int:
         async with self._uow_factory() as uow:
@@ -174,10 +241,69 @@ class Deliverer:
         return len(reminders)
 
 
+def _fields(job: DeliveryJob) -> dict[str, Any]:
+    return {
+        "referral_id": job.referral_id,
+        "correlation_id": str(job.correlation_id),
+        "delivery_id": str(job.delivery_id),
+        "recipient_kind": job.recipient_kind,
+        "recipient_id": job.recipient_id,
+        "channel": job.channel,
+        "attempt": job.attempts + 1,
+    }
+
+
+def _log_outcome(
+    job: DeliveryJob,
+    result: AttemptResult,
+    decision: Decision,
+    fallback: Delivery | None,
+    opened: bool,
+) -> None:
+    fields = {
+        **_fields(job),
+        "latency_ms": result.latency_ms,
+        "error_class": result.error_class,
+        "identity_release": result.identity_release,
+    }
+    if decision.held:
+        fields["identity_waits"] = job.identity_waits + 1
+        fields["identity_wait_since"] = (
+            decision.identity_wait_since.isoformat() if decision.identity_wait_since else None
+        )
+    if decision.state == "delivered":
+        log.info("delivery.delivered", **fields)
+    elif decision.state == "pending":
+        log.warning(
+            "delivery.identity_held" if decision.held else "delivery.retry_scheduled",
+            next_attempt_at=decision.next_attempt_at.isoformat()
+            if decision.next_attempt_at
+            else None,
+            **fields,
+        )
+    else:
+        # The line an operator alerts on: a recipient was not reached on this channel.
+        log.error(
+            "delivery.dead_lettered",
+            reason=decision.dead_reason,
+            fallback_channel=fallback.channel if fallback else None,
+            **fields,
+        )
+    if opened and fallback is not None and decision.fallback == "identity_wait":
+        log.warning(
+            "delivery.fallback_opened",
+            reason="identity_wait",
+            fallback_channel=fallback.channel,
+            fallback_delivery_id=str(fallback.delivery_id),
+            **_fields(job),
+        )
+
+
 def _dead_letter(
     job: DeliveryJob, result: AttemptResult, decision: Decision, fallback: Delivery | None
 ) -> NotificationDeliveryFailed:
     assert decision.dead_reason is not None
+    expired = decision.dead_reason == "identity_wait_expired"
     return NotificationDeliveryFailed(
         event_id=uuid.uuid5(job.delivery_id, "dead-letter"),
         source=SOURCE,
@@ -189,9 +315,11 @@ def _dead_letter(
             recipient_kind=job.recipient_kind,
             recipient_id=job.recipient_id,
             channel=job.channel,
-            reason=decision.dead_reason,
-            attempts=job.attempts + 1,
-            error_class=result.error_class or "unknown",
+            # The contract (v1) knows two reasons; the end of the identity wait is "retrying
+            # stopped", told apart by its error class until the contract names it.
+            reason="retries_exhausted" if expired else decision.dead_reason,
+            attempts=job.tries + 1,  # every try, held ones included: the delivery log's rows
+            error_class="identity_wait_expired" if expired else result.error_class or "unknown",
             http_status=result.http_status,
             smtp_code=result.smtp_code,
             fallback_delivery_id=fallback.delivery_id if fallback else None,
