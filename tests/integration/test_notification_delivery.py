@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,78 @@ async def test_killed_while_a_retry_is_pending_completes_after_restart_without_d
     message_ids = [mail.message_id for mail in smtp.received]
     assert len(message_ids) == 2
     assert len(set(message_ids)) == 2
+
+
+class AnswerHeldSmtp(SmtpSink):
+    """Takes in the message for ``address``, then holds its 250 until ``release`` is set: killed
+    in between, the sender has handed the message over without learning it."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        if self.address in envelope.rcpt_tos and not self.release.is_set():
+            self.holding.set()
+            await self.release.wait()
+        return answer
+
+
+async def test_killed_mid_email_resends_that_email_once_at_restart_and_nothing_else(
+    isolated: Isolated, hooks: WebhookReceiver
+) -> None:
+    smtp = AnswerHeldSmtp(LYON_MAIL)
+    await smtp.start()
+    try:
+        # SMTP timeout 60 s: the lease (2 x 60 + 5 s) outlasts the test, so only reclaiming the
+        # dead process's attempt at restart can make the interrupted e-mail due in time.
+        env = notifications_env(hooks, smtp, smtp_timeout_s="60")
+        service = await start_notifications(isolated, env)
+        referral_id = new_ref(isolated, "killmail")
+        await isolated.kafka.send_event(isolated.topic(topics.ROUTED), routed(referral_id))
+        await asyncio.wait_for(smtp.holding.wait(), 60)
+        schema = isolated.schema("notifications")
+        in_flight = await isolated.db.fetchval(
+            f"SELECT a.delivery_id FROM {schema}.delivery_attempts a"
+            f" JOIN {schema}.deliveries d USING (delivery_id)"
+            f" WHERE a.outcome = 'started' AND d.target = $1",
+            LYON_MAIL,
+        )
+        assert in_flight is not None  # recorded as started before it was sent
+
+        service.kill()
+        smtp.release.set()
+        service.start()
+        await wait_started(service)
+        rows = await eventually(
+            lambda: deliveries(isolated, referral_id),
+            lambda rows: len(rows) == 4 and all(r["state"] == "delivered" for r in rows),
+            timeout_s=60,
+            what="every delivery done after the restart, long before the lease would expire",
+        )
+        assert [a["outcome"] for a in await attempts(isolated, in_flight)] == [
+            "interrupted",
+            "delivered",
+        ]
+        assert one(rows, delivery_id=in_flight)["attempts"] == 1
+        # The e-mail in flight at the kill arrives twice, with one Message-ID; nothing else twice.
+        received = Counter(mail.message_id for mail in smtp.received)
+        assert received == {
+            f"<{in_flight}@aiguillage.demo.invalid>": 2,
+            **{
+                f"<{r['delivery_id']}@aiguillage.demo.invalid>": 1
+                for r in rows
+                if r["channel"] == "email" and r["delivery_id"] != in_flight
+            },
+        }
+        assert hooks.accepted_per_key() == {str(one(rows, channel="webhook")["delivery_id"]): 1}
+        assert '"delivery.interrupted"' in service.logs()
+    finally:
+        smtp.release.set()
+        await smtp.stop()
 
 
 async def test_answer_reminder_fires_once_and_not_after_the_centre_accepted(
