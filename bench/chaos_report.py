@@ -34,6 +34,9 @@ PRESCRIBER_TOPICS = {
 
 # ------------------------------------------------------------------------------------ facts
 
+# What one recipient is told about one journey: the unit in which doubles are counted.
+Effect = tuple[str | None, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Input:
@@ -122,6 +125,12 @@ class NotificationRow:
     topic: str
     site_id: str | None
     cause: str  # caused_by_event_id
+    correlation_id: str = ""
+
+    @property
+    def effect(self) -> Effect:
+        kind, recipient, topic = self.recipient_kind, self.recipient_id, self.topic
+        return (self.referral_id, self.correlation_id, kind, recipient, topic, self.site_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,12 @@ class Outbound:
     recipient_id: str
     topic: str
     site_id: str | None
+    correlation_id: str = ""
+
+    @property
+    def effect(self) -> Effect:
+        kind, recipient, topic = self.recipient_kind, self.recipient_id, self.topic
+        return (self.referral_id, self.correlation_id, kind, recipient, topic, self.site_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +169,7 @@ class WebhookReceipt:
     path: str
     topic: str
     site_id: str | None
+    correlation_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +178,7 @@ class MailReceipt:
     reference: str
     recipients: tuple[str, ...]
     subject: str
+    correlation_id: str = ""  # X-Correlation-Id
 
     @property
     def delivery_id(self) -> str:
@@ -549,7 +566,10 @@ def _missing_notifications_row(obs: Observations, index: _Index) -> Row:
 
 def _doubled_effects_row(obs: Observations) -> Row:
     """Real doubles: the same effect under two idempotency keys (a deduplicating receiver applies
-    it twice). Repeats: the same key again (at-least-once after a crash; a receiver dedupes)."""
+    it twice). Repeats: the same key again (at-least-once after a crash; a receiver dedupes).
+    An effect is what a recipient is told about one journey: reference, correlation id,
+    recipient, topic, site (rejections of unreadable inputs all share the reference "unknown"
+    but each has its own correlation id)."""
     doubled: set[str] = set()
     repeats: Counter[str] = Counter()
     counts: Counter[str] = Counter()
@@ -573,20 +593,23 @@ def _doubled_effects_row(obs: Observations) -> Row:
     scan(
         "webhook",
         (
-            ((w.reference, w.path, w.topic, w.site_id), w.key, w.reference)
+            ((w.reference, w.correlation_id, w.path, w.topic, w.site_id), w.key, w.reference)
             for w in obs.webhooks
             if 200 <= w.status < 300
         ),
     )
     scan(
         "e-mail",
-        (((m.reference, m.recipients, m.subject), m.message_id, m.reference) for m in obs.mails),
+        (
+            ((m.reference, m.correlation_id, m.recipients, m.subject), m.message_id, m.reference)
+            for m in obs.mails
+        ),
     )
     scan(
         "outbound",
         (
             (
-                (o.referral_id, o.recipient_kind, o.recipient_id, o.topic, o.site_id),
+                o.effect,
                 o.notification_id,
                 o.referral_id,
             )
@@ -597,7 +620,7 @@ def _doubled_effects_row(obs: Observations) -> Row:
         "recorded",
         (
             (
-                (n.referral_id, n.recipient_kind, n.recipient_id, n.topic, n.site_id),
+                n.effect,
                 n.notification_id,
                 n.referral_id,
             )

@@ -320,3 +320,26 @@ def test_inputs_and_schedule_follow_the_seed() -> None:
     assert sorted(kinds) == ["broker_kill", "pg_stop", "second_routing", "sigstop"]
     quick = [f.kind for f in one_off_faults(quick_plan(seed=7))]
     assert sorted(quick) == ["kill", "kill", "kill", "pg_stop"]
+
+
+def test_rejections_of_unreadable_inputs_are_not_one_effect_told_twice() -> None:
+    obs = clean()
+    for index in (7, 8):  # both refused before their subject could be read: reference "unknown"
+        obs.inputs.append(r.Input(index, "not_json", None, "not_json"))
+        obs.intake_records.append(r.IntakeRecord(0, index, index))
+        obs.rejections.append(r.Rejection(f"rej-{index}", "unknown", 0, index, "not_json", "p"))
+        nid, corr = f"n-rej-{index}", f"corr-{index}"
+        obs.notifications.append(
+            r.NotificationRow(
+                nid, "unknown", "prescriber", "p", "referral_rejected", None, "x", corr
+            )
+        )
+        obs.outbound.append(
+            r.Outbound(
+                f"o-{index}", nid, "unknown", "prescriber", "p", "referral_rejected", None, corr
+            )
+        )
+        obs.mails.append(r.MailReceipt(f"<m-{index}@d>", "unknown", ("p@x",), "Rejet", corr))
+    assert row(obs, "doubled effects").value == "0"
+    obs.mails.append(r.MailReceipt("<m-other@d>", "unknown", ("p@x",), "Rejet", "corr-7"))
+    assert row(obs, "doubled effects").value == "1"
