@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
 import pytest
 
@@ -144,3 +147,55 @@ def test_derived_ids_are_stable_per_record() -> None:
     same = InboundRecord("t", 2, 41, None, None)
     assert RECORD.derived_id("x") == same.derived_id("x") != RECORD.derived_id("y")
     assert RECORD.correlation_id() == same.correlation_id()
+
+
+class Transactions:
+    """A fake transaction that records what was committed, and rolls back on an exception."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.committed: list[int] = []
+        self.rollbacks = 0
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        self.pending = []
+        try:
+            yield
+        except BaseException:
+            self.rollbacks += 1
+            raise
+        self.committed.extend(self.pending)
+
+
+async def test_a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_commit_once() -> None:
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(5)]
+    transactions = Transactions()
+
+    async def process(record: InboundRecord) -> None:
+        transactions.pending.append(record.offset)  # a write, kept only if the batch commits
+        if record.offset == 2:
+            raise InvalidMessage(Problem(RejectionReason.NOT_JSON, "x"))
+
+    dead = DeadLetters()
+    consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert transactions.committed == [0, 1, 3, 4]  # in order, each once, in one commit
+    assert transactions.rollbacks == 1  # the attempt that met the poison record
+    assert [(r.offset, p.reason) for r, p in dead.got] == [(2, RejectionReason.NOT_JSON)]
+
+
+async def test_an_outage_mid_batch_retries_the_whole_batch_and_commits_nothing_twice() -> None:
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(4)]
+    transactions = Transactions()
+    outage = [asyncpg.AdminShutdownError(), asyncpg.CannotConnectNowError()]
+
+    async def process(record: InboundRecord) -> None:
+        if record.offset == 3 and outage:
+            raise outage.pop(0)
+        transactions.pending.append(record.offset)
+
+    consumer = ReliableConsumer("c", process, DeadLetters(), FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert transactions.committed == [0, 1, 2, 3]
+    assert transactions.rollbacks == 2

@@ -15,12 +15,15 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
@@ -123,13 +126,32 @@ class HoldBack(Exception):
     """The record could not be processed yet (a dependency is down): seek back, do not commit."""
 
 
-class ReliableConsumer:
-    """Runs one record through ``process`` until it has a durable outcome.
+Transaction = Callable[[], AbstractAsyncContextManager[None]]
 
-    A transient failure is retried with capped, jittered backoff for as long as it takes; after
-    ``hold_s`` the handler raises ``HoldBack`` so the subscriber seeks back and polls again (the
-    backoff keeps growing across these redeliveries). Only a record that can never succeed is
-    dead-lettered. The wait is logged once when it starts and once when it ends, not per attempt.
+
+@asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield
+
+
+class _Restart(Exception):
+    """A record of the batch can never succeed: roll back and redo the batch without it."""
+
+
+class ReliableConsumer:
+    """Runs a batch of records through ``process`` until each has a durable outcome.
+
+    The batch runs in one ``transaction`` (see ``unit_of_work.shared_transaction``): the use cases
+    see it as their own, the batch commits once, and the offsets are committed after that, so a
+    batch costs one commit and one offset commit instead of one per record. Records run in
+    order, so per-partition (per-referral) order holds.
+
+    A record that can never succeed (``InvalidMessage``, or a bug) is set aside: the batch is
+    rolled back and redone without it, then it is dead-lettered alone with its reason. A
+    transient failure is retried, the whole batch, with capped, jittered backoff for as long as
+    it takes; after ``hold_s`` the handler raises ``HoldBack`` so the subscriber seeks back and
+    polls again (the backoff keeps growing across these redeliveries). The wait is logged once
+    when it starts and once when it ends, not per attempt.
     """
 
     def __init__(
@@ -141,6 +163,7 @@ class ReliableConsumer:
         timeout_s: float,
         on_wait: WaitListener | None = None,
         clock: Callable[[], float] = time.monotonic,
+        transaction: Transaction = _no_transaction,
     ) -> None:
         self.name = name
         self._process = process
@@ -149,6 +172,7 @@ class ReliableConsumer:
         self._timeout_s = timeout_s
         self._on_wait = on_wait
         self._clock = clock
+        self._transaction = transaction
         self._failures = 0  # consecutive transient failures, across redeliveries
         self._waiting_for: Dependency | None = None
         self._waiting_since = 0.0
@@ -158,18 +182,15 @@ class ReliableConsumer:
         return self._waiting_for
 
     async def handle(self, record: InboundRecord) -> None:
-        with structlog.contextvars.bound_contextvars(
-            consumer=self.name,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            referral_id=record.key_text,
-            correlation_id=record.headers.get("correlation_id"),
-            event_type=record.headers.get("event_type"),
-        ):
-            problem = await self._outcome(record)
-            if problem is not None:
-                await self._run_transiently(lambda: self._dead_letter(record, problem))
+        await self.handle_batch((record,))
+
+    async def handle_batch(self, records: Sequence[InboundRecord]) -> None:
+        poison: dict[int, Problem] = {}
+        await self._run_transiently(lambda: self._process_all(records, poison))
+        for index in sorted(poison):
+            record, problem = records[index], poison[index]
+            with _bound(self.name, record):
+                await self._run_transiently(partial(self._dead_letter, record, problem))
                 log.warning(
                     "message.dead_lettered",
                     reason=str(problem.reason),
@@ -177,16 +198,34 @@ class ReliableConsumer:
                     detail=problem.message,
                 )
 
-    async def _outcome(self, record: InboundRecord) -> Problem | None:
+    async def _process_all(
+        self, records: Sequence[InboundRecord], poison: dict[int, Problem]
+    ) -> None:
+        while True:
+            try:
+                async with self._transaction():
+                    for index, record in enumerate(records):
+                        if index in poison:
+                            continue
+                        with _bound(self.name, record):
+                            problem = await self._one(record)
+                        if problem is not None:
+                            poison[index] = problem
+                            raise _Restart
+                return
+            except _Restart:
+                continue  # rolled back; the records set aside are skipped this time
+
+    async def _one(self, record: InboundRecord) -> Problem | None:
+        """None on success; the problem of a record that can never succeed; raises what is
+        transient (the caller retries the batch)."""
         try:
-            await self._run_transiently(
-                lambda: asyncio.wait_for(self._process(record), self._timeout_s)
-            )
+            await asyncio.wait_for(self._process(record), self._timeout_s)
         except InvalidMessage as invalid:
             return invalid.problem
-        except HoldBack:
-            raise
         except Exception as error:
+            if transient_dependency(error) is not None:
+                raise
             # A bug or an unforeseen input. The exception text may quote data (asyncpg puts
             # key values in its details), so only its type and place are logged.
             log.error("message.processing_failed", error_type=type(error).__name__, at=where(error))
@@ -246,6 +285,19 @@ class ReliableConsumer:
         self._failures = 0
 
 
+def _bound(consumer: str, record: InboundRecord) -> AbstractContextManager[Any]:
+    """The record's ids on every log line written while it is handled."""
+    return structlog.contextvars.bound_contextvars(
+        consumer=consumer,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        referral_id=record.key_text,
+        correlation_id=record.headers.get("correlation_id"),
+        event_type=record.headers.get("event_type"),
+    )
+
+
 def where(error: BaseException) -> str:
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
@@ -255,15 +307,15 @@ def where(error: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
-def _to_record(message: KafkaMessage) -> InboundRecord:
-    raw: Any = message.raw_message
+def to_record(raw: ConsumerRecord[bytes, bytes]) -> InboundRecord:
     return InboundRecord(
         topic=raw.topic,
         partition=raw.partition,
         offset=raw.offset,
         key=raw.key,
         value=raw.value,
-        headers=dict(message.headers),
+        # Values were made UTF-8 by the parser (a bad one is flagged, see kafka.tolerant_parser).
+        headers={name: (value or b"").decode("utf-8") for name, value in raw.headers},
         # Only the broker's own clock says when a record arrived; a CreateTime is the producer's
         # word, which a replayed record would simply repeat.
         broker_timestamp_ms=raw.timestamp if raw.timestamp_type == LOG_APPEND_TIME else None,
@@ -283,28 +335,32 @@ def subscribe(
     group_id: str,
     documented_payload: Any,
     description: str,
+    max_records: int,
     redelivery_pause_s: float = 1.0,
 ) -> None:
-    """Attach ``consumer`` to ``topic`` with manual commits after durable outcomes.
+    """Attach ``consumer`` to ``topic``: batches of up to ``max_records`` records (what one fetch
+    returns, never waiting to fill a batch), offsets committed after each batch is durable.
 
     ``documented_payload`` only feeds the AsyncAPI document: the broker runs with apply_types off,
     so FastStream never validates (and never rejects) a payload before our handler sees it.
     """
 
-    async def on_message(message: Any) -> None:
+    async def on_batch(message: Any) -> None:
         kafka_message: KafkaMessage = message
+        raw: tuple[ConsumerRecord[bytes, bytes], ...] = kafka_message.raw_message
         try:
-            await consumer.handle(_to_record(kafka_message))
+            await consumer.handle_batch([to_record(record) for record in raw])
         except asyncio.CancelledError:
             raise
         except HoldBack:
-            # Still waiting for a dependency: hand the record back to the poll loop uncommitted,
-            # so the consumer stays in its group and fetches this same record again.
+            # Still waiting for a dependency: hand the records back to the poll loop uncommitted
+            # (each partition sought back to its first record of the batch), so the consumer
+            # stays in its group and fetches these same records again.
             await kafka_message.nack()
             return
         except Exception as error:
             # Dead-lettering itself failed for a reason that is not transient (a bug): do not
-            # commit past the record; seek back and try again after a pause.
+            # commit past the records; seek back and try again after a pause.
             log.error("message.redelivery_scheduled", error_type=type(error).__name__)
             await kafka_message.nack()
             await asyncio.sleep(redelivery_pause_s)
@@ -312,19 +368,24 @@ def subscribe(
         try:
             await kafka_message.ack()
         except KafkaError as error:
-            # The effect is durable; only the offset is not. The record comes again (after a
-            # rebalance or restart) and its event id makes the second run a no-op.
+            # The effects are durable; only the offsets are not. The records come again (after
+            # a rebalance or restart) and their event ids make the second run a no-op.
             log.warning("message.commit_failed", error_type=type(error).__name__)
 
-    on_message.__annotations__ = {"message": documented_payload, "return": None}
-    on_message.__name__ = f"consume_{topic.replace('.', '_').replace('-', '_')}"
+    # One record is one event: the document shows the record's payload, not the batch.
+    on_batch.__annotations__ = {"message": documented_payload, "return": None}
+    on_batch.__name__ = f"consume_{topic.replace('.', '_').replace('-', '_')}"
     broker.subscriber(
         topic,
         group_id=group_id,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
+        batch=True,
+        max_records=max_records,
+        # getmany returns at once when records are there; this only bounds an idle poll.
+        batch_timeout_ms=200,
         parser=tolerant_parser,
         decoder=_whole_message,
         title=f"{topic}:{consumer.name}",
         description=description,
-    )(on_message)
+    )(on_batch)

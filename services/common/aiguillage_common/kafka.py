@@ -111,23 +111,22 @@ class KafkaProducerAdapter:
 
 
 async def tolerant_parser(
-    record: ConsumerRecord[Any, Any], original: Callable[[Any], Awaitable[Any]]
+    records: tuple[ConsumerRecord[Any, Any], ...], original: Callable[[Any], Awaitable[Any]]
 ) -> Any:
     """FastStream's parser decodes headers as UTF-8 and raises before our handler otherwise.
 
     A producer that sends a binary header must not stall the partition: undecodable headers are
-    replaced and flagged, and the handler dead-letters the message with a reason.
+    dropped and the record flagged, and the handler dead-letters it with a reason.
     """
-    try:
-        return await original(record)
-    except UnicodeDecodeError:
-        headers = [(k, v) for k, v in record.headers if _is_utf8(v)]
-        headers.append((BAD_HEADERS_MARKER, b"1"))
-        cleaned = dataclasses.replace(record, headers=headers)
-        consumer = getattr(record, "consumer", None)
-        if consumer is not None:
-            cleaned.consumer = consumer
-        return await original(cleaned)
+    return await original(tuple(_with_utf8_headers(record) for record in records))
+
+
+def _with_utf8_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    if all(_is_utf8(value) for _, value in record.headers):
+        return record
+    headers = [(k, v) for k, v in record.headers if _is_utf8(v)]
+    headers.append((BAD_HEADERS_MARKER, b"1"))
+    return dataclasses.replace(record, headers=headers)
 
 
 def _is_utf8(value: bytes | None) -> bool:

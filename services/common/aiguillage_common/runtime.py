@@ -37,6 +37,7 @@ from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import configure_logging, get_logger
 from aiguillage_common.outbox import OutboxRelay
 from aiguillage_common.settings import ServiceSettings
+from aiguillage_common.unit_of_work import shared_transaction
 
 T = TypeVar("T")
 log = get_logger("aiguillage.runtime")
@@ -95,6 +96,7 @@ class Runtime:
             self.retry_policy,
             self.settings.handler_timeout_s,
             on_wait=self.health.consumer_wait,
+            transaction=lambda: shared_transaction(self.require_pool()),
         )
         subscribe(
             broker,
@@ -103,6 +105,7 @@ class Runtime:
             group_id=group_id,
             documented_payload=documented_payload,
             description=description,
+            max_records=self.settings.consume_batch_max,
         )
 
     def readiness(self) -> Readiness:

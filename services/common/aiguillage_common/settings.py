@@ -29,6 +29,11 @@ class ServiceSettings(BaseSettings):
         description="How long a record is retried in the handler before it is sought back and "
         "fetched again (stays well inside the consumer's 300 s max poll interval).",
     )
+    consume_batch_max: int = Field(
+        default=200,
+        description="Most records handled in one transaction (what one fetch returned, up to "
+        "this; a lone record is not held back to fill a batch).",
+    )
     health_host: str = "127.0.0.1"
     health_port: int = Field(
         default=0, description="Port of the /health/live and /health/ready endpoint; 0 = off."

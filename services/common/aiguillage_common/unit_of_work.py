@@ -1,13 +1,21 @@
-"""One PostgreSQL transaction per handled message: dedupe, state change and outgoing events.
+"""One PostgreSQL transaction per handled batch: dedupe, state changes and outgoing events.
 
 This is what makes every effect happen once: the inbox row (consumer, event id) is inserted in the
 same transaction as the state change and the outbox rows, so a redelivered event finds its inbox row
 and does nothing, and an event published later by the relay cannot be lost by a crash in between.
+
+A consumer runs a whole batch of records in one ``shared_transaction``: each use case still opens
+"its" unit of work, which then joins the batch's transaction instead of beginning its own, so a
+batch costs one BEGIN/COMMIT (and one fsync) rather than one per record, and the use cases do not
+change. Outside a batch (background workers, CLIs) a unit of work is its own transaction.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
@@ -41,6 +49,23 @@ class UnitOfWork(Protocol):
         ...
 
 
+_shared: ContextVar[asyncpg.pool.PoolConnectionProxy | None] = ContextVar(
+    "aiguillage_shared_transaction", default=None
+)
+
+
+@asynccontextmanager
+async def shared_transaction(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """One transaction that the units of work opened inside it join (see the module doc).
+    Committed when the block ends; rolled back when an exception leaves it."""
+    async with pool.acquire() as connection, connection.transaction():
+        token = _shared.set(connection)
+        try:
+            yield
+        finally:
+            _shared.reset(token)
+
+
 class PostgresUnitOfWork:
     """Base for each service's unit of work: holds one connection inside one transaction."""
 
@@ -48,6 +73,7 @@ class PostgresUnitOfWork:
         self._pool = pool
         self._connection: asyncpg.pool.PoolConnectionProxy | None = None
         self._transaction: asyncpg.transaction.Transaction | None = None
+        self._joined = False
 
     @property
     def connection(self) -> asyncpg.pool.PoolConnectionProxy:
@@ -56,6 +82,11 @@ class PostgresUnitOfWork:
         return self._connection
 
     async def __aenter__(self) -> Self:
+        shared = _shared.get()
+        if shared is not None:
+            # Inside a batch: its transaction commits or rolls back for everything in it.
+            self._connection, self._joined = shared, True
+            return self
         self._connection = await self._pool.acquire()
         self._transaction = self._connection.transaction()
         await self._transaction.start()
@@ -67,6 +98,9 @@ class PostgresUnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if self._joined:
+            self._connection, self._joined = None, False
+            return
         if self._transaction is None or self._connection is None:
             raise RuntimeError("the unit of work is not open")
         try:
