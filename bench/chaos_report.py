@@ -346,6 +346,7 @@ def _loss_rows(obs: Observations, index: _Index) -> list[Row]:
     lost = set(index.valid) - index.decided - rejected
     accepted = obs.intake_stored | {a.referral_id for a in obs.accepted}
     undecided = lost & accepted
+    published = {a.referral_id for a in obs.accepted}
     vanished = lost - accepted
     return [
         _zero_row(
@@ -361,7 +362,13 @@ def _loss_rows(obs: Observations, index: _Index) -> list[Row]:
         _zero_row(
             "  of which undecided (accepted by intake, never decided)",
             len(undecided),
-            _sample(undecided),
+            (
+                f"{len(undecided - published)} whose referral.accepted never reached the topic, "
+                f"{len(undecided & published)} on the topic but not decided by routing; "
+                + _sample(undecided)
+            )
+            if undecided
+            else "",
         ),
     ]
 
