@@ -80,7 +80,7 @@ def create_app(
             topics=topic_names,
             max_bytes=settings.max_message_bytes,
             today=lambda: datetime.now(UTC).date(),
-            registry=_LazyRegistry(runtime, registry_file),
+            registry=_LazyRegistry(runtime, registry_file, settings.registry_cache_s),
             secrets=secrets,
             replay_window_s=settings.replay_window_s,
             flag_outside_jurisdiction=settings.jurisdiction_policy == "flag",
@@ -170,14 +170,19 @@ def create_app(
 class _LazyRegistry:
     """The pool exists only once the app started; handlers run only after that."""
 
-    def __init__(self, runtime: Runtime, from_file: dict[str, PrescriberEntry]) -> None:
+    def __init__(
+        self, runtime: Runtime, from_file: dict[str, PrescriberEntry], cache_s: float
+    ) -> None:
         self._runtime = runtime
         self._from_file = from_file
+        self._cache_s = cache_s
         self._registry: PostgresRegistry | None = None
 
     async def by_key_id(self, key_id: str) -> PrescriberEntry | None:
         if self._registry is None:
-            self._registry = PostgresRegistry(self._runtime.require_pool(), self._from_file)
+            self._registry = PostgresRegistry(
+                self._runtime.require_pool(), self._from_file, self._cache_s
+            )
         return await self._registry.by_key_id(key_id)
 
 

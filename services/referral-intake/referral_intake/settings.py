@@ -45,6 +45,11 @@ class IntakeSettings(ServiceSettings):
         description="A referral outside its prescriber's jurisdiction: refuse it, or admit it "
         "flagged for review.",
     )
+    registry_cache_s: float = Field(
+        default=5.0,
+        description="How long a registry lookup is reused: an update reaches every instance "
+        "within this time.",
+    )
     registry_file: Path | None = Field(
         default=None, description="Prescriber registry at start; default data/prescribers.json."
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from uuid import UUID
 
@@ -105,14 +106,29 @@ class PostgresRegistryUnitOfWork(PostgresUnitOfWork):
 class PostgresRegistry:
     """The effective registry: the file's entries, overridden by those received by event.
 
-    Read per message (one indexed query), so every intake instance sees an update at once.
+    Looked up per key id and kept for ``cache_s`` seconds: the registry changes a few times a year
+    while a burst of referrals reads it per record, so each intake instance sees an update (a key
+    rotated or revoked) at the latest ``cache_s`` seconds after it is stored.
     """
 
-    def __init__(self, pool: asyncpg.Pool, from_file: Mapping[str, PrescriberEntry]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        from_file: Mapping[str, PrescriberEntry],
+        cache_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
         self._from_file = dict(from_file)
+        self._cache_s = cache_s
+        self._clock = clock
+        self._cached: dict[str, tuple[float, PrescriberEntry | None]] = {}
 
     async def by_key_id(self, key_id: str) -> PrescriberEntry | None:
+        now = self._clock()
+        hit = self._cached.get(key_id)
+        if hit is not None and now - hit[0] < self._cache_s:
+            return hit[1]
         file_ids = [e.prescriber_id for e in self._from_file.values() if e.signing_key_id == key_id]
         rows = await self._pool.fetch(
             "SELECT entry FROM prescribers WHERE signing_key_id = $1 OR prescriber_id = ANY($2)",
@@ -120,7 +136,11 @@ class PostgresRegistry:
             file_ids,
         )
         stored = [PrescriberEntry.model_validate_json(row["entry"]) for row in rows]
-        return effective_entry(key_id, self._from_file, stored)
+        entry = effective_entry(key_id, self._from_file, stored)
+        if len(self._cached) > 10_000:
+            self._cached.clear()  # bounded: unknown key ids sent by anyone must not grow it
+        self._cached[key_id] = (now, entry)
+        return entry
 
 
 async def purge_closed(pool: asyncpg.Pool, older_than_days: int, now: datetime) -> list[str]:
