@@ -11,7 +11,9 @@ import json
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 
@@ -22,6 +24,7 @@ class Commune:
     departement: str
     lat: float | None
     lon: float | None
+    parent: str | None = None  # the city of a municipal arrondissement (Paris, Lyon, Marseille)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,31 @@ class Geography:
 
     def communes_for_postal_code(self, postal_code: str) -> tuple[Commune, ...]:
         return tuple(self.communes[c] for c in self.postal_codes.get(postal_code, ()))
+
+    @cached_property
+    def _arrondissements(self) -> dict[str, frozenset[str]]:
+        cities: dict[str, set[str]] = defaultdict(set)
+        for commune in self.communes.values():
+            if commune.parent is not None:
+                cities[commune.parent].add(commune.insee)
+        return {city: frozenset(codes) for city, codes in cities.items()}
+
+    def same_place(self, insee: str) -> frozenset[str]:
+        """The codes that name ``insee`` or part of it: a city with its municipal arrondissements
+        (75056, 69123, 13055), an arrondissement with its city. Sibling arrondissements are
+        distinct places. Any other code stands for itself."""
+        commune = self.communes.get(insee)
+        if commune is not None and commune.parent is not None:
+            return frozenset({insee, commune.parent})
+        return frozenset({insee}) | self._arrondissements.get(insee, frozenset())
+
+    def exclusion_zone(self, communes: Iterable[str]) -> frozenset[str]:
+        """Every commune code a site must not lie in when ``communes`` are excluded: exclusion
+        works on places, not on the spelling of a code."""
+        zone: set[str] = set()
+        for insee in communes:
+            zone |= self.same_place(insee)
+        return frozenset(zone)
 
     def coordinates(self, insee: str) -> tuple[float, float] | None:
         """A commune's centroid, or its département's chef-lieu when the commune has none."""
@@ -99,8 +127,20 @@ def load_geography(data_dir: Path | None = None) -> Geography:
                 ),
             )
             postal[row["code_postal"]].add(insee)
-    # Paris, Lyon and Marseille appear by arrondissement in the postal file; their city codes
-    # (75056, 69123, 13055) come from the population file and borrow the chef-lieu coordinates.
+    # The postal file gives the 45 municipal arrondissements their city's centroid; each gets its
+    # own point (GeoNames, see PROVENANCE.md) and knows its city.
+    with (folder / "arrondissements_municipaux.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            insee = row["code_commune_insee"]
+            base = communes.get(insee) or Commune(insee, row["nom"], insee[:2], None, None)
+            communes[insee] = replace(
+                base,
+                lat=float(row["lat"]),
+                lon=float(row["lon"]),
+                parent=row["commune_parente"],
+            )
+    # The city codes (75056, 69123, 13055) come from the population file and borrow the
+    # chef-lieu coordinates.
     with (folder / "communes_population.csv").open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             insee = row["code_commune_insee"]
