@@ -119,6 +119,14 @@ async def test_unanswered_offers_time_out_then_escalate_after_the_last_attempt(
     assert all(c.places_held == 0 for c in store.directory.capacity.values())
 
 
+def told_positions(store: RoutingStore) -> list[tuple[str, int]]:
+    return [
+        (e.subject, e.data.position)
+        for e in store.events(ReferralWaitlisted)
+        if isinstance(e, ReferralWaitlisted)
+    ]
+
+
 async def test_waiting_list_is_served_by_urgency_then_arrival_when_places_free(
     store: RoutingStore, ctx: RoutingContext, clock: Clock
 ) -> None:
@@ -131,12 +139,9 @@ async def test_waiting_list_is_served_by_urgency_then_arrival_when_places_free(
     clock.advance(minutes=1)
     urgent = accepted("ref-urgent-1", Urgency.URGENT)
     await route_referral(urgent, ctx)
-    positions = {
-        e.subject: e.data.position
-        for e in store.events(ReferralWaitlisted)
-        if isinstance(e, ReferralWaitlisted)
-    }
-    assert positions == {"ref-third-01": 1, "ref-urgent-1": 1}
+    told = told_positions(store)
+    # Both wait for the same places: the urgent one goes ahead, and the third is told it moved.
+    assert told == [("ref-third-01", 1), ("ref-urgent-1", 1), ("ref-third-01", 2)]
     # The first referral is cancelled: its place goes to the urgent one, ahead of the third.
     await cancel_referral(
         ReferralCancelled(
@@ -157,6 +162,7 @@ async def test_waiting_list_is_served_by_urgency_then_arrival_when_places_free(
     assert withdrawn[0].data.site is not None
     assert store.referrals["ref-urgent-1"].status == "offered"
     assert store.referrals["ref-third-01"].status == "waitlisted"
+    assert told_positions(store)[-1] == ("ref-third-01", 1)  # first in line now, and told so
     assert all(c.places_held <= c.places_total for c in store.directory.capacity.values())
 
 

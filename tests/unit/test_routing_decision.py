@@ -126,20 +126,31 @@ def test_no_room_anywhere_waits_at_the_best_site_for_the_missing_service(
     assert decision.service is ServiceCode.RESPONSIBILITY_COURSE
 
 
-def test_a_stale_capacity_counts_as_unknown_not_as_available(
+def test_a_stale_capacity_is_ranked_lower_by_default_and_dropped_when_the_policy_says_so(
     directory: Directory, geography: Geography
 ) -> None:
-    policy = Policy(capacity_freshness=timedelta(days=7))
     stale = _with_capacity(
         directory,
         "HDF-ARRAS-59",
         ServiceCode.RESPONSIBILITY_COURSE,
         updated_at=NOW - timedelta(days=8),
     )
-    decision = decide(_referral("59350", "59"), stale, geography, policy, now=NOW)
-    assert isinstance(decision, Routed)
-    assert decision.site.site_id != "HDF-ARRAS-59"
-    lille = next(c for c in decision.record.candidates if c.site_id == "HDF-ARRAS-59")
+    referral = _referral("59350", "59")
+    ranked = decide(
+        referral, stale, geography, Policy(capacity_freshness=timedelta(days=7)), now=NOW
+    )
+    assert isinstance(ranked, Routed)
+    assert ranked.site.site_id == "HDF-ARRAS-59"  # still the best, on its last counts
+    lille = next(c for c in ranked.record.candidates if c.site_id == "HDF-ARRAS-59")
+    assert lille.stale
+    assert lille.score["stale"] == Policy().stale_penalty_km
+    assert "non confirmée" in ranked.explanation
+
+    drop = Policy(capacity_freshness=timedelta(days=7), stale_capacity="drop")
+    dropped = decide(referral, stale, geography, drop, now=NOW)
+    assert isinstance(dropped, Routed)
+    assert dropped.site.site_id != "HDF-ARRAS-59"
+    lille = next(c for c in dropped.record.candidates if c.site_id == "HDF-ARRAS-59")
     assert lille.capacity["responsibility_course"] is None
 
 
@@ -182,7 +193,15 @@ def test_the_record_explains_every_candidate_with_the_policy_version(
     assert record.policy_version == policy.version != Policy().version
     by_site = {c.site_id: c for c in record.candidates}
     assert by_site["HDF-ARRAS-59"].excluded == ()
-    assert set(by_site["HDF-ARRAS-59"].score) == {"tier", "distance", "load", "language", "total"}
+    assert set(by_site["HDF-ARRAS-59"].score) == {
+        "distance",
+        "away",
+        "territory",
+        "load",
+        "language",
+        "stale",
+        "total",
+    }
     assert any("too_far" in c.excluded for c in record.candidates)
     assert all(c.excluded for c in record.candidates if c.site_id.startswith("HDF-CREIL"))
 

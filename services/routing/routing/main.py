@@ -70,7 +70,6 @@ def create_app(
                     min_offer_window=timedelta(seconds=settings.min_offer_window_s),
                     max_attempts=settings.max_attempts,
                     reservation_retries=settings.reservation_retries,
-                    drain_scan_limit=settings.drain_scan_limit,
                 )
             )
         return contexts[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
@@ -20,10 +21,15 @@ class RoutingSettings(ServiceSettings):
     policy_name: str = "default"
     max_distance_km: float = 200.0
     allow_neighbour_fallback: bool = True
-    tier_weight_km: float = 1000.0
-    load_weight_km: float = 25.0
+    away_from_home_km: float = 20.0
+    out_of_territory_km: float = 10.0
+    load_weight_km: float = 10.0
     language_penalty_km: float = 30.0
     capacity_freshness_s: float = 30 * 86_400.0
+    stale_capacity: Literal["rank", "drop"] = "rank"  # how sites with unconfirmed counts rank
+    stale_penalty_km: float = 40.0
+    stale_reminder_s: float = 7 * 86_400.0  # centres are reminded this long before going stale
+    record_candidates: int = 25
 
     # Closed loop: how long a centre has to answer, how many sites are tried before a human.
     offer_timeout_s: float = 5 * 86_400.0
@@ -32,7 +38,6 @@ class RoutingSettings(ServiceSettings):
     max_attempts: int = 3
     timer_poll_interval_s: float = 1.0
     reservation_retries: int = 5
-    drain_scan_limit: int = 50  # waiting referrals looked at when places free
 
     # Seed: used when the directory is empty at start (and by `aiguillage-routing-directory`).
     seed_directory_if_empty: bool = True
@@ -42,9 +47,13 @@ class RoutingSettings(ServiceSettings):
         return Policy(
             max_distance_km=self.max_distance_km,
             allow_neighbour_fallback=self.allow_neighbour_fallback,
-            tier_weight_km=self.tier_weight_km,
+            away_from_home_km=self.away_from_home_km,
+            out_of_territory_km=self.out_of_territory_km,
             load_weight_km=self.load_weight_km,
             language_penalty_km=self.language_penalty_km,
             capacity_freshness=timedelta(seconds=self.capacity_freshness_s),
+            stale_capacity=self.stale_capacity,
+            stale_penalty_km=self.stale_penalty_km,
+            record_candidates=self.record_candidates,
             name=self.policy_name,
         )

@@ -8,6 +8,7 @@ the same order, inside a savepoint so a half-reserved referral leaves nothing be
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
@@ -19,8 +20,10 @@ from aiguillage_schemas.events.routing_decisions import SiteRef
 from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.directory import Capacity, Centre, Directory, Eligibility, Site
 from routing.domain.referral import ReferralState
+from routing.domain.waiting import Waiting
 from routing.use_cases.ports import DecisionRow
 
+_WAITLIST_LOCK = 0x52_4F_55_54_57_41_49_54  # "ROUTWAIT"
 _SITE_COLUMNS = (
     "s.site_id, s.centre_id, s.commune_insee, s.departement, s.lat, s.lon, s.serves,"
     " s.address_confidential, s.assumed, s.languages,"
@@ -335,43 +338,70 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         return freed
 
     # -- waiting lists -------------------------------------------------------------------------
-    async def waitlist_add(self, state: ReferralState, site_id: str, service: ServiceCode) -> int:
+    async def _lock_waitlist(self) -> None:
+        """Waiting-list changes and position reads are serialised (one transaction-level advisory
+        lock), so two instances never tell two referrals the same position."""
+        if not getattr(self, "_waitlist_locked", False):
+            await self.connection.execute("SELECT pg_advisory_xact_lock($1)", _WAITLIST_LOCK)
+            self._waitlist_locked = True
+
+    async def waitlist_add(
+        self, state: ReferralState, site_id: str, service: ServiceCode, decision_id: uuid.UUID
+    ) -> None:
+        await self._lock_waitlist()
         await self.connection.execute(
             "INSERT INTO waitlist (referral_id, site_id, service, residence_departement,"
-            " urgency_rank, arrived_at) VALUES ($1, $2, $3, $4, $5, $6)"
+            " urgency_rank, arrived_at, decision_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             " ON CONFLICT (referral_id) DO UPDATE SET"
-            " site_id = EXCLUDED.site_id, service = EXCLUDED.service",
+            " site_id = EXCLUDED.site_id, service = EXCLUDED.service,"
+            " decision_id = EXCLUDED.decision_id,"
+            # moved to another site: its new notice is told, whatever the position
+            " told_position = CASE WHEN waitlist.site_id = EXCLUDED.site_id"
+            " THEN waitlist.told_position END",
             state.referral_id,
             site_id,
             str(service),
             state.accepted.residence_departement,
             state.urgency_rank,
             state.arrived_at,
+            decision_id,
         )
-        position = await self.connection.fetchval(
-            "SELECT count(*) FROM waitlist w, waitlist me WHERE me.referral_id = $1"
-            " AND w.site_id = me.site_id AND w.service = me.service"
-            " AND (w.urgency_rank, w.arrived_at, w.seq)"
-            " <= (me.urgency_rank, me.arrived_at, me.seq)",
-            state.referral_id,
-        )
-        return int(position)
 
     async def waitlist_remove(self, referral_id: str) -> None:
+        await self._lock_waitlist()
         await self.connection.execute("DELETE FROM waitlist WHERE referral_id = $1", referral_id)
 
-    async def waiting_for(
-        self, service: ServiceCode, departements: Collection[str], limit: int
-    ) -> list[str]:
+    async def waiting_near(self, departements: Collection[str]) -> list[Waiting]:
+        await self._lock_waitlist()
         rows = await self.connection.fetch(
-            "SELECT referral_id FROM waitlist WHERE service = $1"
-            " AND residence_departement = ANY($2::text[])"
-            " ORDER BY urgency_rank, arrived_at, seq LIMIT $3",
-            str(service),
+            "SELECT w.referral_id, w.site_id, w.service, w.urgency_rank, w.arrived_at, w.seq,"
+            " w.told_position, w.decision_id, r.correlation_id, r.accepted, r.tried"
+            " FROM waitlist w JOIN referrals r USING (referral_id)"
+            " WHERE w.residence_departement = ANY($1::text[])"
+            " ORDER BY w.urgency_rank, w.arrived_at, w.seq",
             sorted(departements),
-            limit,
         )
-        return [row["referral_id"] for row in rows]
+        return [
+            Waiting(
+                referral_id=row["referral_id"],
+                correlation_id=row["correlation_id"],
+                accepted=ReferralAcceptedData.model_validate_json(row["accepted"]),
+                urgency_rank=row["urgency_rank"],
+                arrived_at=row["arrived_at"],
+                seq=row["seq"],
+                tried=tuple(row["tried"]),
+                site_id=row["site_id"],
+                service=ServiceCode(row["service"]),
+                told_position=row["told_position"],
+                decision_id=row["decision_id"],
+            )
+            for row in rows
+        ]
+
+    async def waitlist_told(self, referral_id: str, position: int) -> None:
+        await self.connection.execute(
+            "UPDATE waitlist SET told_position = $2 WHERE referral_id = $1", referral_id, position
+        )
 
     async def waiting_at(self, site_id: str) -> list[str]:
         rows = await self.connection.fetch(
@@ -380,14 +410,6 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             site_id,
         )
         return [row["referral_id"] for row in rows]
-
-    async def places_open(self, site_id: str, service: ServiceCode) -> int:
-        value = await self.connection.fetchval(
-            "SELECT places_open FROM site_services WHERE site_id = $1 AND service = $2 AND is_open",
-            site_id,
-            str(service),
-        )
-        return int(value or 0)
 
     async def site_reach(self, site_id: str) -> list[str]:
         """Départements whose residents this site may receive (served ones and its own)."""

@@ -1,32 +1,41 @@
-"""The routing decision: hard constraints first, then a scored, deterministic preference.
+"""The routing decision: hard constraints first, then one cost.
 
-Hard constraints (a site failing one is never chosen, whatever the score): the site serves the
+Hard constraints (a site failing one is never chosen, whatever the cost): the site serves the
 person's territory (or lies in a neighbouring département when the fallback is allowed), within the
 maximum distance; it offers every needed service, to this kind of prescriber; it lies outside every
-exclusion zone (bans and the victim's commune); it has not been tried for this referral already.
-Among feasible sites, one with a free place for every needed service is chosen by lowest score:
-territory tier (own département, neighbour, elsewhere in the territory, fallback) dominates, then
-distance, then the load of the site, then a language penalty; ties go to the lowest site id. When
-no feasible site has room, the referral waits at the best feasible site.
+exclusion zone (bans and the victim's commune, as places: a city and its arrondissements are one
+zone); it has not been tried for this referral already. Among feasible sites with a free place for
+every needed service, the lowest cost wins:
 
-Pure: the same directory, policy, time and referral always give the same decision and record.
+    distance + away_from_home (site outside the home département) + out_of_territory (the site
+    does not serve the home département) + load x load_weight + language + stale (capacity not
+    confirmed recently, when the policy ranks stale sites rather than dropping them)
+
+ties go to the lowest site id. When no feasible site has room, the referral waits; the notice names
+the cheapest feasible site.
+
+Candidates come from an index by département and service, so a decision looks only at the sites
+that could serve the person, not at the whole directory. Pure: the same directory, policy, time and
+referral always give the same decision and record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from aiguillage_common.geography import Geography, haversine_km
+from aiguillage_common.geography import Geography
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
 from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.directory import Directory, Site
 
 UnroutableReason = Literal["no_site_offers_services", "all_sites_excluded", "territory_not_served"]
+StalePolicy = Literal["rank", "drop"]
 
 TIER_LABELS = (
     "dans le département de résidence",
@@ -38,14 +47,25 @@ TIER_LABELS = (
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Every value a coordinator may want to change; the version names the combination."""
+    """Every value a coordinator may want to change; the version names the combination.
+
+    Costs are in kilometres: ``away_from_home_km`` is what leaving the home département is worth
+    (a site elsewhere must be that much nearer to win), ``out_of_territory_km`` what a site outside
+    the centre's territory adds on top, ``load_weight_km`` the cost of a full site against an empty
+    one. ``stale_capacity``: "rank" keeps offering a site whose counts were not confirmed within
+    ``capacity_freshness``, on its last counts, at ``stale_penalty_km`` more; "drop" treats its
+    capacity as unknown (never offered)."""
 
     max_distance_km: float = 200.0
     allow_neighbour_fallback: bool = True
-    tier_weight_km: float = 1000.0
-    load_weight_km: float = 25.0
+    away_from_home_km: float = 20.0
+    out_of_territory_km: float = 10.0
+    load_weight_km: float = 10.0
     language_penalty_km: float = 30.0
     capacity_freshness: timedelta = timedelta(days=30)
+    stale_capacity: StalePolicy = "rank"
+    stale_penalty_km: float = 40.0
+    record_candidates: int = 25
     name: str = "default"
 
     @property
@@ -57,7 +77,7 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One site considered: why it was excluded (empty: feasible), its score, its capacity."""
+    """One site considered: why it was excluded (empty: feasible), its cost, its capacity."""
 
     site_id: str
     centre_id: str
@@ -67,6 +87,7 @@ class Candidate:
     excluded: tuple[str, ...]
     score: dict[str, float]
     capacity: dict[str, int | None]  # open places per needed service (None: unknown)
+    stale: bool = False  # some count was not confirmed within the freshness window
 
     @property
     def feasible(self) -> bool:
@@ -85,6 +106,7 @@ class DecisionRecord:
     needed_services: tuple[str, ...]
     candidates: tuple[Candidate, ...]
     tried: tuple[str, ...] = ()
+    omitted: int = 0  # candidates left out of the record (beyond ``record_candidates``)
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -119,6 +141,34 @@ class Unroutable:
 Decision = Routed | Waitlisted | Unroutable
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the hard constraints and the cost need from a referral, computed once."""
+
+    home: str
+    neighbours: frozenset[str]
+    needed: tuple[ServiceCode, ...]
+    origin: tuple[float, float] | None
+    excluded_communes: frozenset[str]
+    excluded_departements: frozenset[str]
+    judicial: bool
+    language: str
+
+    @classmethod
+    def of(cls, referral: ReferralAcceptedData, geography: Geography) -> Request:
+        home = referral.residence_departement
+        return cls(
+            home=home,
+            neighbours=geography.neighbours.get(home, frozenset()),
+            needed=tuple(sorted(set(referral.needed_services))),
+            origin=geography.coordinates(referral.residence_commune_insee),
+            excluded_communes=geography.exclusion_zone(referral.excluded_communes),
+            excluded_departements=frozenset(referral.excluded_departements),
+            judicial=referral.prescriber_kind.is_judicial,
+            language=referral.language,
+        )
+
+
 def decide(
     referral: ReferralAcceptedData,
     directory: Directory,
@@ -129,40 +179,40 @@ def decide(
     tried: Collection[str] = (),
 ) -> Decision:
     policy = policy or Policy()
-    home = referral.residence_departement
-    neighbours = geography.neighbours.get(home, frozenset())
-    needed = tuple(sorted(set(referral.needed_services)))
-    origin = geography.coordinates(referral.residence_commune_insee)
-    candidates = [
-        _assess(site, referral, directory, policy, now, tried, home, neighbours, needed, origin)
-        for site in directory.sites_near({home})
-        if home in site.serves or site.departement == home or site.departement in neighbours
+    request = Request.of(referral, geography)
+    assessed = [
+        assess(site, request, directory, policy, now, tried)
+        for site in directory.candidates(
+            request.home, request.neighbours, request.needed, policy.allow_neighbour_fallback
+        )
     ]
-    candidates += [
-        _assess(site, referral, directory, policy, now, tried, home, neighbours, needed, origin)
-        for site in directory.sites_near(neighbours)
-        if home not in site.serves and site.departement in neighbours
-    ]
-    candidates.sort(key=lambda c: (c.score["total"], c.site_id))
-    record = DecisionRecord(
-        policy_version=policy.version,
-        decided_at=now,
-        residence_departement=home,
-        needed_services=needed,
-        candidates=tuple(candidates),
-        tried=tuple(sorted(tried)),
+    feasible = sorted(
+        (c for c in assessed if c.feasible), key=lambda c: (c.score["total"], c.site_id)
     )
-    feasible = [c for c in candidates if c.feasible]
+    if feasible and len(assessed) < policy.record_candidates:
+        # Room left in the record: say also why the other sites near the person do not fit.
+        seen = {c.site_id for c in assessed}
+        assessed += [
+            assess(site, request, directory, policy, now, tried)
+            for site in _near(directory, request)
+            if site.site_id not in seen
+        ]
     if not feasible:
-        reason, explanation = _why_unroutable(candidates, home, needed)
+        # Rare: look at every site near the person, to say why none fits.
+        assessed = [
+            assess(site, request, directory, policy, now, tried)
+            for site in _near(directory, request)
+        ]
+        record = _record(assessed, [], request, policy, now, tried)
+        reason, explanation = _why_unroutable(list(record.candidates), request.home, request.needed)
         return Unroutable(reason, explanation, record)
-    with_room = [c for c in feasible if c.has_room]
+    record = _record(assessed, feasible, request, policy, now, tried)
     sites = directory.by_id
-    if with_room:
-        best = with_room[0]
-        site = sites[best.site_id]
+    with_room = next((c for c in feasible if c.has_room), None)
+    if with_room is not None:
+        site = sites[with_room.site_id]
         return Routed(
-            site, best.distance_km, _routed_words(best, site, directory, feasible), record
+            site, with_room.distance_km, _routed_words(with_room, site, directory, feasible), record
         )
     best = feasible[0]
     site = sites[best.site_id]
@@ -177,59 +227,130 @@ def decide(
     return Waitlisted(site, service, best.distance_km, explanation, record)
 
 
-def _assess(
-    site: Site,
-    referral: ReferralAcceptedData,
-    directory: Directory,
+def _near(directory: Directory, request: Request) -> list[Site]:
+    return [
+        site
+        for site in directory.sites_near({request.home, *request.neighbours})
+        if request.home in site.serves
+        or site.departement == request.home
+        or site.departement in request.neighbours
+    ]
+
+
+def _record(
+    assessed: list[Candidate],
+    feasible: list[Candidate],
+    request: Request,
     policy: Policy,
     now: datetime,
     tried: Collection[str],
-    home: str,
-    neighbours: frozenset[str],
-    needed: tuple[ServiceCode, ...],
-    origin: tuple[float, float] | None,
-) -> Candidate:
+) -> DecisionRecord:
+    """Feasible sites by cost, then the excluded ones by cost; at most ``record_candidates``."""
+    excluded = sorted(
+        (c for c in assessed if not c.feasible), key=lambda c: (c.score["total"], c.site_id)
+    )
+    ordered = [*feasible, *excluded]
+    kept = ordered[: max(policy.record_candidates, 1)]
+    return DecisionRecord(
+        policy_version=policy.version,
+        decided_at=now,
+        residence_departement=request.home,
+        needed_services=request.needed,
+        candidates=tuple(kept),
+        tried=tuple(sorted(tried)),
+        omitted=len(ordered) - len(kept),
+    )
+
+
+def tier_of(site: Site, home: str, neighbours: frozenset[str]) -> int:
     in_territory = home in site.serves
     if site.departement == home and in_territory:
-        tier = 0
-    elif site.departement in neighbours and in_territory:
-        tier = 1
-    elif in_territory:
-        tier = 2
-    else:
-        tier = 3
-    distance = round(haversine_km(origin, (site.lat, site.lon)), 1) if origin else 0.0
+        return 0
+    if site.departement in neighbours and in_territory:
+        return 1
+    if in_territory:
+        return 2
+    return 3
+
+
+def distance_km(origin: tuple[float, float] | None, site: Site) -> float:
+    if origin is None:
+        return 0.0
+    lat1, lon1 = math.radians(origin[0]), math.radians(origin[1])
+    lat2, lon2 = math.radians(site.lat), math.radians(site.lon)
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return round(2 * 6371.0 * math.asin(math.sqrt(h)), 1)
+
+
+def hard_exclusions(
+    site: Site,
+    request: Request,
+    directory: Directory,
+    policy: Policy,
+    tried: Collection[str],
+    distance: float,
+    tier: int,
+) -> list[str]:
+    """Every hard constraint the site fails for this request (empty: feasible)."""
     excluded: list[str] = []
-    if tier == 3 and not policy.allow_neighbour_fallback:
+    nearby = site.departement == request.home or site.departement in request.neighbours
+    if tier == 3 and not (policy.allow_neighbour_fallback and nearby):
         excluded.append("territory_not_served")
     if distance > policy.max_distance_km:
         excluded.append("too_far")
-    excluded.extend(f"service_missing:{s}" for s in needed if s not in site.services)
-    capacity: dict[str, int | None] = {}
-    loads: list[float] = []
-    for service in needed:
-        held = directory.capacity.get((site.site_id, service))
-        if held is None:
-            capacity[service] = None  # offered but never counted: unknown, not available
+    for service in request.needed:
+        if service not in site.services:
+            excluded.append(f"service_missing:{service}")
             continue
-        if not held.admits(referral.prescriber_kind):
+        held = directory.capacity.get((site.site_id, service))
+        if held is not None and not (held.eligibility == "all" or request.judicial):
             excluded.append(f"not_eligible:{service}")
-        capacity[service] = held.open_places(now, policy.capacity_freshness)
-        loads.append(held.load_ratio)
     if (
-        site.commune_insee in referral.excluded_communes
-        or site.departement in referral.excluded_departements
+        site.commune_insee in request.excluded_communes
+        or site.departement in request.excluded_departements
     ):
         excluded.append("exclusion_zone")
     if site.site_id in tried:
         excluded.append("already_tried")
-    load = max(loads, default=0.0)
-    language = 0.0 if referral.language in site.languages else policy.language_penalty_km
+    return excluded
+
+
+def assess(
+    site: Site,
+    request: Request,
+    directory: Directory,
+    policy: Policy,
+    now: datetime,
+    tried: Collection[str] = (),
+) -> Candidate:
+    tier = tier_of(site, request.home, request.neighbours)
+    distance = distance_km(request.origin, site)
+    excluded = hard_exclusions(site, request, directory, policy, tried, distance, tier)
+    capacity: dict[str, int | None] = {}
+    load = 0.0
+    stale = False
+    for service in request.needed:
+        held = directory.capacity.get((site.site_id, service))
+        if held is None:
+            capacity[service] = None  # offered but never counted: unknown, not available
+            continue
+        places = held.open_places(now, policy.capacity_freshness)
+        if places is None:
+            stale = True
+            if policy.stale_capacity == "rank":
+                places = max(held.places_total - held.places_held, 0)
+        capacity[service] = places
+        load = max(load, held.load_ratio)
     score = {
-        "tier": tier * policy.tier_weight_km,
         "distance": distance,
-        "load": round(load * policy.load_weight_km, 3),
-        "language": language,
+        "away": 0.0 if site.departement == request.home else policy.away_from_home_km,
+        "territory": 0.0 if request.home in site.serves else policy.out_of_territory_km,
+        "load": round(min(load, 1.0) * policy.load_weight_km, 3),
+        "language": 0.0 if request.language in site.languages else policy.language_penalty_km,
+        "stale": policy.stale_penalty_km if stale and policy.stale_capacity == "rank" else 0.0,
     }
     score["total"] = round(sum(score.values()), 3)
     return Candidate(
@@ -241,6 +362,7 @@ def _assess(
         tuple(excluded),
         score,
         capacity,
+        stale,
     )
 
 
@@ -272,8 +394,9 @@ def _routed_words(
     centre = directory.centre_of(site)
     full = sum(1 for c in feasible if not c.has_room)
     crowded = f"; {full} autre(s) site(s) complet(s)" if full else ""
+    stale = " (capacité non confirmée récemment)" if best.stale else ""
     return (
         f"{centre.name} : site {site.site_id} {TIER_LABELS[best.tier]}, à "
         f"{best.distance_km:.0f} km, offre les {len(best.capacity)} services demandés avec des "
-        f"places libres; {len(feasible)} site(s) possibles{crowded}."
+        f"places libres{stale}; {len(feasible)} site(s) possibles{crowded}."
     )

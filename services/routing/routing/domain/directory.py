@@ -91,6 +91,45 @@ class Directory:
                 index.setdefault(departement, []).append(site)
         return {d: tuple(sites) for d, sites in index.items()}
 
+    @cached_property
+    def _by_service(self) -> dict[tuple[str, ServiceCode], tuple[Site, ...]]:
+        """Per (département, service): the sites offering the service that serve the département
+        or lie in it (built once per snapshot)."""
+        index: dict[tuple[str, ServiceCode], list[Site]] = {}
+        for site in self.sites:
+            for departement in {*site.serves, site.departement}:
+                for service in site.services:
+                    index.setdefault((departement, service), []).append(site)
+        return {key: tuple(sites) for key, sites in index.items()}
+
+    def candidates(
+        self,
+        home: str,
+        neighbours: frozenset[str],
+        needed: tuple[ServiceCode, ...],
+        fallback: bool,
+    ) -> list[Site]:
+        """Sites offering every needed service that serve ``home`` or lie in it, and, when the
+        fallback is allowed, those lying in a neighbouring département: the only sites that can
+        pass the territory and service constraints."""
+        if not needed:
+            return self.sites_near({home, *neighbours}) if fallback else self.sites_near({home})
+        index = self._by_service
+        wanted = set(needed)
+        rarest = min(needed, key=lambda s: len(index.get((home, s), ())))
+        found: dict[str, Site] = {
+            site.site_id: site
+            for site in index.get((home, rarest), ())
+            if wanted <= site.services and (home in site.serves or site.departement == home)
+        }
+        if fallback:
+            for departement in sorted(neighbours):
+                rarest = min(needed, key=lambda s: len(index.get((departement, s), ())))
+                for site in index.get((departement, rarest), ()):
+                    if site.departement == departement and wanted <= site.services:
+                        found.setdefault(site.site_id, site)
+        return list(found.values())
+
     def sites_near(self, departements: set[str] | frozenset[str]) -> list[Site]:
         """Sites serving or lying in any of ``departements`` (callers sort what they keep)."""
         seen: dict[str, Site] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from aiguillage_schemas.events.routing_decisions import (
@@ -26,7 +27,9 @@ from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.decision import Decision, Routed, Unroutable, Waitlisted, decide
 from routing.domain.directory import Directory, Site
 from routing.domain.referral import ReferralState, answer_deadline
+from routing.domain.waiting import next_for, positions, queue_at, reach
 from routing.use_cases.ports import (
+    SOURCE,
     DecisionRow,
     RoutingContext,
     RoutingUnitOfWork,
@@ -72,7 +75,7 @@ async def place(
                 return await _offer(uow, ctx, ref, decision, directory, cause, now)
             continue  # another instance took the last place: decide again on fresh counts
         if isinstance(decision, Waitlisted):
-            return await _wait(uow, ctx, ref, decision, directory, cause)
+            return await _wait(uow, ctx, ref, decision, directory, cause, now)
         if ref.tried:
             return await escalate(
                 uow, ctx, ref, cause, "no_feasible_site", decision.explanation, decision
@@ -135,6 +138,7 @@ async def _wait(
     decision: Waitlisted,
     directory: Directory,
     cause: uuid.UUID,
+    now: datetime,
 ) -> ReferralState:
     if ref.status == "waitlisted" and any(
         c.site_id == ref.site_id and c.feasible for c in decision.record.candidates
@@ -144,25 +148,90 @@ async def _wait(
         ref, status="waitlisted", site_id=decision.site.site_id, answer_by=None
     )
     await uow.save_referral(new)
-    position = await uow.waitlist_add(new, decision.site.site_id, decision.service)
     decision_id = derived_id("decision", cause, ref.referral_id, "waitlisted", ref.attempt)
+    await uow.waitlist_add(new, decision.site.site_id, decision.service, decision_id)
     await _record(uow, new, decision_id, "waitlisted", decision, cause)
-    await uow.emit(
-        ctx.decisions_topic,
-        ReferralWaitlisted(
-            **envelope(new, cause, "waitlisted"),
-            data=ReferralWaitlistedData(
-                decision_id=decision_id,
-                prescriber_id=ref.accepted.prescriber_id,
-                prescriber_kind=ref.accepted.prescriber_kind,
-                site=site_ref(decision.site, directory),
-                service=decision.service,
-                position=position,
-                explanation=f"{decision.explanation} Position {position} dans la file.",
-            ),
-        ),
+    # Its position, and the positions it changes, are told by retell.
+    await retell(
+        uow,
+        ctx,
+        {ref.accepted.residence_departement},
+        cause,
+        now,
+        first_words={ref.referral_id: decision.explanation},
     )
     return new
+
+
+async def retell(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    homes: Collection[str],
+    cause: uuid.UUID,
+    now: datetime,
+    first_words: Mapping[str, str] | None = None,
+) -> int:
+    """Tell every waiting referral whose position changed (or was never told) its true position,
+    for the queues a referral living in ``homes`` can be part of. Returns how many were told."""
+    if not homes:
+        return 0
+    geography = ctx.geography
+    area = {*homes}
+    for home in homes:
+        area |= geography.neighbours.get(home, frozenset())
+    near = await uow.directory_snapshot(area)
+    affected = {
+        site.site_id: site
+        for site in near.sites
+        if site.departement in area or any(home in site.serves for home in homes)
+    }
+    if not affected:
+        return 0
+    reached: set[str] = set()
+    for site in affected.values():
+        reached |= reach(site, geography)
+    waiting = await uow.waiting_near(reached)
+    if not any(w.site_id in affected for w in waiting):
+        return 0
+    directory = await uow.directory_snapshot(reached)
+    told = positions(waiting, directory, geography, ctx.policy, affected.keys())
+    words = first_words or {}
+    count = 0
+    for entry in waiting:
+        position = told.get(entry.referral_id)
+        if position is None or position == entry.told_position:
+            continue
+        named = directory.site(entry.site_id)
+        if named is None:
+            continue
+        explanation = words.get(entry.referral_id)
+        if explanation is None:
+            explanation = (
+                f"Nouvelle position dans la file d'attente du site {named.site_id} "
+                f"(auparavant {entry.told_position})."
+            )
+        await uow.emit(
+            ctx.decisions_topic,
+            ReferralWaitlisted(
+                event_id=derived_id(cause, "waitlisted", entry.referral_id, position),
+                source=SOURCE,
+                correlation_id=entry.correlation_id,
+                subject=entry.referral_id,
+                data=ReferralWaitlistedData(
+                    decision_id=entry.decision_id
+                    or derived_id("decision", entry.referral_id, "waitlisted"),
+                    prescriber_id=entry.accepted.prescriber_id,
+                    prescriber_kind=entry.accepted.prescriber_kind,
+                    site=site_ref(named, directory),
+                    service=entry.service,
+                    position=position,
+                    explanation=f"{explanation} Position {position} dans la file.",
+                ),
+            ),
+        )
+        await uow.waitlist_told(entry.referral_id, position)
+        count += 1
+    return count
 
 
 async def _unroutable(
@@ -204,6 +273,8 @@ async def escalate(
     new = dataclasses.replace(ref, status="escalated", site_id=None, answer_by=None)
     await uow.waitlist_remove(ref.referral_id)
     await uow.save_referral(new)
+    if ref.status == "waitlisted":
+        await retell(uow, ctx, {ref.accepted.residence_departement}, cause, ctx.clock())
     decision_id = derived_id("decision", cause, ref.referral_id, "escalated")
     await _record(uow, new, decision_id, "escalated", decision, cause, reason, explanation)
     await uow.emit(
@@ -277,30 +348,42 @@ async def reroute_or_escalate(
 async def drain(
     uow: RoutingUnitOfWork,
     ctx: RoutingContext,
-    freed: list[tuple[str, ServiceCode]],
+    freed: Collection[tuple[str, ServiceCode]],
     cause: uuid.UUID,
     now: datetime,
+    left: Collection[str] = (),
 ) -> int:
-    """Places freed at (site, service) go to the referrals waiting for that service within the
-    site's reach (its territory, and neighbours when the fallback is allowed), in order of
-    urgency then arrival. A waiting referral that cannot use the place (another of its services
-    is full, or the site was already tried) keeps its position and does not block those behind.
-    Returns how many waiting referrals were offered a place."""
+    """Places freed at a site go to the waiting referrals in the site's queue, in the documented
+    order (domain/waiting.py), across services: the first one the site has room for is offered a
+    place, again and again, until the site has no room any waiting referral could use. Then every
+    position that changed is told again (``left``: home départements of referrals that left the
+    waiting list in this transaction). Returns how many waiting referrals were offered a place."""
+    geography = ctx.geography
     offered = 0
-    for site_id, service in sorted(set(freed)):
-        reach = set(await uow.site_reach(site_id))
-        if ctx.policy.allow_neighbour_fallback:
-            for departement in list(reach):
-                reach |= ctx.geography.neighbours.get(departement, frozenset())
-        for referral_id in await uow.waiting_for(service, reach, ctx.drain_scan_limit):
-            if await uow.places_open(site_id, service) <= 0:
+    homes = set(left)
+    for site_id in sorted({site_id for site_id, _ in freed}):
+        while True:
+            area = set(await uow.site_reach(site_id))
+            for departement in list(area):
+                area |= geography.neighbours.get(departement, frozenset())
+            directory = await uow.directory_snapshot(area)
+            site = directory.site(site_id)
+            if site is None:
+                break  # closed
+            queue = queue_at(site, await uow.waiting_near(area), directory, geography, ctx.policy)
+            chosen = next_for(site, queue, directory, geography, ctx.policy, now)
+            if chosen is None:
                 break
-            ref = await uow.get_referral(referral_id)
+            ref = await uow.get_referral(chosen.referral_id)
             if ref is None or ref.status != "waitlisted":
-                await uow.waitlist_remove(referral_id)
+                await uow.waitlist_remove(chosen.referral_id)
                 continue
             new = await place(uow, ctx, ref, cause, now)
+            if new.status == "waitlisted":
+                break  # decided otherwise on fresh counts: nothing more to give here
             offered += new.status == "offered"
+            homes.add(ref.accepted.residence_departement)
+    await retell(uow, ctx, homes, cause, now)
     return offered
 
 

@@ -71,5 +71,6 @@ async def cancel_referral(event: ReferralCancelled, ctx: RoutingContext) -> Refe
                 ),
             ),
         )
-        await drain(uow, ctx, freed, event.event_id, now)
+        left = [ref.accepted.residence_departement] if ref and ref.status == "waitlisted" else []
+        await drain(uow, ctx, freed, event.event_id, now, left)
         return new
