@@ -436,11 +436,14 @@ def _conf_value(path: Path, key: str) -> str | None:
     return None
 
 
-def locate_infra(database_url: str, state_dir: Path | None = None) -> Infra:
+def locate_infra(
+    database_url: str, state_dir: Path | None = None, log_path: Path | None = None
+) -> Infra:
     """The infra.sh state directory whose PostgreSQL serves ``database_url``, so that a caller
     (the quick test) can stop and restart that very cluster. ``state_dir`` defaults to
     ``$AIGUILLAGE_STATE_DIR`` or ``<repo>/.local``, as infra.sh does. Refuses anything that is
-    not a loopback cluster managed by that state directory (never stops a stranger's server)."""
+    not a loopback cluster managed by that state directory (never stops a stranger's server).
+    ``log_path`` receives infra.sh's output (default: a file in the state directory)."""
     found = state_dir or Path(os.environ.get("AIGUILLAGE_STATE_DIR") or REPO / ".local")
     found = found.resolve()
     url = urlsplit(database_url)
@@ -461,7 +464,7 @@ def locate_infra(database_url: str, state_dir: Path | None = None) -> Infra:
             what = {"PLAINTEXT": "kafka", "CONTROLLER": "controller"}.get(name)
             if what:
                 ports[what] = int(address.rpartition(":")[2])
-    return Infra(found, ports, found / "chaos-infra.log")
+    return Infra(found, ports, log_path or found / "chaos-infra.log")
 
 
 # ------------------------------------------------------------------------------- processes

@@ -307,6 +307,7 @@ def rows(obs: Observations) -> list[Row]:
     index = _Index.build(obs)
     return [
         _inputs_row(obs, index),
+        _outcomes_row(obs, index),
         *_loss_rows(obs, index),
         _valid_rejected_row(index),
         _double_decisions_row(obs),
@@ -339,6 +340,20 @@ def _inputs_row(obs: Observations, index: _Index) -> Row:
     return Row(
         "inputs published", str(len(obs.inputs) - unpublished), unpublished == 0, False, detail
     )
+
+
+def _outcomes_row(obs: Observations, index: _Index) -> Row:
+    """Where the valid referrals stand (latest decision): shows the capacity path was exercised
+    (places taken, then waiting lists), so that 0 oversubscribed places means something."""
+    latest: dict[str, Decision] = {}
+    for decision in obs.decisions:
+        if decision.referral_id in index.valid and decision.outcome in DECISION_OUTCOMES:
+            current = latest.get(decision.referral_id)
+            if current is None or decision.attempt >= current.attempt:
+                latest[decision.referral_id] = decision
+    counts = Counter(d.outcome for d in latest.values())
+    detail = ", ".join(f"{outcome} {n}" for outcome, n in counts.most_common())
+    return Row("routing outcomes (valid referrals)", str(len(latest)), True, False, detail)
 
 
 def _loss_rows(obs: Observations, index: _Index) -> list[Row]:

@@ -30,7 +30,7 @@ async def test_quick_chaos_run_reads_zero_on_every_must_be_zero_row(
     endpoints: infra.Endpoints, tmp_path: Path
 ) -> None:
     try:
-        target = locate_infra(endpoints.database_url)
+        target = locate_infra(endpoints.database_url, log_path=tmp_path / "infra.log")
     except RuntimeError as error:
         pytest.fail(f"cannot stop the suite's PostgreSQL for the chaos run: {error}", pytrace=False)
     seed = int(os.environ.get("AIGUILLAGE_CHAOS_SEED", "1"))

@@ -110,6 +110,7 @@ def test_a_clean_world_reads_zero_everywhere() -> None:
     text = r.render(report)
     assert "FAIL" not in text
     assert row(clean(), "missing notifications").detail.startswith("9 expected")
+    assert row(clean(), "routing outcomes").detail == "routed 2, waitlisted 1"
 
 
 def test_a_referral_that_vanished_at_intake_is_lost_not_undecided() -> None:
