@@ -85,6 +85,8 @@ class RejectionReason(StrEnum):
     UNKNOWN_COMMUNE = "unknown_commune"
     UNKNOWN_POSTAL_CODE = "unknown_postal_code"
     AMBIGUOUS_POSTAL_CODE = "ambiguous_postal_code"
+    # The person lives where the CPCA network does not serve (a collectivité d'outre-mer).
+    TERRITORY_NOT_SERVED = "territory_not_served"
     IMPOSSIBLE_DATE = "impossible_date"
     FUTURE_DATE = "future_date"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"

@@ -57,6 +57,36 @@ def test_unknown_places_and_impossible_dates_are_refused(geography: Geography) -
         assert problem.reason == reason
 
 
+def test_overseas_collectivities_are_answered_with_a_code_not_a_crash(
+    geography: Geography,
+) -> None:
+    """975-988 lie outside the 101 départements the network serves: a coded rejection."""
+    base = make_referral(0, today=TODAY)
+    overseas = [
+        c
+        for c in geography.communes.values()
+        if c.departement in ("975", "977", "978") or c.departement.startswith("98")
+    ]
+    assert {c.departement for c in overseas} >= {"975", "977", "978", "986", "987", "988"}
+    for commune in overseas:
+        problem = admit(
+            _with(base, person__residence=Residence(commune_insee=commune.insee)), geography, TODAY
+        )
+        assert isinstance(problem, Problem), commune.insee
+        assert problem.reason == "territory_not_served"
+        assert problem.field_path == "data.person.residence.commune_insee"
+    by_postal_code = admit(
+        _with(base, person__residence=Residence(postal_code="97500")), geography, TODAY
+    )
+    assert isinstance(by_postal_code, Problem)
+    assert by_postal_code.reason == "territory_not_served"
+    for commune in ("97411", "97611", "97105"):  # La Réunion, Mayotte, Guadeloupe are served
+        admitted = admit(
+            _with(base, person__residence=Residence(commune_insee=commune)), geography, TODAY
+        )
+        assert isinstance(admitted, Admitted), commune
+
+
 def test_the_victims_commune_only_joins_the_exclusions_unlabelled(geography: Geography) -> None:
     referral = _with(
         make_referral(0, today=TODAY),

@@ -70,6 +70,24 @@ def admit(event: ReferralSubmitted, geography: Geography, today: date) -> Admitt
 
 
 def _resolve_residence(data: ReferralSubmittedData, geography: Geography) -> Commune | Problem:
+    commune = _find_residence(data, geography)
+    if isinstance(commune, Problem) or commune.departement in geography.departements:
+        return commune
+    # The network serves the 101 départements (metropolitan France and the five DROM). The
+    # collectivités d'outre-mer (975 Saint-Pierre-et-Miquelon, 977 Saint-Barthélemy, 978
+    # Saint-Martin, 984-989: TAAF, Wallis-et-Futuna, Polynésie, Nouvelle-Calédonie, Clipperton)
+    # have their own justice and care: answered, not routed.
+    residence = data.person.residence
+    return Problem(
+        RejectionReason.TERRITORY_NOT_SERVED,
+        f"the CPCA network does not serve this territory ({commune.departement}: collectivité "
+        "d'outre-mer); refer the person to the local services",
+        "data.person.residence."
+        + ("commune_insee" if residence.commune_insee is not None else "postal_code"),
+    )
+
+
+def _find_residence(data: ReferralSubmittedData, geography: Geography) -> Commune | Problem:
     residence = data.person.residence
     if residence.commune_insee is not None:
         commune = geography.communes.get(residence.commune_insee)
