@@ -16,7 +16,10 @@ import uuid
 import asyncpg
 import httpx
 
+from aiguillage_common.consumer import where
+from aiguillage_common.failures import is_transient
 from aiguillage_common.logging import get_logger
+from aiguillage_common.outbox import listener_alive
 from notifications.adapters.postgres import PRESENCE_LOCK_CLASS, presence_key
 from notifications.domain.messages import Planner
 from notifications.use_cases.deliver import Deliverer
@@ -75,7 +78,7 @@ class DeliveryWorker:
         # A lost connection (PostgreSQL restarted) lost the lock too: without it, a worker
         # starting now would take this one's leases for a dead worker's, so nothing is leased
         # until it is held again.
-        if self._listener is not None and not self._listener.is_closed():
+        if listener_alive(self._listener):
             return
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -126,16 +129,24 @@ class DeliveryWorker:
                     reclaimed = True
                 await self._deliverer.fire_due_reminders(self._planner, self._outbound_topic)
                 attempted = await self._deliverer.deliver_due()
+                if failures:
+                    log.warning("delivery.worker_resumed", failed_attempts=failures)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 # PostgreSQL unreachable, or a bug: nothing is lost (rows stay due), back off.
+                # An outage is logged when it starts (and its end below), a bug every time.
                 failures += 1
-                delay = min(30.0, 0.2 * 2**failures)
-                log.error(
-                    "delivery.worker_failed", error_type=type(error).__name__, retry_in_s=delay
-                )
+                delay = min(10.0, 0.2 * 2 ** min(failures, 6))
+                if not is_transient(error):
+                    log.error(
+                        "delivery.worker_failed", error_type=type(error).__name__, at=where(error)
+                    )
+                elif failures == 1:
+                    log.warning(
+                        "delivery.worker_waiting", error_type=type(error).__name__, retry_in_s=delay
+                    )
                 await asyncio.sleep(delay)
                 continue
             if attempted == 0 and not self._stopping:
