@@ -19,7 +19,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralCancelledData,
 )
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
-from routing.domain.decision import Routed, Waitlisted, decide
+from routing.domain.decision import Policy, Request, Routed, Waitlisted, decide, screen
 from routing.domain.directory import Directory
 from routing.use_cases.centre_responses import answer_offer
 from routing.use_cases.offer_timeouts import expire_one_offer
@@ -75,10 +75,18 @@ def test_a_chosen_site_meets_every_hard_constraint_and_the_choice_is_determinist
     fresh = fresh_directory(directory)
     decision = decide(referral, fresh, geography, now=T0)
     assert decision == decide(referral, fresh, geography, now=T0)
+    request = Request.of(referral, geography)
+    for candidate in decision.record.candidates:  # the cheap screen agrees with the record
+        cost, feasible, room = screen(fresh.by_id[candidate.site_id], request, fresh, Policy(), T0)
+        assert (cost, feasible, room) == (
+            candidate.score["total"],
+            candidate.feasible,
+            candidate.has_room,
+        )
     if not isinstance(decision, Routed | Waitlisted):
         return
     site = decision.site
-    assert site.commune_insee not in referral.excluded_communes
+    assert site.commune_insee not in geography.exclusion_zone(referral.excluded_communes)
     assert site.departement not in referral.excluded_departements
     assert set(referral.needed_services) <= site.services
     home = referral.residence_departement

@@ -22,6 +22,7 @@ referral always give the same decision and record.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 from collections.abc import Collection
@@ -153,19 +154,22 @@ class Request:
     excluded_departements: frozenset[str]
     judicial: bool
     language: str
+    origin_trig: tuple[float, float, float] | None = None
 
     @classmethod
     def of(cls, referral: ReferralAcceptedData, geography: Geography) -> Request:
         home = referral.residence_departement
+        origin = geography.coordinates(referral.residence_commune_insee)
         return cls(
             home=home,
             neighbours=geography.neighbours.get(home, frozenset()),
             needed=tuple(sorted(set(referral.needed_services))),
-            origin=geography.coordinates(referral.residence_commune_insee),
+            origin=origin,
             excluded_communes=geography.exclusion_zone(referral.excluded_communes),
             excluded_departements=frozenset(referral.excluded_departements),
             judicial=referral.prescriber_kind.is_judicial,
             language=referral.language,
+            origin_trig=_trig(origin) if origin else None,
         )
 
 
@@ -180,46 +184,57 @@ def decide(
 ) -> Decision:
     policy = policy or Policy()
     request = Request.of(referral, geography)
-    assessed = [
-        assess(site, request, directory, policy, now, tried)
-        for site in directory.candidates(
-            request.home, request.neighbours, request.needed, policy.allow_neighbour_fallback
-        )
-    ]
-    feasible = sorted(
-        (c for c in assessed if c.feasible), key=lambda c: (c.score["total"], c.site_id)
+    pool = directory.candidates(
+        request.home, request.neighbours, request.needed, policy.allow_neighbour_fallback
     )
-    if feasible and len(assessed) < policy.record_candidates:
-        # Room left in the record: say also why the other sites near the person do not fit.
-        seen = {c.site_id for c in assessed}
-        assessed += [
-            assess(site, request, directory, policy, now, tried)
-            for site in _near(directory, request)
-            if site.site_id not in seen
-        ]
-    if not feasible:
+    # First a cheap screen of the sites that could serve the person (cost, feasible, room);
+    # then the full record only for the sites kept in it.
+    screened = sorted(
+        _screen_pool(pool, request, directory, policy, now, tried),
+        key=lambda s: (not s[1], s[0], s[3].site_id),
+    )
+    feasible_count = sum(1 for s in screened if s[1])
+    if not feasible_count:
         # Rare: look at every site near the person, to say why none fits.
         assessed = [
             assess(site, request, directory, policy, now, tried)
             for site in _near(directory, request)
         ]
-        record = _record(assessed, [], request, policy, now, tried)
+        record = _record(assessed, request, policy, now, tried)
         reason, explanation = _why_unroutable(list(record.candidates), request.home, request.needed)
         return Unroutable(reason, explanation, record)
-    record = _record(assessed, feasible, request, policy, now, tried)
+    chosen = next((s[3] for s in screened if s[1] and s[2]), None)
+    kept = [s[3] for s in screened[: max(policy.record_candidates, 1)]]
+    if chosen is not None and chosen not in kept:
+        kept.append(chosen)
+    assessed = [assess(site, request, directory, policy, now, tried) for site in kept]
+    omitted = len(pool) - len(kept)
+    if len(pool) < policy.record_candidates:
+        # Room left in the record: say also why the other sites near the person do not fit.
+        seen = {site.site_id for site in pool}
+        assessed += [
+            assess(site, request, directory, policy, now, tried)
+            for site in _near(directory, request)
+            if site.site_id not in seen
+        ]
+    record = _record(assessed, request, policy, now, tried, omitted)
+    feasible = [c for c in record.candidates if c.feasible]
+    full = sum(1 for s in screened if s[1] and not s[2])
     sites = directory.by_id
-    with_room = next((c for c in feasible if c.has_room), None)
-    if with_room is not None:
-        site = sites[with_room.site_id]
+    if chosen is not None:
+        best_room = next(c for c in record.candidates if c.site_id == chosen.site_id)
         return Routed(
-            site, with_room.distance_km, _routed_words(with_room, site, directory, feasible), record
+            chosen,
+            best_room.distance_km,
+            _routed_words(best_room, chosen, directory, feasible_count, full),
+            record,
         )
     best = feasible[0]
     site = sites[best.site_id]
     service = next(ServiceCode(s) for s, places in sorted(best.capacity.items()) if not places)
     unknown = best.capacity[service] is None
     explanation = (
-        f"{directory.centre_of(site).name} : aucun des {len(feasible)} site(s) possibles n'a de "
+        f"{directory.centre_of(site).name} : aucun des {feasible_count} site(s) possibles n'a de "
         f"place; attente au site {site.site_id} ({TIER_LABELS[best.tier]}, "
         f"{best.distance_km:.0f} km) pour le service {service}"
         + (" (capacité non confirmée récemment)." if unknown else ".")
@@ -239,17 +254,14 @@ def _near(directory: Directory, request: Request) -> list[Site]:
 
 def _record(
     assessed: list[Candidate],
-    feasible: list[Candidate],
     request: Request,
     policy: Policy,
     now: datetime,
     tried: Collection[str],
+    omitted: int = 0,
 ) -> DecisionRecord:
     """Feasible sites by cost, then the excluded ones by cost; at most ``record_candidates``."""
-    excluded = sorted(
-        (c for c in assessed if not c.feasible), key=lambda c: (c.score["total"], c.site_id)
-    )
-    ordered = [*feasible, *excluded]
+    ordered = sorted(assessed, key=lambda c: (not c.feasible, c.score["total"], c.site_id))
     kept = ordered[: max(policy.record_candidates, 1)]
     return DecisionRecord(
         policy_version=policy.version,
@@ -258,7 +270,7 @@ def _record(
         needed_services=request.needed,
         candidates=tuple(kept),
         tried=tuple(sorted(tried)),
-        omitted=len(ordered) - len(kept),
+        omitted=omitted + len(ordered) - len(kept),
     )
 
 
@@ -274,15 +286,27 @@ def tier_of(site: Site, home: str, neighbours: frozenset[str]) -> int:
 
 
 def distance_km(origin: tuple[float, float] | None, site: Site) -> float:
+    """Great-circle distance, to 0.1 km."""
     if origin is None:
         return 0.0
-    lat1, lon1 = math.radians(origin[0]), math.radians(origin[1])
-    lat2, lon2 = math.radians(site.lat), math.radians(site.lon)
-    h = (
-        math.sin((lat2 - lat1) / 2) ** 2
-        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    )
+    lat2 = math.radians(site.lat)
+    return _km(_trig(origin), (lat2, math.radians(site.lon), math.cos(lat2)))
+
+
+def _trig(point: tuple[float, float]) -> tuple[float, float, float]:
+    lat = math.radians(point[0])
+    return lat, math.radians(point[1]), math.cos(lat)
+
+
+def _km(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    h = math.sin((b[0] - a[0]) / 2) ** 2 + a[2] * b[2] * math.sin((b[1] - a[1]) / 2) ** 2
     return round(2 * 6371.0 * math.asin(math.sqrt(h)), 1)
+
+
+def _site_km(request: Request, site: Site, directory: Directory) -> float:
+    if request.origin_trig is None:
+        return 0.0
+    return _km(request.origin_trig, directory.trig[site.site_id])
 
 
 def hard_exclusions(
@@ -318,6 +342,106 @@ def hard_exclusions(
     return excluded
 
 
+def _screen_pool(
+    pool: list[Site],
+    request: Request,
+    directory: Directory,
+    policy: Policy,
+    now: datetime,
+    tried: Collection[str],
+) -> list[tuple[float, bool, bool, Site]]:
+    """Screen the pool, nearest first by a lower bound of the cost (everything but load and
+    stale counts), and stop once no further site can come before the chosen one nor enter the
+    record: on a large directory a decision screens the few dozen sites that matter, not the
+    hundreds that serve the territory. A small pool is screened whole."""
+    keep = max(policy.record_candidates, 1)
+    if len(pool) <= 2 * keep:
+        return [(*screen(site, request, directory, policy, now, tried), site) for site in pool]
+    bounds = sorted(
+        (_lower_bound(site, request, directory, policy), site.site_id, site) for site in pool
+    )
+    screened: list[tuple[float, bool, bool, Site]] = []
+    chosen_cost = math.inf
+    kept_costs: list[float] = []  # max-heap (negated) of the ``keep`` smallest costs so far
+    for bound, _, site in bounds:
+        if len(kept_costs) >= keep and bound > chosen_cost and bound > -kept_costs[0]:
+            break
+        cost, feasible, room = screen(site, request, directory, policy, now, tried)
+        screened.append((cost, feasible, room, site))
+        if feasible and room:
+            chosen_cost = min(chosen_cost, cost)
+        if len(kept_costs) < keep:
+            heapq.heappush(kept_costs, -cost)
+        elif cost < -kept_costs[0]:
+            heapq.heapreplace(kept_costs, -cost)
+    return screened
+
+
+def _lower_bound(site: Site, request: Request, directory: Directory, policy: Policy) -> float:
+    return (
+        _site_km(request, site, directory)
+        + (0.0 if site.departement == request.home else policy.away_from_home_km)
+        + (0.0 if request.home in site.serves else policy.out_of_territory_km)
+        + (0.0 if request.language in site.languages else policy.language_penalty_km)
+        - 1e-6
+    )
+
+
+def screen(
+    site: Site,
+    request: Request,
+    directory: Directory,
+    policy: Policy,
+    now: datetime,
+    tried: Collection[str] = (),
+) -> tuple[float, bool, bool]:
+    """(cost, feasible, has room): what ``assess`` finds, without building the record."""
+    feasible = (
+        site.site_id not in tried
+        and site.commune_insee not in request.excluded_communes
+        and site.departement not in request.excluded_departements
+    )
+    served = request.home in site.serves
+    if not served and not (
+        policy.allow_neighbour_fallback
+        and (site.departement == request.home or site.departement in request.neighbours)
+    ):
+        feasible = False
+    distance = _site_km(request, site, directory)
+    if distance > policy.max_distance_km:
+        feasible = False
+    room = True
+    load = 0.0
+    stale = False
+    capacity = directory.capacity
+    for service in request.needed:
+        if service not in site.services:
+            feasible = room = False
+            continue
+        held = capacity.get((site.site_id, service))
+        if held is None:
+            room = False
+            continue
+        if held.eligibility != "all" and not request.judicial:
+            feasible = False
+        if now - held.updated_at > policy.capacity_freshness:
+            stale = True
+            if policy.stale_capacity == "drop":
+                room = False
+        if held.places_held >= held.places_total:
+            room = False
+        load = max(load, held.load_ratio)
+    cost = (
+        distance
+        + (0.0 if site.departement == request.home else policy.away_from_home_km)
+        + (0.0 if served else policy.out_of_territory_km)
+        + round(min(load, 1.0) * policy.load_weight_km, 3)
+        + (0.0 if request.language in site.languages else policy.language_penalty_km)
+        + (policy.stale_penalty_km if stale and policy.stale_capacity == "rank" else 0.0)
+    )
+    return round(cost, 3), feasible, room
+
+
 def assess(
     site: Site,
     request: Request,
@@ -327,7 +451,7 @@ def assess(
     tried: Collection[str] = (),
 ) -> Candidate:
     tier = tier_of(site, request.home, request.neighbours)
-    distance = distance_km(request.origin, site)
+    distance = _site_km(request, site, directory)
     excluded = hard_exclusions(site, request, directory, policy, tried, distance, tier)
     capacity: dict[str, int | None] = {}
     load = 0.0
@@ -389,14 +513,13 @@ def _why_unroutable(
 
 
 def _routed_words(
-    best: Candidate, site: Site, directory: Directory, feasible: list[Candidate]
+    best: Candidate, site: Site, directory: Directory, feasible: int, full: int
 ) -> str:
     centre = directory.centre_of(site)
-    full = sum(1 for c in feasible if not c.has_room)
     crowded = f"; {full} autre(s) site(s) complet(s)" if full else ""
     stale = " (capacité non confirmée récemment)" if best.stale else ""
     return (
         f"{centre.name} : site {site.site_id} {TIER_LABELS[best.tier]}, à "
         f"{best.distance_km:.0f} km, offre les {len(best.capacity)} services demandés avec des "
-        f"places libres{stale}; {len(feasible)} site(s) possibles{crowded}."
+        f"places libres{stale}; {feasible} site(s) possibles{crowded}."
     )

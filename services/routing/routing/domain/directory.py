@@ -3,6 +3,7 @@ service the capacity with who may use it and when it was last reported."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -112,6 +113,35 @@ class Directory:
         """Sites offering every needed service that serve ``home`` or lie in it, and, when the
         fallback is allowed, those lying in a neighbouring département: the only sites that can
         pass the territory and service constraints."""
+        key = (home, needed, fallback)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = tuple(self._candidates(home, neighbours, needed, fallback))
+        return list(pool)
+
+    @cached_property
+    def _pools(self) -> dict[tuple[str, tuple[ServiceCode, ...], bool], tuple[Site, ...]]:
+        return {}
+
+    @cached_property
+    def trig(self) -> dict[str, tuple[float, float, float]]:
+        """Per site: latitude and longitude in radians, cosine of the latitude."""
+        return {
+            site.site_id: (
+                math.radians(site.lat),
+                math.radians(site.lon),
+                math.cos(math.radians(site.lat)),
+            )
+            for site in self.sites
+        }
+
+    def _candidates(
+        self,
+        home: str,
+        neighbours: frozenset[str],
+        needed: tuple[ServiceCode, ...],
+        fallback: bool,
+    ) -> list[Site]:
         if not needed:
             return self.sites_near({home, *neighbours}) if fallback else self.sites_near({home})
         index = self._by_service
@@ -137,3 +167,29 @@ class Directory:
             for site in self._by_departement.get(departement, ()):
                 seen[site.site_id] = site
         return list(seen.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A count a centre must confirm: when, and whether it is already past due."""
+
+    site_id: str
+    service: ServiceCode
+    updated_at: datetime
+    confirm_by: datetime
+    stale: bool
+
+
+def confirmations_due(
+    directory: Directory, now: datetime, freshness: timedelta, reminder: timedelta
+) -> list[Confirmation]:
+    """Counts already stale, or going stale within ``reminder``, earliest first: what centres
+    are reminded of and operators are shown."""
+    due = []
+    for (site_id, service), capacity in directory.capacity.items():
+        confirm_by = capacity.updated_at + freshness
+        if confirm_by - reminder <= now:
+            due.append(
+                Confirmation(site_id, service, capacity.updated_at, confirm_by, confirm_by < now)
+            )
+    return sorted(due, key=lambda c: (c.confirm_by, c.site_id, c.service))
