@@ -105,6 +105,11 @@ async def test_seed_command_is_idempotent_and_keeps_what_centres_reported(
     shown = _cli(isolated, "aiguillage-routing-directory", "show", "59")
     assert "HDF-ARRAS-59" in shown.stdout
     assert "0/1 held" in shown.stdout
+    assert "confirm by" in shown.stdout
+    # Operators see the counts centres must confirm: none yet, the seed was loaded just now.
+    stale = _cli(isolated, "aiguillage-routing-directory", "stale", "59")
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.startswith("0 stale (policy: ranked 40 km lower on their last counts)")
 
 
 async def test_directory_updates_change_decisions_and_the_cli_explains_them(

@@ -10,7 +10,7 @@ from aiguillage_common.geography import Geography
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from routing.domain.decision import Policy, Routed, Unroutable, Waitlisted, decide
-from routing.domain.directory import Capacity, Directory
+from routing.domain.directory import Capacity, Directory, confirmations_due
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -226,3 +226,24 @@ def test_seed_capacity_is_marked_assumed_and_housing_sits_at_the_main_site(
     assert housing == {"OCC-TOULOUSE-31": 6}
     assert all(c.assumed for c in directory.capacity.values())
     assert isinstance(next(iter(directory.capacity.values())), Capacity)
+
+
+def test_counts_to_confirm_are_listed_before_they_go_stale(directory: Directory) -> None:
+    stamped = dataclasses.replace(
+        directory,
+        capacity={
+            key: dataclasses.replace(c, updated_at=NOW - timedelta(days=25))
+            for key, c in directory.capacity.items()
+        },
+    )
+    stamped = _with_capacity(
+        stamped, "HDF-ARRAS-59", ServiceCode.RESPONSIBILITY_COURSE, updated_at=NOW
+    )
+    stamped = _with_capacity(
+        stamped, "HDF-ARRAS-62", ServiceCode.RESPONSIBILITY_COURSE, updated_at=NOW - timedelta(40)
+    )
+    due = confirmations_due(stamped, NOW, timedelta(days=30), timedelta(days=7))
+    assert len(due) == len(directory.capacity) - 1  # all but the one confirmed today
+    assert (due[0].site_id, due[0].stale) == ("HDF-ARRAS-62", True)  # already stale, first
+    assert all(not c.stale for c in due[1:])
+    assert not confirmations_due(stamped, NOW, timedelta(days=30), timedelta(days=4))[1:]

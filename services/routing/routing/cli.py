@@ -2,6 +2,7 @@
 
     aiguillage-routing-directory load [--data-dir DIR]   seed the directory (idempotent)
     aiguillage-routing-directory show [DEPARTEMENT]      sites, services, places (held/total)
+    aiguillage-routing-directory stale [DEPARTEMENT]     counts stale or to confirm soon
     aiguillage-routing-decision REFERRAL_ID [--json]     every decision taken for a referral
 
 Database and schema come from the service's settings (``AIGUILLAGE_ROUTING_DATABASE_URL``,
@@ -23,6 +24,7 @@ import asyncpg
 from aiguillage_common.geography import load_geography
 from routing.adapters.directory_csv import load_directory
 from routing.adapters.postgres import read_directory, seed_directory
+from routing.domain.directory import confirmations_due
 from routing.settings import RoutingSettings
 
 
@@ -64,11 +66,42 @@ async def _show(settings: RoutingSettings, departement: str | None) -> None:
         for service in sorted(site.services):
             capacity = directory.capacity[(site.site_id, service)]
             open_places = capacity.open_places(now, freshness)
-            shown = "unknown (stale)" if open_places is None else f"{open_places} open"
+            shown = "STALE" if open_places is None else f"{open_places} open"
             print(
                 f"    {service:<24} {capacity.places_held}/{capacity.places_total} held, "
-                f"{shown}, {capacity.eligibility}"
+                f"{shown}, {capacity.eligibility}, confirm by "
+                f"{capacity.updated_at + freshness:%Y-%m-%d}"
             )
+
+
+async def _stale(settings: RoutingSettings, departement: str | None) -> int:
+    connection = await _connect(settings)
+    try:
+        directory = await read_directory(connection, [departement] if departement else None)
+    finally:
+        await connection.close()
+    due = confirmations_due(
+        directory,
+        datetime.now(UTC),
+        timedelta(seconds=settings.capacity_freshness_s),
+        timedelta(seconds=settings.stale_reminder_s),
+    )
+    ranked = (
+        f"ranked {settings.stale_penalty_km:.0f} km lower on their last counts"
+        if settings.stale_capacity == "rank"
+        else "not offered until confirmed"
+    )
+    print(
+        f"{sum(c.stale for c in due)} stale (policy: {ranked}), "
+        f"{sum(not c.stale for c in due)} to confirm soon"
+    )
+    for item in due:
+        state = "STALE" if item.stale else "due  "
+        print(
+            f"{state} {item.site_id:<24} {item.service:<24} last confirmed "
+            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}"
+        )
+    return len(due)
 
 
 def directory_command() -> None:
@@ -78,10 +111,14 @@ def directory_command() -> None:
     load.add_argument("--data-dir", type=Path, default=None)
     show = sub.add_parser("show", help="print sites and places")
     show.add_argument("departement", nargs="?")
+    stale = sub.add_parser("stale", help="counts stale, or to be confirmed soon")
+    stale.add_argument("departement", nargs="?")
     args = parser.parse_args()
     settings = RoutingSettings()
     if args.command == "load":
         asyncio.run(_load(settings, args.data_dir))
+    elif args.command == "stale":
+        asyncio.run(_stale(settings, args.departement))
     else:
         asyncio.run(_show(settings, args.departement))
 
