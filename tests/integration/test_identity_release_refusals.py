@@ -7,8 +7,11 @@ decision can name a referral intake closed, or never saw.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
@@ -61,6 +64,22 @@ async def centre_offer(isolated: Isolated, referral_id: str) -> list[dict[str, A
 def primary_webhook(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     found = [r for r in rows if r["channel"] == "webhook" and r["fallback_for"] is None]
     return found[0] if found else None
+
+
+async def delivery_log(isolated: Isolated, referral_id: str) -> list[str]:
+    """The operators' CLI, ``aiguillage-notifications-log``, run as they would."""
+    cli = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "aiguillage-notifications-log"),
+        referral_id,
+        "--database-url",
+        isolated.endpoints.database_url,
+        "--schema",
+        isolated.schema("notifications"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0
+    return output.decode().splitlines()
 
 
 def free_port() -> int:
@@ -169,6 +188,13 @@ async def test_refused_identity_sends_the_offer_without_it_and_an_absent_intake_
     mails = [m for m in smtp.to(LYON_MAIL) if held.subject in m.subject]
     assert sorted(m.subject.startswith("[Identité à suivre]") for m in mails) == [False, True]
     assert '"delivery.identity_held"' in notifications.logs()
+    # What an operator sees: the held tries, and the webhook still waiting, held since when.
+    log = await delivery_log(isolated, held.subject)
+    webhook_lines = [line for line in log if " webhook " in line and "referral_offered" in line]
+    assert sum(" held " in line and "identity_unavail" in line for line in webhook_lines) >= 5
+    (waiting,) = [line for line in webhook_lines if " next " in line]
+    assert " held x" in waiting
+    assert waiting.rstrip().endswith("pending")
 
     # Intake back (same port): the held offer goes with the person, once.
     intake.start()

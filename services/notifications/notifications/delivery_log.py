@@ -69,11 +69,7 @@ def _time(moment: Any) -> str:
 
 
 def _pending_line(row: Any) -> list[str]:
-    held = (
-        f"held x{row['identity_waits']} since {_time(row['identity_wait_since'])[11:19]}"
-        if row["identity_waits"]
-        else "-"
-    )
+    held = row["identity_waits"] > 0  # waiting for the identity: since when, how many tries
     return [
         _time(row["next_attempt_at"]),  # when it is tried next
         f"{row['recipient_kind']}:{row['recipient_id']}",
@@ -83,8 +79,8 @@ def _pending_line(row: Any) -> list[str]:
         "next",
         "-",
         "-",
-        held,
-        "-",
+        f"since {_time(row['identity_wait_since'])[5:19]}" if held else "-",
+        f"held x{row['identity_waits']}" if held else "-",
         row["state"],
     ]
 
