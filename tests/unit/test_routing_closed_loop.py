@@ -213,3 +213,22 @@ def test_offer_deadlines_follow_urgency_and_the_prescribers_date() -> None:
     assert deadline(needed_services=[ServiceCode.EVICTION_HOUSING]) == now + urgent
     assert deadline(respond_by=date(2026, 11, 25)) == datetime(2026, 11, 25, tzinfo=UTC)
     assert deadline(respond_by=date(2026, 11, 20)) == now + minimum  # already past
+
+
+async def test_an_urgent_referral_without_a_place_is_escalated_at_once_and_keeps_waiting(
+    store: RoutingStore, ctx: RoutingContext
+) -> None:
+    for site in ("HDF-ARRAS-59", "HDF-ARRAS-62"):
+        store.set_capacity(site, COURSE, places_total=1)
+    await route_referral(accepted("ref-first-02"), ctx)
+    await route_referral(accepted("ref-second-2"), ctx)
+    await route_referral(accepted("ref-urgent-2", Urgency.URGENT), ctx)
+    escalated = [e for e in store.events(ReferralEscalated) if isinstance(e, ReferralEscalated)]
+    assert [(e.subject, e.data.reason) for e in escalated] == [("ref-urgent-2", "urgent_no_place")]
+    assert "tête de file" in escalated[0].data.explanation
+    assert store.referrals["ref-urgent-2"].status == "waitlisted"
+    first = store.referrals["ref-first-02"]
+    assert first.site_id is not None
+    await answer_offer(answer("ref-first-02", first.site_id, "declined", "no_capacity"), ctx)
+    assert store.referrals["ref-urgent-2"].status == "offered"  # first in line when it frees
+    assert len(store.events(ReferralEscalated)) == 1  # told once, not at every release

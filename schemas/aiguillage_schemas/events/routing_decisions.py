@@ -98,12 +98,17 @@ class ReferralEscalatedData(Contract):
     prescriber_id: str
     prescriber_kind: PrescriberKind
     attempts: int = Field(ge=0)
-    reason: Literal["attempts_exhausted", "no_feasible_site"]
+    reason: Literal["attempts_exhausted", "no_feasible_site", "urgent_no_place"] = Field(
+        description="urgent_no_place: an urgent referral (eviction housing) has no site with a "
+        "place within the policy's reach; it stays first in line on the waiting list while a "
+        "human looks for housing (e.g. the national platform)."
+    )
     explanation: str
 
 
 class ReferralEscalated(Envelope):
-    """Routing gives the referral to a human coordinator."""
+    """Routing gives the referral to a human coordinator (with ``urgent_no_place`` the referral
+    also keeps waiting, and may still be offered a place)."""
 
     EVENT_TYPE = "referral.escalated"
     SCHEMA_VERSION = 1

@@ -70,6 +70,7 @@ def create_app(
                     min_offer_window=timedelta(seconds=settings.min_offer_window_s),
                     max_attempts=settings.max_attempts,
                     reservation_retries=settings.reservation_retries,
+                    escalate_urgent_waits=settings.escalate_urgent_waits,
                 )
             )
         return contexts[0]

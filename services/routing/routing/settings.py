@@ -36,6 +36,7 @@ class RoutingSettings(ServiceSettings):
     urgent_offer_timeout_s: float = 86_400.0  # eviction housing: answer within 24 h
     min_offer_window_s: float = 4 * 3600.0  # a prescriber's respond_by never leaves less
     max_attempts: int = 3
+    escalate_urgent_waits: bool = True  # urgent with no place in reach: tell a human at once
     timer_poll_interval_s: float = 1.0
     reservation_retries: int = 5
 

@@ -151,6 +151,27 @@ async def _wait(
     decision_id = derived_id("decision", cause, ref.referral_id, "waitlisted", ref.attempt)
     await uow.waitlist_add(new, decision.site.site_id, decision.service, decision_id)
     await _record(uow, new, decision_id, "waitlisted", decision, cause)
+    if ref.status != "waitlisted" and ref.urgency_rank == 0 and ctx.escalate_urgent_waits:
+        # The network's promise on urgent referrals: an offer at once when a site within reach
+        # has a place; otherwise a human is told at once, with the reason, while it waits first.
+        await uow.emit(
+            ctx.decisions_topic,
+            ReferralEscalated(
+                **envelope(new, cause, "urgent-escalated"),
+                data=ReferralEscalatedData(
+                    prescriber_id=ref.accepted.prescriber_id,
+                    prescriber_kind=ref.accepted.prescriber_kind,
+                    attempts=len(ref.tried),
+                    reason="urgent_no_place",
+                    explanation=(
+                        "Orientation urgente sans place disponible dans le rayon de la "
+                        f"politique : {decision.explanation} La personne reste en tête de file; "
+                        "un coordinateur cherche une solution (dont la plateforme nationale "
+                        "d'hébergement)."
+                    ),
+                ),
+            ),
+        )
     # Its position, and the positions it changes, are told by retell.
     await retell(
         uow,

@@ -110,4 +110,5 @@ class RoutingContext:
     min_offer_window: timedelta = timedelta(hours=4)
     max_attempts: int = 3
     reservation_retries: int = 5
+    escalate_urgent_waits: bool = True  # an urgent referral that must wait is escalated at once
     clock: Callable[[], datetime] = utc_now
