@@ -110,7 +110,11 @@ async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
         f"SELECT identity_release FROM {schema}.delivery_attempts WHERE delivery_id = $1",
         offer["delivery_id"],
     )
-    assert [r["identity_release"] for r in recorded] == ["granted"]
+    # Intake may be a moment behind routing (409, offer not known yet): such tries are held,
+    # never sent; the one webhook that went out is the one that was granted.
+    answers = [r["identity_release"] for r in recorded]
+    assert answers[-1] == "granted"
+    assert all(answer == "http_409" for answer in answers[:-1]), answers
 
     # Direct requests: the holder yes; another centre, no signature, a wrong secret: no.
     holder = await ask(url, referral.subject, centre_id)
