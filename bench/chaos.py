@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -1129,6 +1130,11 @@ async def _read_topic(run: _Run, topic: topics.Topic) -> list[Any]:
         await consumer.stop()
 
 
+def said(title: str, text: str) -> str:
+    """A digest of what a message says, to tell one message told twice from two messages."""
+    return hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()[:16]
+
+
 def _json(value: bytes | None) -> dict[str, Any]:
     try:
         document = json.loads(value or b"{}")
@@ -1212,6 +1218,7 @@ async def _observe(
                 data.get("topic", ""),
                 data.get("site_id"),
                 body.get("correlation_id", ""),
+                said(data.get("title", ""), data.get("body", "")),
             )
         )
     for topic in DEAD_LETTER_TOPICS:
@@ -1236,6 +1243,7 @@ async def _observe(
                 body.get("topic", ""),
                 body.get("site_id"),
                 body.get("correlation_id", ""),
+                said(body.get("title", ""), body.get("text", "")),
             )
         )
     for mail in smtp.received:
@@ -1247,6 +1255,7 @@ async def _observe(
                 tuple(sorted(mail.rcpt_tos)),
                 str(message["Subject"]),
                 str(message["X-Correlation-Id"]),
+                said(str(message["Subject"]), mail.text()),
             )
         )
     try:
@@ -1291,10 +1300,12 @@ async def _observe_database(run: _Run, obs: report.Observations) -> None:
                 r["site_id"],
                 str(r["caused_by_event_id"]),
                 str(r["correlation_id"]),
+                said(r["title"], r["body"]),
             )
             for r in await connection.fetch(
                 f"SELECT notification_id, referral_id, recipient_kind, recipient_id, topic,"  # noqa: S608
-                f" site_id, caused_by_event_id, correlation_id FROM {notif}.notifications"
+                f" site_id, caused_by_event_id, correlation_id, title, body"
+                f" FROM {notif}.notifications"
             )
         ]
         obs.deliveries = [

@@ -126,11 +126,12 @@ class NotificationRow:
     site_id: str | None
     cause: str  # caused_by_event_id
     correlation_id: str = ""
+    said: str = ""  # digest of what the notification says (title and text)
 
     @property
     def effect(self) -> Effect:
         kind, recipient, topic = self.recipient_kind, self.recipient_id, self.topic
-        return (self.referral_id, self.correlation_id, kind, recipient, topic, self.site_id)
+        return (self.referral_id, self.correlation_id, kind, recipient, topic, self.said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +155,12 @@ class Outbound:
     topic: str
     site_id: str | None
     correlation_id: str = ""
+    said: str = ""  # digest of title and body
 
     @property
     def effect(self) -> Effect:
         kind, recipient, topic = self.recipient_kind, self.recipient_id, self.topic
-        return (self.referral_id, self.correlation_id, kind, recipient, topic, self.site_id)
+        return (self.referral_id, self.correlation_id, kind, recipient, topic, self.said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class WebhookReceipt:
     topic: str
     site_id: str | None
     correlation_id: str = ""
+    said: str = ""  # digest of the body's title and text
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,7 @@ class MailReceipt:
     recipients: tuple[str, ...]
     subject: str
     correlation_id: str = ""  # X-Correlation-Id
+    said: str = ""  # digest of the subject and the plain text
 
     @property
     def delivery_id(self) -> str:
@@ -589,9 +593,10 @@ def _missing_notifications_row(obs: Observations, index: _Index) -> Row:
 def _doubled_effects_row(obs: Observations) -> Row:
     """Real doubles: the same effect under two idempotency keys (a deduplicating receiver applies
     it twice). Repeats: the same key again (at-least-once after a crash; a receiver dedupes).
-    An effect is what a recipient is told about one journey: reference, correlation id,
-    recipient, topic, site (rejections of unreadable inputs all share the reference "unknown"
-    but each has its own correlation id)."""
+    An effect is one message told to one recipient about one journey: reference, correlation
+    id, recipient, topic and a digest of the words (rejections of unreadable inputs all share
+    the reference "unknown" but each has its own correlation id; a waiting referral told its new
+    position is told something new)."""
     doubled: set[str] = set()
     repeats: Counter[str] = Counter()
     counts: Counter[str] = Counter()
@@ -615,7 +620,7 @@ def _doubled_effects_row(obs: Observations) -> Row:
     scan(
         "webhook",
         (
-            ((w.reference, w.correlation_id, w.path, w.topic, w.site_id), w.key, w.reference)
+            ((w.reference, w.correlation_id, w.path, w.topic, w.said), w.key, w.reference)
             for w in obs.webhooks
             if 200 <= w.status < 300
         ),
@@ -623,7 +628,7 @@ def _doubled_effects_row(obs: Observations) -> Row:
     scan(
         "e-mail",
         (
-            ((m.reference, m.correlation_id, m.recipients, m.subject), m.message_id, m.reference)
+            ((m.reference, m.correlation_id, m.recipients, m.said), m.message_id, m.reference)
             for m in obs.mails
         ),
     )

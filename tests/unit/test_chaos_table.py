@@ -60,19 +60,24 @@ def _notified(
     site: str | None,
 ) -> None:
     nid = f"n-{cause}-{recipient}"
-    obs.notifications.append(r.NotificationRow(nid, referral, kind, recipient, topic, site, cause))
-    obs.outbound.append(r.Outbound(f"o-{nid}", nid, referral, kind, recipient, topic, site))
+    words = f"{topic} {site}"  # what the message says
+    obs.notifications.append(
+        r.NotificationRow(nid, referral, kind, recipient, topic, site, cause, "", words)
+    )
+    obs.outbound.append(
+        r.Outbound(f"o-{nid}", nid, referral, kind, recipient, topic, site, "", words)
+    )
     if kind == "centre":
         obs.deliveries.append(r.DeliveryRow(f"w-{nid}", nid, "webhook", "delivered"))
+        path = f"/hooks/centre/{recipient}"
         obs.webhooks.append(
-            r.WebhookReceipt(f"w-{nid}", 200, referral, f"/hooks/centre/{recipient}", topic, site)
+            r.WebhookReceipt(f"w-{nid}", 200, referral, path, topic, site, "", words)
         )
     else:
         obs.deliveries.append(r.DeliveryRow(f"k-{nid}", nid, "kafka", "delivered"))
     obs.deliveries.append(r.DeliveryRow(f"m-{nid}", nid, "email", "delivered"))
-    obs.mails.append(
-        r.MailReceipt(f"<m-{nid}@demo.invalid>", referral, (f"{recipient}@x",), f"{topic} {site}")
-    )
+    mail = r.MailReceipt(f"<m-{nid}@demo.invalid>", referral, (f"{recipient}@x",), words, "", words)
+    obs.mails.append(mail)
 
 
 def _rejected(obs: r.Observations, index: int, variant: str, prescriber: str | None) -> None:
@@ -343,4 +348,20 @@ def test_rejections_of_unreadable_inputs_are_not_one_effect_told_twice() -> None
         obs.mails.append(r.MailReceipt(f"<m-{index}@d>", "unknown", ("p@x",), "Rejet", corr))
     assert row(obs, "doubled effects").value == "0"
     obs.mails.append(r.MailReceipt("<m-other@d>", "unknown", ("p@x",), "Rejet", "corr-7"))
+    assert row(obs, "doubled effects").value == "1"
+
+
+def test_a_waiting_referral_told_a_new_position_is_told_something_new() -> None:
+    obs = clean()
+    first = next(n for n in obs.notifications if n.topic == "referral_waitlisted")
+    moved = dataclasses.replace(first, notification_id="n-moved", cause="ev-moved", said="pos 2")
+    obs.notifications.append(moved)
+    obs.outbound.append(
+        r.Outbound(
+            "o-moved", "n-moved", "ref-b", "prescriber", "spip-69", moved.topic, SITE, "", "pos 2"
+        )
+    )
+    obs.mails.append(r.MailReceipt("<m-moved@d>", "ref-b", ("spip-69@x",), "w", "", "pos 2"))
+    assert row(obs, "doubled effects").value == "0"
+    obs.mails.append(r.MailReceipt("<m-again@d>", "ref-b", ("spip-69@x",), "w", "", "pos 2"))
     assert row(obs, "doubled effects").value == "1"
