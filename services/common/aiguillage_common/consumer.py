@@ -220,7 +220,9 @@ class ReliableConsumer:
         """None on success; the problem of a record that can never succeed; raises what is
         transient (the caller retries the batch)."""
         try:
-            await asyncio.wait_for(self._process(record), self._timeout_s)
+            # A timeout scope, not wait_for: no extra task per record.
+            async with asyncio.timeout(self._timeout_s):
+                await self._process(record)
         except InvalidMessage as invalid:
             return invalid.problem
         except Exception as error:
