@@ -306,7 +306,7 @@ def _km(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
 def _site_km(request: Request, site: Site, directory: Directory) -> float:
     if request.origin_trig is None:
         return 0.0
-    return _km(request.origin_trig, directory.trig[site.site_id])
+    return _km(request.origin_trig, directory.trig(site))
 
 
 def hard_exclusions(

@@ -13,6 +13,8 @@ from typing import Literal
 from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
 
 Eligibility = Literal["judicial_only", "all"]
+# A directory of more sites than this is indexed by (département, service) on its first decision.
+INDEX_ABOVE_SITES = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +126,16 @@ class Directory:
         return {}
 
     @cached_property
-    def trig(self) -> dict[str, tuple[float, float, float]]:
-        """Per site: latitude and longitude in radians, cosine of the latitude."""
-        return {
-            site.site_id: (
-                math.radians(site.lat),
-                math.radians(site.lon),
-                math.cos(math.radians(site.lat)),
-            )
-            for site in self.sites
-        }
+    def _trig(self) -> dict[str, tuple[float, float, float]]:
+        return {}
+
+    def trig(self, site: Site) -> tuple[float, float, float]:
+        """The site's latitude and longitude in radians and the cosine of its latitude (kept)."""
+        found = self._trig.get(site.site_id)
+        if found is None:
+            lat = math.radians(site.lat)
+            found = self._trig[site.site_id] = (lat, math.radians(site.lon), math.cos(lat))
+        return found
 
     def _candidates(
         self,
@@ -144,8 +146,21 @@ class Directory:
     ) -> list[Site]:
         if not needed:
             return self.sites_near({home, *neighbours}) if fallback else self.sites_near({home})
-        index = self._by_service
         wanted = set(needed)
+        if len(self.sites) <= INDEX_ABOVE_SITES and "_by_service" not in self.__dict__:
+            # A snapshot of one territory (what the service reads per decision) is scanned: cheaper
+            # than indexing it for a single decision.
+            return [
+                site
+                for site in self.sites
+                if wanted <= site.services
+                and (
+                    home in site.serves
+                    or site.departement == home
+                    or (fallback and site.departement in neighbours)
+                )
+            ]
+        index = self._by_service
         rarest = min(needed, key=lambda s: len(index.get((home, s), ())))
         found: dict[str, Site] = {
             site.site_id: site

@@ -414,10 +414,14 @@ async def requeue_waiting_at(
     """A site or one of its services closed: the referrals waiting there are decided again
     (offered elsewhere, or moved to another queue, keeping their arrival time)."""
     moved = 0
+    homes: set[str] = set()
     for referral_id in await uow.waiting_at(site_id):
         ref = await uow.get_referral(referral_id)
         if ref is None or ref.status != "waitlisted":
             continue
         new = await place(uow, ctx, ref, cause, now)
         moved += new.site_id != site_id
+        if new.status != "waitlisted":
+            homes.add(ref.accepted.residence_departement)
+    await retell(uow, ctx, homes, cause, now)  # those behind the ones offered a place move up
     return moved
