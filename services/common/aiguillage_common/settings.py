@@ -1,9 +1,47 @@
-"""Settings every service shares; each service subclasses with its own env prefix."""
+"""Settings every service shares; each service subclasses with its own env prefix.
+
+One set of names works for everything: ``AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS`` and
+``AIGUILLAGE_DATABASE_URL`` (what ``./run infra env`` prints, and what the operator tools read) are
+read by every service when its own prefixed setting (``AIGUILLAGE_INTAKE_DATABASE_URL``…) is not
+set; the prefixed one wins. So a second copy of the stack on other ports is reached by setting the
+two shared names once, and never silently talks to the first copy's broker or database.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+# field -> the shared environment variable read when the service's prefixed one is not set.
+SHARED_ENV: dict[str, str] = {
+    "kafka_bootstrap_servers": "AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS",
+    "database_url": "AIGUILLAGE_DATABASE_URL",
+}
+
+
+class SharedEnvSource(PydanticBaseSettingsSource):
+    """The shared, unprefixed names; consulted after the service's own (prefixed) variables."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = SHARED_ENV.get(field_name)
+        value = os.environ.get(name) if name else None
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value:  # an empty variable is as good as none
+                found[key] = value
+        return found
 
 
 class ServiceSettings(BaseSettings):
@@ -11,8 +49,15 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    kafka_bootstrap_servers: str = "127.0.0.1:19092"
-    database_url: str = "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage"
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        description="Broker; <PREFIX>KAFKA_BOOTSTRAP_SERVERS, else "
+        "AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS.",
+    )
+    database_url: str = Field(
+        default="postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage",
+        description="PostgreSQL; <PREFIX>DATABASE_URL, else AIGUILLAGE_DATABASE_URL.",
+    )
     db_schema: str = Field(description="PostgreSQL schema the service owns.")
     topic_prefix: str = Field(default="", description="Prepended to every topic (test isolation).")
     consumer_group: str
@@ -41,6 +86,24 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = 200
     outbox_poll_interval_s: float = 1.0
     graceful_timeout_s: float = 15.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: arguments, then the prefixed variables, then the shared names.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SharedEnvSource(settings_cls),
+            file_secret_settings,
+        )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -130,7 +131,15 @@ def run() -> None:
         "--schema", default=os.environ.get("AIGUILLAGE_NOTIFICATIONS_DB_SCHEMA", "notifications")
     )
     args = parser.parse_args()
-    lines = asyncio.run(fetch(args.database_url, args.schema, args.referral_id))
+    try:
+        lines = asyncio.run(fetch(args.database_url, args.schema, args.referral_id))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        # One line, no traceback; host and port only (the URL holds a password).
+        where = urlsplit(args.database_url)
+        sys.exit(
+            f"cannot use PostgreSQL at {where.hostname}:{where.port or 5432} "
+            f"(schema {args.schema}): {type(error).__name__}: {error}"
+        )
     if not lines:
         print(f"no notification recorded for {args.referral_id}")
         sys.exit(1)

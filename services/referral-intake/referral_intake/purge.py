@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import asyncpg
+from pydantic import ValidationError
 
 from aiguillage_common.logging import configure_logging, get_logger
 from aiguillage_common.runtime import open_pool
@@ -22,6 +24,12 @@ from referral_intake.adapters.postgres import purge_closed
 from referral_intake.settings import IntakeSettings
 
 log = get_logger("aiguillage.intake.purge")
+
+
+def database_address(url: str) -> str:
+    """host:port of a PostgreSQL URL, never its password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '?'}:{parts.port or 5432}"
 
 
 async def purge(settings: IntakeSettings, older_than_days: int) -> list[str]:
@@ -33,7 +41,16 @@ async def purge(settings: IntakeSettings, older_than_days: int) -> list[str]:
 
 
 def run() -> None:
-    settings = IntakeSettings()
+    try:
+        settings = IntakeSettings()
+    except ValidationError as error:
+        names = ", ".join(
+            "AIGUILLAGE_INTAKE_" + ".".join(map(str, e["loc"])).upper() for e in error.errors()
+        )
+        sys.exit(
+            f"aiguillage-intake-purge: missing or invalid setting {names} (run it with the "
+            "service's environment)"
+        )
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--older-than-days",
@@ -46,8 +63,13 @@ def run() -> None:
     configure_logging("referral-intake-purge", settings.log_level)
     try:
         purged = asyncio.run(purge(settings, args.older_than_days))
-    except (OSError, asyncpg.PostgresError) as error:
-        log.error("purge.failed", error_type=type(error).__name__)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        # One line, no traceback; the address without the password in the URL.
+        log.error(
+            "purge.failed",
+            error_type=type(error).__name__,
+            database=database_address(settings.database_url),
+        )
         sys.exit(1)
     # Referral ids are pseudonymous: safe to log, and operators need them for the audit trail.
     log.info("purge.done", purged=len(purged), referral_ids=purged, days=args.older_than_days)

@@ -15,9 +15,11 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -26,6 +28,20 @@ from routing.adapters.directory_csv import load_directory
 from routing.adapters.postgres import read_directory, seed_directory
 from routing.domain.directory import confirmations_due
 from routing.settings import RoutingSettings
+
+T = TypeVar("T")
+
+
+def _run(settings: RoutingSettings, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command; an unreachable database is one line on stderr and exit 1, no traceback."""
+    try:
+        return asyncio.run(coroutine)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        where = urlsplit(settings.database_url)  # host and port only: the URL holds a password
+        sys.exit(
+            f"cannot use PostgreSQL at {where.hostname}:{where.port or 5432} "
+            f"(schema {settings.db_schema}): {type(error).__name__}: {error}"
+        )
 
 
 async def _connect(settings: RoutingSettings) -> asyncpg.Connection:
@@ -116,11 +132,11 @@ def directory_command() -> None:
     args = parser.parse_args()
     settings = RoutingSettings()
     if args.command == "load":
-        asyncio.run(_load(settings, args.data_dir))
+        _run(settings, _load(settings, args.data_dir))
     elif args.command == "stale":
-        asyncio.run(_stale(settings, args.departement))
+        _run(settings, _stale(settings, args.departement))
     else:
-        asyncio.run(_show(settings, args.departement))
+        _run(settings, _show(settings, args.departement))
 
 
 async def _decisions(settings: RoutingSettings, referral_id: str) -> list[dict[str, Any]]:
@@ -176,7 +192,8 @@ def decision_command() -> None:
     parser.add_argument("referral_id")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
-    decisions = asyncio.run(_decisions(RoutingSettings(), args.referral_id))
+    settings = RoutingSettings()
+    decisions = _run(settings, _decisions(settings, args.referral_id))
     if not decisions:
         print(f"no decision recorded for {args.referral_id}", file=sys.stderr)
         sys.exit(1)
