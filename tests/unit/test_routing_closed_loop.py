@@ -15,6 +15,7 @@ from aiguillage_schemas.events.centres import (
     PathReportData,
 )
 from aiguillage_schemas.events.referral_lifecycle import (
+    ReferralAccepted,
     ReferralCancelled,
     ReferralCancelledData,
 )
@@ -232,3 +233,51 @@ async def test_an_urgent_referral_without_a_place_is_escalated_at_once_and_keeps
     await answer_offer(answer("ref-first-02", first.site_id, "declined", "no_capacity"), ctx)
     assert store.referrals["ref-urgent-2"].status == "offered"  # first in line when it frees
     assert len(store.events(ReferralEscalated)) == 1  # told once, not at every release
+
+
+async def test_a_place_freed_near_home_goes_to_that_departements_people_first(
+    store: RoutingStore, geography: Geography, clock: Clock
+) -> None:
+    """Documented order at a release: urgent, then the site's own département, then arrival."""
+    ctx = routing_context(store, geography, clock, Policy(), max_attempts=2)
+    for (site_id, service), _ in list(store.capacity.items()):
+        if service is COURSE and site_id.startswith("HDF-"):
+            store.set_capacity(site_id, COURSE, places_total=0)
+    for site_id in ("HDF-ARRAS-59", "HDF-ARRAS-62"):
+        store.set_capacity(site_id, COURSE, places_total=1)
+
+    def living_in(referral_id: str, commune: str, departement: str) -> ReferralAccepted:
+        event = accepted(referral_id, occurred_at=clock.now)
+        data = event.data.model_copy(
+            update={"residence_commune_insee": commune, "residence_departement": departement}
+        )
+        return event.model_copy(update={"data": data})
+
+    await route_referral(living_in("ref-lille-01", "59350", "59"), ctx)  # takes Lille's place
+    await route_referral(living_in("ref-arras-01", "62041", "62"), ctx)  # takes Arras's place
+    clock.advance(minutes=1)
+    await route_referral(living_in("ref-arras-02", "62041", "62"), ctx)  # waits, arrived first
+    clock.advance(minutes=1)
+    await route_referral(living_in("ref-lille-02", "59350", "59"), ctx)  # waits, arrived second
+    assert {store.referrals[r].status for r in ("ref-arras-02", "ref-lille-02")} == {"waitlisted"}
+    await answer_offer(answer("ref-lille-01", "HDF-ARRAS-59", "accepted"), ctx)
+    await report_path(
+        PathReport(
+            source="HDF-ARRAS",
+            correlation_id=uuid.uuid4(),
+            subject="ref-lille-01",
+            data=PathReportData.model_validate(
+                {
+                    "centre_id": "HDF-ARRAS",
+                    "site_id": "HDF-ARRAS-59",
+                    "report": "path_completed",
+                    "occurred_on": date(2026, 11, 30),
+                }
+            ),
+        ),
+        ctx,
+    )
+    # Lille's place goes to the Lille resident, though the Arras one arrived earlier.
+    assert store.referrals["ref-lille-02"].status == "offered"
+    assert store.referrals["ref-lille-02"].site_id == "HDF-ARRAS-59"
+    assert store.referrals["ref-arras-02"].status == "waitlisted"
