@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from aiguillage_common.geography import load_geography
 from aiguillage_schemas.events.centres import (
@@ -31,6 +32,7 @@ from aiguillage_schemas.events.centres import (
 )
 from aiguillage_schemas.vocabulary import ServiceCode
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.workers import ConfirmationWatch
 from routing.domain.decision import Policy
 from routing.use_cases.directory_updates import apply_directory_update
 from routing.use_cases.ports import RoutingContext
@@ -110,6 +112,31 @@ async def test_seed_command_is_idempotent_and_keeps_what_centres_reported(
     stale = _cli(isolated, "aiguillage-routing-directory", "stale", "59")
     assert stale.returncode == 0, stale.stderr
     assert stale.stdout.startswith("0 stale (policy: ranked 40 km lower on their last counts)")
+    # A centre that stopped confirming: the CLI lists it, the service's watch logs it.
+    await isolated.db.execute(
+        f"UPDATE {schema}.site_services SET updated_at = now() - interval '40 days'"
+        " WHERE site_id = 'HDF-ARRAS-59' AND service = $1",
+        str(COURSE),
+    )
+    stale = _cli(isolated, "aiguillage-routing-directory", "stale", "59")
+    assert stale.stdout.startswith("1 stale")
+    assert "STALE HDF-ARRAS-59" in stale.stdout
+    pool = await asyncpg.create_pool(
+        isolated.endpoints.database_url,
+        min_size=1,
+        max_size=1,
+        server_settings={"search_path": schema},
+    )
+    assert pool is not None
+    try:
+        watch = ConfirmationWatch(pool, timedelta(days=30), timedelta(days=7), 3600)
+        with capture_logs() as logs:
+            assert await watch.check_once() == 1
+    finally:
+        await pool.close()
+    (due,) = [entry for entry in logs if entry["event"] == "capacity.confirmation_due"]
+    assert (due["stale"], due["due_soon"], due["log_level"]) == (1, 0, "warning")
+    assert due["first"][0].startswith("HDF-ARRAS-59/responsibility_course by ")
 
 
 async def test_directory_updates_change_decisions_and_the_cli_explains_them(

@@ -36,7 +36,7 @@ from aiguillage_schemas.events.routing_decisions import (
 )
 from routing.adapters.kafka import CentreResponsesHandler, DirectoryHandler, RoutingHandler
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
-from routing.adapters.workers import DirectorySeeder, OfferTimer
+from routing.adapters.workers import ConfirmationWatch, DirectorySeeder, OfferTimer
 from routing.settings import RoutingSettings
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import CONSUMER, RoutingContext
@@ -142,6 +142,12 @@ def create_app(
         return [
             *seeders,
             OfferTimer(lambda: expire_one_offer(ctx), settings.timer_poll_interval_s),
+            ConfirmationWatch(
+                runtime.require_pool(),
+                timedelta(seconds=settings.capacity_freshness_s),
+                timedelta(seconds=settings.stale_reminder_s),
+                settings.confirmation_check_interval_s,
+            ),
         ]
 
     return build_app(SERVICE, settings, register, DESCRIPTION, workers, health)

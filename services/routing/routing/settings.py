@@ -28,7 +28,8 @@ class RoutingSettings(ServiceSettings):
     capacity_freshness_s: float = 30 * 86_400.0
     stale_capacity: Literal["rank", "drop"] = "rank"  # how sites with unconfirmed counts rank
     stale_penalty_km: float = 40.0
-    stale_reminder_s: float = 7 * 86_400.0  # centres are reminded this long before going stale
+    stale_reminder_s: float = 7 * 86_400.0  # counts due this long before going stale are shown
+    confirmation_check_interval_s: float = 3600.0  # how often the due counts are logged
     record_candidates: int = 25
 
     # Closed loop: how long a centre has to answer, how many sites are tried before a human.

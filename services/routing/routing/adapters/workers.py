@@ -1,10 +1,12 @@
-"""Routing's background work: seed the directory when empty, and expire unanswered offers."""
+"""Routing's background work: seed the directory when empty, expire unanswered offers, and say
+which capacity counts centres must confirm."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -13,7 +15,8 @@ from aiguillage_common.failures import is_transient
 from aiguillage_common.geography import Geography
 from aiguillage_common.logging import get_logger
 from routing.adapters.directory_csv import load_directory
-from routing.adapters.postgres import seed_directory
+from routing.adapters.postgres import read_directory, seed_directory
+from routing.domain.directory import confirmations_due
 
 log = get_logger("aiguillage.routing.workers")
 
@@ -76,4 +79,55 @@ class OfferTimer:
                 if waiting:
                     waiting = False
                     log.warning("offer_timer.resumed")
+            await asyncio.sleep(self._interval_s)
+
+
+class ConfirmationWatch:
+    """Every ``interval_s``, logs the capacity counts already stale or due for confirmation
+    within ``reminder`` (``capacity.confirmation_due``, a warning operators can alert on), so a
+    centre that stopped confirming is noticed before its sites rank lower or stop being offered.
+    Logs nothing when every count is fresh."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, freshness: timedelta, reminder: timedelta, interval_s: float
+    ) -> None:
+        self._pool = pool
+        self._freshness = freshness
+        self._reminder = reminder
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="routing-confirmation-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def check_once(self) -> int:
+        async with self._pool.acquire() as connection:
+            directory = await read_directory(connection)
+        due = confirmations_due(directory, datetime.now(UTC), self._freshness, self._reminder)
+        if due:
+            log.warning(
+                "capacity.confirmation_due",
+                stale=sum(c.stale for c in due),
+                due_soon=sum(not c.stale for c in due),
+                first=[f"{c.site_id}/{c.service} by {c.confirm_by:%Y-%m-%d}" for c in due[:20]],
+            )
+        return len(due)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception as error:
+                if not is_transient(error):
+                    log.error(
+                        "confirmation_watch.failed",
+                        error_type=type(error).__name__,
+                        at=where(error),
+                    )
             await asyncio.sleep(self._interval_s)
