@@ -75,7 +75,7 @@ async def place(
                 return await _offer(uow, ctx, ref, decision, directory, cause, now)
             continue  # another instance took the last place: decide again on fresh counts
         if isinstance(decision, Waitlisted):
-            return await _wait(uow, ctx, ref, decision, directory, cause, now)
+            return await _wait(uow, ctx, ref, decision, cause)
         if ref.tried:
             return await escalate(
                 uow, ctx, ref, cause, "no_feasible_site", decision.explanation, decision
@@ -136,9 +136,7 @@ async def _wait(
     ctx: RoutingContext,
     ref: ReferralState,
     decision: Waitlisted,
-    directory: Directory,
     cause: uuid.UUID,
-    now: datetime,
 ) -> ReferralState:
     if ref.status == "waitlisted" and any(
         c.site_id == ref.site_id and c.feasible for c in decision.record.candidates
@@ -178,7 +176,6 @@ async def _wait(
         ctx,
         {ref.accepted.residence_departement},
         cause,
-        now,
         first_words={ref.referral_id: decision.explanation},
     )
     return new
@@ -189,7 +186,6 @@ async def retell(
     ctx: RoutingContext,
     homes: Collection[str],
     cause: uuid.UUID,
-    now: datetime,
     first_words: Mapping[str, str] | None = None,
 ) -> int:
     """Tell every waiting referral whose position changed (or was never told) its true position,
@@ -227,9 +223,11 @@ async def retell(
             continue
         explanation = words.get(entry.referral_id)
         if explanation is None:
+            before = (
+                f" (auparavant {entry.told_position})" if entry.told_position is not None else ""
+            )
             explanation = (
-                f"Nouvelle position dans la file d'attente du site {named.site_id} "
-                f"(auparavant {entry.told_position})."
+                f"Nouvelle position dans la file d'attente du site {named.site_id}{before}."
             )
         await uow.emit(
             ctx.decisions_topic,
@@ -295,7 +293,7 @@ async def escalate(
     await uow.waitlist_remove(ref.referral_id)
     await uow.save_referral(new)
     if ref.status == "waitlisted":
-        await retell(uow, ctx, {ref.accepted.residence_departement}, cause, ctx.clock())
+        await retell(uow, ctx, {ref.accepted.residence_departement}, cause)
     decision_id = derived_id("decision", cause, ref.referral_id, "escalated")
     await _record(uow, new, decision_id, "escalated", decision, cause, reason, explanation)
     await uow.emit(
@@ -404,7 +402,7 @@ async def drain(
                 break  # decided otherwise on fresh counts: nothing more to give here
             offered += new.status == "offered"
             homes.add(ref.accepted.residence_departement)
-    await retell(uow, ctx, homes, cause, now)
+    await retell(uow, ctx, homes, cause)
     return offered
 
 
@@ -423,5 +421,5 @@ async def requeue_waiting_at(
         moved += new.site_id != site_id
         if new.status != "waitlisted":
             homes.add(ref.accepted.residence_departement)
-    await retell(uow, ctx, homes, cause, now)  # those behind the ones offered a place move up
+    await retell(uow, ctx, homes, cause)  # those behind the ones offered a place move up
     return moved
