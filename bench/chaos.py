@@ -27,60 +27,57 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from aiguillage_common.codec import encode_event
 from aiguillage_common.migrations.cli import SERVICES as MIGRATED
-from aiguillage_common.migrations.cli import migrate_services
-from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
-from aiguillage_demo.samples import DEMO_CASES, make_referral
-from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
 from aiguillage_schemas import topics
-from aiguillage_schemas.signing import sign
 from bench import chaos_report as report
+from bench.harness import (
+    COMMANDS,
+    ENV_PREFIX,
+    INPUT_HEADER,
+    REPO,
+    Infra,
+    Peers,
+    Prepared,
+    Service,
+    add_infra_arguments,
+    create_world,
+    drop_world,
+    launch,
+    prepare_inputs,
+    private_infra,
+    quiet_client_logs,
+    sayer,
+    service_env,
+    wait_ready,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-INFRA = REPO / "deploy" / "local" / "infra.sh"
-HOST = "127.0.0.1"
-INPUT_HEADER = "x-chaos-input"  # which input a record is (read back from referrals.intake)
+# Re-exported: the tests build chaos inputs and find the infrastructure through this module.
+from bench.harness import INVALID_KINDS as INVALID_KINDS
+from bench.harness import locate_infra as locate_infra
+
 # SQL below names the run's own schemas (``<service>_chaos<token>``) in f-strings: S608 is noqa'd.
 
-COMMANDS = {
-    "referral-intake": "aiguillage-intake",
-    "routing": "aiguillage-routing",
-    "notifications": "aiguillage-notifications",
-}
-ENV_PREFIX = {
-    "referral-intake": "AIGUILLAGE_INTAKE_",
-    "routing": "AIGUILLAGE_ROUTING_",
-    "notifications": "AIGUILLAGE_NOTIFICATIONS_",
-}
 # Consumer groups (after the run's prefix) and the topic each reads; groups found on the broker
 # with the prefix are added, so a group renamed in a service still shows up.
 GROUP_TOPICS = {
@@ -102,8 +99,10 @@ DEAD_LETTER_TOPICS = (
 SESSION_TIMEOUT_S = 10.0  # FastStream's default consumer session timeout
 
 
-def say(message: str) -> None:
-    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+say = sayer("chaos")
+# Fallback polls faster than the defaults (NOTIFY wakes both anyway), as the demo runs them.
+TUNING = {name: {f"{ENV_PREFIX[name]}OUTBOX_POLL_INTERVAL_S": "0.5"} for name in COMMANDS}
+TUNING["notifications"]["AIGUILLAGE_NOTIFICATIONS_DELIVERY_POLL_INTERVAL_S"] = "0.2"
 
 
 # ------------------------------------------------------------------------------------ plan
@@ -201,387 +200,6 @@ def kill_intervals(plan: Plan, service: str) -> Iterable[float]:
         yield rng.uniform(*plan.kill_every)
 
 
-# ---------------------------------------------------------------------------------- inputs
-
-INVALID_KINDS = (
-    "bad_signature",
-    "not_json",
-    "missing_field",
-    "unknown_prescriber",
-    "unknown_enum_value",
-    "wrong_type",
-    "not_utf8",
-    "impossible_date",
-    "unknown_commune",
-    "key_mismatch",
-    "replayed_message",
-    "outside_jurisdiction",
-    "missing_key",
-)
-
-
-@dataclass
-class Prepared:
-    """One input, ready to (re)send: headers are signed at each attempt, as a prescriber would."""
-
-    item: report.Input
-    key: bytes | None
-    value: bytes
-    signer: Callable[[bytes], dict[str, str]]
-    correlation_id: str = ""
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        headers = {**self.signer(self.value), INPUT_HEADER: str(self.item.index)}
-        if self.correlation_id:
-            headers["correlation_id"] = self.correlation_id
-        return [(k, v.encode()) for k, v in headers.items()]
-
-
-def _signed_by(prescriber_id: str) -> Callable[[bytes], dict[str, str]]:
-    return lambda value: sign_as(prescriber_id, value)
-
-
-def prepare_inputs(plan: Plan, today: date | None = None) -> list[Prepared]:
-    """``plan.count`` inputs; ``invalid_share`` of them invalid, at seeded positions, cycling
-    through every kind of invalid input. Referral ids, contents and kinds follow the seed."""
-    rng = random.Random(plan.seed)  # noqa: S311 - made-up data
-    invalid_count = round(plan.count * plan.invalid_share)
-    invalid_at = set(rng.sample(range(plan.count), invalid_count))
-    kinds = list(INVALID_KINDS)
-    rng.shuffle(kinds)
-    namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"aiguillage-chaos:{plan.seed}")
-    prepared = []
-    invalid_seen = 0
-    for index in range(plan.count):
-        referral_id = f"chaos-{plan.seed}-{index:05d}"
-        case = rng.randrange(len(DEMO_CASES))
-        referral = make_referral(
-            case,
-            referral_id=referral_id,
-            rng=random.Random(plan.seed * 1_000_003 + index),  # noqa: S311 - made-up data
-            today=today,
-        ).model_copy(
-            update={
-                "event_id": uuid.uuid5(namespace, f"event:{index}"),
-                "correlation_id": uuid.uuid5(namespace, f"correlation:{index}"),
-            }
-        )
-        prescriber = referral.data.prescriber.prescriber_id
-        correlation = str(referral.correlation_id)
-        if index not in invalid_at:
-            prepared.append(
-                Prepared(
-                    report.Input(index, "valid", referral_id),
-                    referral_id.encode(),
-                    encode_event(referral),
-                    _signed_by(prescriber),
-                    correlation,
-                )
-            )
-            continue
-        kind = kinds[invalid_seen % len(kinds)]
-        invalid_seen += 1
-        prepared.append(_invalid(kind, index, referral_id, referral.model_dump(mode="json")))
-    return prepared
-
-
-def _invalid(kind: str, index: int, referral_id: str, document: dict[str, Any]) -> Prepared:
-    """One invalid input of ``kind``, built from a valid referral's document."""
-    prescriber = document["data"]["prescriber"]["prescriber_id"]
-    key: bytes | None = referral_id.encode()
-    signer = _signed_by(prescriber)
-    data = document["data"]
-    reason = kind
-    if kind == "bad_signature":  # signed, then altered: a trailing space keeps it valid JSON
-        original = json.dumps(document).encode()
-        return Prepared(
-            report.Input(index, kind, referral_id, "bad_signature"),
-            key,
-            original + b" ",
-            lambda _value: sign_as(prescriber, original),
-        )
-    if kind == "not_json":
-        value = f"<referral id='{referral_id}'/>".encode()
-    elif kind == "wrong_type":
-        value = json.dumps([1, 2, referral_id]).encode()
-    elif kind == "not_utf8":
-        value = b'{"subject": "' + referral_id.encode() + b'", "x": "\xff\xfe"}'
-    else:
-        if kind == "missing_field":
-            del data["frame"]
-        elif kind == "unknown_enum_value":
-            data["needed_services"] = ["astrology"]
-        elif kind == "impossible_date":
-            data["frame"]["decision_date"] = "2026-02-30"
-        elif kind == "unknown_commune":
-            data["person"]["residence"]["commune_insee"] = "99999"
-        elif kind == "key_mismatch":
-            key = f"{referral_id}-other".encode()
-        elif kind == "missing_key":
-            key = None
-        elif kind == "outside_jurisdiction":
-            # Lille's prosecutor refers someone living in Lyon (a commune outside the Nord).
-            prescriber = "parquet-tj-lille"
-            data["prescriber"].update(
-                prescriber_id=prescriber, kind="parquet", jurisdiction=prescriber
-            )
-            document["source"] = prescriber
-            data["person"]["residence"]["commune_insee"] = "69381"
-            signer = _signed_by(prescriber)
-        elif kind == "unknown_prescriber":
-            signer = lambda value: sign(value, "nobody-2026", b"not-a-registered-secret")  # noqa: E731
-        elif kind == "replayed_message":
-            signer = lambda value: sign_as(prescriber, value, int(time.time()) - 3600)  # noqa: E731
-        value = json.dumps(document).encode()
-    return Prepared(report.Input(index, kind, referral_id, reason), key, value, signer)
-
-
-# ----------------------------------------------------------------------------------- infra
-
-
-def _infra_env(state_dir: Path, ports: dict[str, int]) -> dict[str, str]:
-    env = {**os.environ, "AIGUILLAGE_STATE_DIR": str(state_dir)}
-    env.setdefault("AIGUILLAGE_PYTHON", sys.executable)
-    names = {
-        "kafka": "AIGUILLAGE_KAFKA_PORT",
-        "controller": "AIGUILLAGE_KAFKA_CONTROLLER_PORT",
-        "pg": "AIGUILLAGE_PG_PORT",
-    }
-    for what, port in ports.items():
-        env[names[what]] = str(port)
-    return env
-
-
-@dataclass
-class Infra:
-    """One ``deploy/local/infra.sh`` state directory and its ports: start, stop and break it.
-
-    Every command runs infra.sh with this state directory and these ports, so it acts on this
-    copy only (infra.sh itself checks that the broker it kills runs with this state's config)."""
-
-    state_dir: Path
-    ports: dict[str, int]  # kafka, controller, pg (those known)
-    log_path: Path
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{HOST}:{self.ports['kafka']}"
-
-    @property
-    def database_url(self) -> str:
-        return f"postgresql://aiguillage:aiguillage@{HOST}:{self.ports['pg']}/aiguillage"
-
-    async def run(self, command: str, timeout_s: float = 900.0) -> None:
-        """``infra.sh <command>``; output appended to the log file (not a pipe: the daemons it
-        starts would hold a pipe open)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            process = await asyncio.create_subprocess_exec(
-                "bash",
-                str(INFRA),
-                command,
-                env=_infra_env(self.state_dir, self.ports),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            try:
-                code = await asyncio.wait_for(process.wait(), timeout_s)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                raise RuntimeError(
-                    f"infra.sh {command} did not finish in {timeout_s:.0f}s"
-                ) from None
-        if code != 0:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"infra.sh {command} failed ({code}); log {self.log_path}:\n{tail}")
-
-    async def pg_stop(self) -> None:
-        await self.run("pg-crash", 120)  # pg_ctl stop -m immediate
-
-    async def pg_start(self) -> None:
-        await self._until_done("pg-start", 300)
-
-    async def _until_done(self, command: str, timeout_s: float) -> None:
-        """Idempotent start commands are run again when they fail: ``pg-start`` can give up
-        before the new postmaster has written its pid file, although the server comes up."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                await self.run(command, max(30.0, deadline - time.monotonic()))
-            except RuntimeError as error:
-                if time.monotonic() > deadline:
-                    raise
-                say(f"infra.sh {command} failed, running it again ({str(error).splitlines()[0]})")
-                await asyncio.sleep(1.0)
-                continue
-            return
-
-    async def broker_kill(self) -> None:
-        await self.run("kafka-kill", 60)  # SIGKILL of this state's broker only
-
-    async def broker_restart(self) -> None:
-        await self._until_done("up", 600)
-
-
-def _conf_value(path: Path, key: str) -> str | None:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        name, _, value = line.partition("=")
-        if name.strip() == key:
-            return value.strip().strip("'")
-    return None
-
-
-def locate_infra(
-    database_url: str, state_dir: Path | None = None, log_path: Path | None = None
-) -> Infra:
-    """The infra.sh state directory whose PostgreSQL serves ``database_url``, so that a caller
-    (the quick test) can stop and restart that very cluster. ``state_dir`` defaults to
-    ``$AIGUILLAGE_STATE_DIR`` or ``<repo>/.local``, as infra.sh does. Refuses anything that is
-    not a loopback cluster managed by that state directory (never stops a stranger's server).
-    ``log_path`` receives infra.sh's output (default: a file in the state directory)."""
-    found = state_dir or Path(os.environ.get("AIGUILLAGE_STATE_DIR") or REPO / ".local")
-    found = found.resolve()
-    url = urlsplit(database_url)
-    if url.hostname not in {"127.0.0.1", "localhost", "::1"}:
-        raise RuntimeError(f"{database_url} is not on this machine's loopback")
-    conf = found / "pg" / "data" / "aiguillage.conf"
-    port = _conf_value(conf, "port")
-    if port is None or int(port) != (url.port or 5432):
-        raise RuntimeError(
-            f"no infra.sh PostgreSQL cluster for port {url.port} under {found} "
-            f"(found port {port} in {conf}); set AIGUILLAGE_STATE_DIR to its state directory"
-        )
-    ports = {"pg": int(port)}
-    listeners = _conf_value(found / "kafka" / "server.properties", "listeners") or ""
-    for part in listeners.split(","):
-        name, _, address = part.partition("://")
-        if address.rpartition(":")[2].isdigit():
-            what = {"PLAINTEXT": "kafka", "CONTROLLER": "controller"}.get(name)
-            if what:
-                ports[what] = int(address.rpartition(":")[2])
-    return Infra(found, ports, log_path or found / "chaos-infra.log")
-
-
-# ------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class Service:
-    """One service process (restartable): a fresh log file and health port at each start."""
-
-    name: str
-    label: str  # e.g. "routing#2"
-    env: dict[str, str]
-    log_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    health_port: int = 0
-    expected_exit: bool = True  # set while the script kills, stops or has not started it
-    restart_at: float | None = None  # the supervisor restarts an unexpected exit then
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def start(self) -> None:
-        self.starts += 1
-        self.health_port = free_port()
-        prefix = ENV_PREFIX[self.name]
-        log_path = self.log_dir / f"{self.label.replace('#', '-')}.{self.starts}.log"
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own console script
-                [str(Path(sys.executable).parent / COMMANDS[self.name])],
-                env={**self.env, f"{prefix}HEALTH_PORT": str(self.health_port)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C of the script is not theirs
-            )
-        self.expected_exit = False
-        self.restart_at = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    async def ready(self, client: httpx.AsyncClient) -> bool:
-        if not self.running():
-            return False
-        try:
-            answer = await client.get(f"http://{HOST}:{self.health_port}/health/ready")
-        except httpx.HTTPError:
-            return False
-        return bool(answer.status_code == 200 and answer.json().get("status") == "ready")
-
-    async def wait_ready(self, client: httpx.AsyncClient, timeout_s: float) -> float | None:
-        """Seconds until ready, or None at the deadline."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            if await self.ready(client):
-                return time.monotonic() - started
-            await asyncio.sleep(0.25)
-        return None
-
-    async def _wait_exit(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.process is not None and self.process.poll() is None:
-            if time.monotonic() > deadline:
-                self.process.kill()
-            await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        """SIGKILL: nothing is flushed, committed or drained."""
-        self.expected_exit = True
-        if self.running() and self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-        await self._wait_exit(10)
-
-    async def terminate(self, timeout_s: float = 40.0) -> int | None:
-        self.expected_exit = True
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
-        await self._wait_exit(timeout_s)
-        return self.process.returncode
-
-
-def service_env(
-    name: str, bootstrap: str, database_url: str, prefix: str, suffix: str, extra: dict[str, str]
-) -> dict[str, str]:
-    own = ENV_PREFIX[name]
-    # Nothing inherited may point a service elsewhere.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(ENV_PREFIX.values()))}
-    env.update(
-        {
-            f"{own}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            f"{own}DATABASE_URL": database_url,
-            f"{own}TOPIC_PREFIX": prefix,
-            f"{own}DB_SCHEMA": MIGRATED[name][1] + suffix,
-            f"{own}CONSUMER_GROUP": f"{prefix}{name}",
-            f"{own}OUTBOX_POLL_INTERVAL_S": "0.5",
-            f"{own}HEALTH_HOST": HOST,
-        }
-    )
-    env.update(extra)
-    return env
-
-
 # --------------------------------------------------------------------------------- the run
 
 
@@ -654,23 +272,19 @@ async def run_chaos(
     )
     _make_dirs(work_dir / "logs")
     say(f"run {token}: topics {run.prefix}*, schemas *{run.suffix}, logs {work_dir / 'logs'}")
-    await provision(bootstrap, prefix=run.prefix)
-    await migrate_services(database_url, list(MIGRATED), run.suffix)
-    smtp, hooks = SmtpSink(), WebhookReceiver(base64.b64encode(os.urandom(24)))
-    await smtp.start()
-    await hooks.start()
+    await create_world(bootstrap, database_url, run.prefix, run.suffix)
+    peers = await Peers.start()
     client = httpx.AsyncClient(timeout=2.0)
     try:
-        observations = await _drive(run, smtp, hooks, client)
+        observations = await _drive(run, peers, client)
     finally:
         run.stop.set()
         codes = await asyncio.gather(*(s.terminate() for s in run.services))
         say(f"services stopped with SIGTERM, exit codes {list(codes)}")
         await client.aclose()
-        await smtp.stop()
-        await hooks.stop()
+        await peers.stop()
         if not keep_data:
-            await _drop(run)
+            await drop_world(bootstrap, database_url, run.prefix, run.suffix)
     rows = report.rows(observations)
     title = (
         f"Chaos run {token} (seed {plan.seed}, {plan.count} inputs at {plan.rate:g}/s, "
@@ -694,68 +308,23 @@ def _make_dirs(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-async def _drop(run: _Run) -> None:
-    with contextlib.suppress(Exception):
-        await unprovision(run.bootstrap, run.prefix)
-    with contextlib.suppress(Exception):
-        connection = await asyncpg.connect(run.database_url, timeout=10)
-        try:
-            for service in MIGRATED:
-                await connection.execute(f"DROP SCHEMA IF EXISTS {run.schema(service)} CASCADE")
-        finally:
-            await connection.close()
-
-
-def _channels_env(smtp: SmtpSink, hooks: WebhookReceiver) -> dict[str, dict[str, str]]:
-    """The centres' webhooks and everyone's e-mail point at the local peers, as in the demo;
-    intake's identity API on a free port with a per-run secret."""
-    prefix = ENV_PREFIX["notifications"]
-    service_secret = base64.b64encode(os.urandom(24)).decode()
-    identity_port = free_port()
-    return {
-        "referral-intake": {
-            "AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-            SECRETS_ENV: demo_secrets_json(),
-            "AIGUILLAGE_INTAKE_IDENTITY_API_HOST": HOST,
-            "AIGUILLAGE_INTAKE_IDENTITY_API_PORT": str(identity_port),
-            "AIGUILLAGE_INTAKE_IDENTITY_API_SECRET": service_secret,
-        },
-        "routing": {},
-        "notifications": {
-            f"{prefix}WEBHOOK_URL_TEMPLATE": hooks.base_url + "/hooks/{kind}/{id}",
-            f"{prefix}WEBHOOK_SECRET": hooks.secret.decode(),
-            f"{prefix}SMTP_HOST": HOST,
-            f"{prefix}SMTP_PORT": str(smtp.port),
-            f"{prefix}DELIVERY_POLL_INTERVAL_S": "0.2",
-            f"{prefix}INTAKE_IDENTITY_URL": (
-                f"http://{HOST}:{identity_port}/internal/v1/identity-releases"
-            ),
-            f"{prefix}IDENTITY_API_SECRET": service_secret,
-        },
-    }
-
-
-async def _drive(
-    run: _Run, smtp: SmtpSink, hooks: WebhookReceiver, client: httpx.AsyncClient
-) -> report.Observations:
+async def _drive(run: _Run, peers: Peers, client: httpx.AsyncClient) -> report.Observations:
     plan = run.plan
-    extra = _channels_env(smtp, hooks)
+    extra = peers.env()
     envs = {
         name: service_env(
-            name, run.bootstrap, run.database_url, run.prefix, run.suffix, extra[name]
+            name,
+            run.bootstrap,
+            run.database_url,
+            run.prefix,
+            run.suffix,
+            {**extra[name], **TUNING[name]},
         )
         for name in COMMANDS
     }
-    primary = {name: Service(name, name, envs[name], run.work_dir / "logs") for name in COMMANDS}
+    primary = launch(envs, run.work_dir / "logs")
     run.services.extend(primary.values())
-    for service in primary.values():
-        service.start()
-    waits = await asyncio.gather(
-        *(s.wait_ready(client, plan.ready_timeout_s) for s in primary.values())
-    )
-    if any(w is None for w in waits):
-        late = [s.label for s, w in zip(primary.values(), waits, strict=True) if w is None]
-        raise RuntimeError(f"not ready after {plan.ready_timeout_s:.0f}s: {late}")
+    await wait_ready(primary, client, plan.ready_timeout_s)
     say("services ready: " + ", ".join(f"{s.label} pid {s.pid}" for s in primary.values()))
     prepared = prepare_inputs(plan)
     faults = one_off_faults(plan)
@@ -786,7 +355,7 @@ async def _drive(
                 say(f"{service.label} still not ready after {plan.ready_timeout_s:.0f}s")
         quiescence = await _quiesce(run, faults_over)
         say(f"quiescence: {quiescence}")
-        observations = await _observe(run, prepared, smtp, hooks, quiescence)
+        observations = await _observe(run, prepared, peers.smtp, peers.hooks, quiescence)
     finally:
         for task in work + background:
             task.cancel()
@@ -1335,15 +904,12 @@ async def _main(args: argparse.Namespace) -> int:
         plan = Plan(count=args.count or 2000, seed=args.seed)
     if args.rate:
         plan = replace(plan, rate=args.rate)
-    state_dir = args.state_dir.resolve()
-    ports = {"kafka": args.kafka_port, "controller": args.controller_port, "pg": args.pg_port}
-    shared = {"kafka": 19092, "controller": 19093, "pg": 15432}
-    if any(ports[k] == shared[k] for k in ports) or state_dir == (REPO / ".local").resolve():
-        raise SystemExit("refusing the shared infrastructure's ports or state directory")
-    infra = Infra(state_dir, ports, state_dir / "chaos-infra.log")
-    work_dir = state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    infra = private_infra(args, "chaos-infra.log", say)
+    work_dir = infra.state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
     started = time.monotonic()
-    say(f"starting Kafka {infra.bootstrap} and PostgreSQL :{ports['pg']} in {state_dir}")
+    say(
+        f"starting Kafka {infra.bootstrap} and PostgreSQL :{infra.ports['pg']} in {infra.state_dir}"
+    )
     await infra.run("up")
     try:
         result = await run_chaos(
@@ -1371,17 +937,12 @@ def run() -> None:
     parser.add_argument("--seed", type=int, default=1, help="fault schedule and inputs")
     parser.add_argument("--rate", type=float, default=0.0, help="inputs/s (default 10; quick 4)")
     parser.add_argument("--quick", action="store_true", help="the CI variant (2-3 minutes)")
-    parser.add_argument("--keep-infra", action="store_true", help="leave Kafka/PostgreSQL up")
     parser.add_argument("--keep-data", action="store_true", help="keep the run's topics/schemas")
-    parser.add_argument("--state-dir", type=Path, default=REPO / ".local" / "chaos")
-    parser.add_argument("--kafka-port", type=int, default=29092)
-    parser.add_argument("--controller-port", type=int, default=29093)
-    parser.add_argument("--pg-port", type=int, default=25432)
+    add_infra_arguments(
+        parser, REPO / ".local" / "chaos", {"kafka": 29092, "controller": 29093, "pg": 25432}
+    )
     args = parser.parse_args()
-    # The migration runner logs with structlog: keep stdout for the table. The script says
-    # itself what its clients go through (aiokafka would log every refused connection).
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    quiet_client_logs()
     if args.count and args.count < (1 if args.quick else 2000):
         parser.error("a full run publishes at least 2000 inputs (use --quick for fewer)")
     sys.exit(asyncio.run(_main(args)))
