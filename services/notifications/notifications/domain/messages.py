@@ -90,6 +90,8 @@ TERMINATION_LABELS = {
 ESCALATION_LABELS = {
     "attempts_exhausted": "plusieurs sites ont décliné ou n'ont pas répondu",
     "no_feasible_site": "aucun site ne peut accueillir la personne en l'état",
+    "urgent_no_place": "orientation urgente sans place disponible à portée ; elle reste en tête "
+    "de file",
 }
 UNROUTABLE_LABELS = {
     "no_site_offers_services": "aucun site ne propose les services demandés",
