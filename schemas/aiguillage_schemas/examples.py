@@ -16,7 +16,11 @@ from aiguillage_schemas.events.prescribers import (
     PrescriberEntry,
     PrescriberRegistryUpdated,
 )
-from aiguillage_schemas.events.referral_lifecycle import ReferralRejected, Rejection
+from aiguillage_schemas.events.referral_lifecycle import (
+    ReferralRejected,
+    Rejection,
+    RejectionError,
+)
 from aiguillage_schemas.events.referral_requests import (
     ReferralAmended,
     ReferralAmendedData,
@@ -138,16 +142,29 @@ def examples() -> dict[str, Envelope]:
         source="referral-intake",
         correlation_id=CORRELATION,
         subject=REFERRAL_ID,
+        # Two problems in one referral: both are listed, the first is also reason / field_path.
         data=Rejection(
-            reason=RejectionReason.UNKNOWN_COMMUNE,
-            message="residence commune is not a known INSEE code",
-            field_path="data.person.residence.commune_insee",
+            reason=RejectionReason.IMPOSSIBLE_DATE,
+            message="2 problems: data.frame.decision_date: Input should be a date written "
+            "YYYY-MM-DD; data.person.interpreter_needed: Input should be a valid boolean",
+            field_path="data.frame.decision_date",
             original_sha256="9f2c" * 16,
             original_topic="referrals.intake",
             original_partition=3,
             original_offset=1842,
-            original_event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a01"),
             prescriber_id="parquet-tj-lille",
+            errors=[
+                RejectionError(
+                    reason=RejectionReason.IMPOSSIBLE_DATE,
+                    message="data.frame.decision_date: Input should be a date written YYYY-MM-DD",
+                    field_path="data.frame.decision_date",
+                ),
+                RejectionError(
+                    reason=RejectionReason.WRONG_TYPE,
+                    message="data.person.interpreter_needed: Input should be a valid boolean",
+                    field_path="data.person.interpreter_needed",
+                ),
+            ],
         ),
     )
     registry = PrescriberRegistryUpdated(

@@ -38,7 +38,15 @@ async def test_not_json_and_wrong_shape_are_rejected_and_the_next_referral_flows
     missing = next(
         r.json()["data"] for r in rejected if r.json()["data"]["reason"] == "missing_field"
     )
-    assert missing["field_path"] == "source"
+    # Every missing field is listed, first of all the event_id consumers deduplicate on.
+    assert missing["field_path"] == "event_id"
+    assert [e["field_path"] for e in missing["errors"]] == [
+        "event_id",
+        "source",
+        "correlation_id",
+        "subject",
+        "data",
+    ]
     assert missing["original_topic"] == intake
     assert len(missing["original_sha256"]) == 64
     assert {r.json()["data"]["prescriber_id"] for r in rejected} == {sender}

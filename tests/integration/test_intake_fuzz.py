@@ -3,8 +3,10 @@
 Hypothesis generates the mutations (structure, types, values, bytes, keys, signatures); they are
 all published to one running intake, then every record is checked to have exactly one outcome:
 accepted (a referral.accepted for its subject) or rejected with a reason (a referral.rejected that
-points back at its partition and offset). The intake process must still be alive, no rejection may
-be an unexpected ``processing_error``, and the consumer group's lag must come back to zero.
+points back at its partition and offset). Every accepted record must also validate against the
+published JSON Schema of its event: the server is never looser than the contract. The intake
+process must still be alive, no rejection may be an unexpected ``processing_error``, and the
+consumer group's lag must come back to zero.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import sign_as
 from aiguillage_schemas import topics
 from tests.conftest import Isolated, wait_started
+from tests.support.contracts import schema_errors
 from tests.support.waiting import eventually
 
 FUZZ_COUNT = int(os.environ.get("AIGUILLAGE_FUZZ_COUNT", "3000"))
@@ -214,6 +217,7 @@ async def test_thousands_of_mutated_referrals_each_end_accepted_or_rejected(
     assert "retries_exhausted" not in reasons, reasons
 
     unanswered = []
+    looser_than_schema = []
     for coordinates, fuzz in where.items():
         is_rejected = coordinates in rejected_at
         is_accepted = (
@@ -221,7 +225,14 @@ async def test_thousands_of_mutated_referrals_each_end_accepted_or_rejected(
         )
         if is_rejected == is_accepted:
             unanswered.append((coordinates, fuzz.mutation, is_rejected))
+        if is_accepted and not is_rejected and fuzz.value is not None:
+            # What the server accepted, the published schema accepts too (strict validation).
+            version = json.loads(fuzz.value)["schema_version"]
+            errors = schema_errors(f"referral.submitted.v{version}", fuzz.value)
+            if errors:
+                looser_than_schema.append((coordinates, fuzz.mutation, errors[:3]))
     assert unanswered == [], unanswered[:20]
+    assert looser_than_schema == [], looser_than_schema[:20]
     assert len(rejected) + len(accepted) == len(inputs)
     assert '"service.crashed"' not in intake_service.logs()
     print(

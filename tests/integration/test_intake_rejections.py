@@ -45,6 +45,8 @@ class Case:
     field_path: str | None
     named: str | None  # the prescriber the rejection names (None: sender not authenticated)
     build: Callable[[str], list[Record]]
+    # Field paths of every problem listed in data.errors, when there are several.
+    errors: tuple[str, ...] = ()
 
 
 def _doc(referral_id: str, case: int = 0) -> dict[str, Any]:
@@ -124,6 +126,27 @@ def _unknown_prescriber(rid: str) -> list[Record]:
     return [record]
 
 
+def _with_key_id(record: Record, key_id: str) -> Record:
+    record.headers = [
+        (k, key_id.encode() if k == "x-aiguillage-key-id" else v) for k, v in record.headers
+    ]
+    return record
+
+
+def _broken_header(rid: str) -> list[Record]:
+    record = _signed(_body(rid), rid)
+    record.headers.append(("x-trace", b"\xff\xfe"))
+    return [record]
+
+
+def _several_problems(rid: str) -> list[Record]:
+    document = _doc(rid)
+    document["data"]["person"]["interpreter_needed"] = "yes"
+    document["data"]["frame"]["decision_date"] = 20261130
+    document["data"]["needed_services"] = ["astrology"]
+    return [_signed(json.dumps(document).encode(), rid)]
+
+
 def _outside(rid: str) -> list[Record]:
     document = _doc(rid)
     document["data"]["person"]["residence"] = {"commune_insee": "69381"}  # Lyon, not the Nord
@@ -142,15 +165,50 @@ CASES: tuple[Case, ...] = (
     Case("empty_message", None, None, lambda rid: [Record(None, rid.encode())]),  # tombstone
     Case("missing_key", None, LILLE, lambda rid: [_signed(_body(rid), None)]),
     Case("key_mismatch", "subject", LILLE, lambda rid: [_signed(_body(rid + "-x"), rid)]),
-    Case("message_too_large", None, None, lambda rid: [_signed(b"{" * (MAX_BYTES + 1), rid)]),
+    # Refused before the signature is checked, yet the registered key id names its owner.
+    Case("message_too_large", None, LILLE, lambda rid: [_signed(b"{" * (MAX_BYTES + 1), rid)]),
+    Case(
+        "message_too_large",
+        None,
+        None,
+        lambda rid: [_with_key_id(_signed(b"{" * (MAX_BYTES + 1), rid), "nobody-2026")],
+    ),
     Case(
         "bad_header",
         None,
         None,
         lambda rid: [Record(_body(rid), rid.encode(), [("x-trace", b"\xff\xfe")])],
     ),
+    Case("bad_header", None, LILLE, _broken_header),
+    Case("empty_message", None, LILLE, lambda rid: [_signed(None, rid)]),  # signed tombstone
     Case("unknown_event_type", "event_type", LILLE, _mutated("event_type", "referral.exploded")),
     Case("unknown_schema_version", "schema_version", LILLE, _mutated("schema_version", 7)),
+    Case("wrong_type", "schema_version", LILLE, _mutated("schema_version", "2")),
+    # Strict: the schema's boolean, date and required event_id are the server's too.
+    Case(
+        "wrong_type",
+        "data.person.interpreter_needed",
+        LILLE,
+        _mutated("data.person.interpreter_needed", "yes"),
+    ),
+    Case(
+        "wrong_type",
+        "data.frame.decision_date",
+        LILLE,
+        _mutated("data.frame.decision_date", 20261130),
+    ),
+    Case("missing_field", "event_id", LILLE, _mutated("event_id", KeyError)),
+    Case(
+        "wrong_type",
+        "data.frame.decision_date",
+        LILLE,
+        _several_problems,
+        errors=(
+            "data.frame.decision_date",
+            "data.needed_services.0",
+            "data.person.interpreter_needed",
+        ),
+    ),
     Case("missing_field", "data.frame", LILLE, _mutated("data.frame", KeyError)),
     Case("wrong_type", "data.needed_services", LILLE, _mutated("data.needed_services", "course")),
     Case(
@@ -275,6 +333,14 @@ async def test_every_reason_is_answered_on_referrals_rejected_and_the_next_refer
         assert data["original_sha256"] == hashlib.sha256(records[-1].value or b"").hexdigest()
         assert data["original_topic"] == intake
         assert data["message"]
+        # Every problem is listed; the first is the rejection's own reason and field path.
+        errors = data["errors"]
+        assert (errors[0]["reason"], errors[0]["field_path"]) == (case.reason, case.field_path)
+        if case.errors:
+            assert [e["field_path"] for e in errors] == list(case.errors), rid
+            assert data["message"].startswith(f"{len(case.errors)} problems: "), rid
+        else:
+            assert len(errors) == 1, rid
 
     accepted = await eventually(
         lambda: isolated.kafka.read_all(isolated.topic(topics.ACCEPTED)),

@@ -71,8 +71,23 @@ class ReferralCancelled(Envelope):
     data: ReferralCancelledData
 
 
+MAX_REJECTION_ERRORS = 10
+
+
+class RejectionError(Contract):
+    """One problem found in a refused message, with where it is."""
+
+    reason: RejectionReason
+    message: str = Field(max_length=500, description="Human explanation; never echoes input.")
+    field_path: str | None = Field(default=None, description="e.g. 'data.person.residence'.")
+
+
 class Rejection(Contract):
-    """Why a message was refused, precise enough for its sender to fix it."""
+    """Why a message was refused, precise enough for its sender to fix it.
+
+    ``reason``, ``message`` and ``field_path`` describe the first problem found; ``errors`` lists
+    every problem found (the first 10), so that a sender fixes them all at once.
+    """
 
     reason: RejectionReason
     message: str = Field(max_length=500, description="Human explanation; never echoes input.")
@@ -84,6 +99,12 @@ class Rejection(Contract):
     original_event_id: UUID | None = None
     prescriber_id: str | None = Field(
         default=None, description="Set when the sender could be identified, so it can be told."
+    )
+    errors: list[RejectionError] = Field(
+        default_factory=list,
+        max_length=MAX_REJECTION_ERRORS,
+        description="Every problem found (the first 10); the first is also reason / message / "
+        "field_path. Optional: empty in records written before it existed.",
     )
 
 

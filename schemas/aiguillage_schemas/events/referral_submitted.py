@@ -9,12 +9,11 @@ accepts version 1 and upgrades it with ``upgrade_v1`` (see schemas/CHANGELOG.md)
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from aiguillage_schemas.envelope import Contract, Envelope
+from aiguillage_schemas.envelope import Contract, Envelope, WireDate
 from aiguillage_schemas.vocabulary import (
     Availability,
     JudicialFrame,
@@ -25,11 +24,11 @@ from aiguillage_schemas.vocabulary import (
 
 InseeCode = Annotated[
     str,
-    StringConstraints(pattern=r"^(\d{5}|2[AB]\d{3})$"),
+    StringConstraints(pattern=r"^([0-9]{5}|2[AB][0-9]{3})$"),
     Field(description="INSEE commune code (5 characters, Corsica 2A/2B)."),
 ]
-PostalCode = Annotated[str, StringConstraints(pattern=r"^\d{5}$")]
-DepartementCode = Annotated[str, StringConstraints(pattern=r"^(\d{2}|2[AB]|97\d)$")]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
+DepartementCode = Annotated[str, StringConstraints(pattern=r"^([0-9]{2}|2[AB]|97[0-9])$")]
 ReferralId = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$"),
@@ -50,9 +49,9 @@ class Prescriber(Contract):
 
 class Frame(Contract):
     judicial_frame: JudicialFrame
-    decision_date: date
-    hearing_date: date | None = None
-    measure_end_date: date | None = None
+    decision_date: WireDate
+    hearing_date: WireDate | None = None
+    measure_end_date: WireDate | None = None
 
 
 class Bans(Contract):
@@ -101,7 +100,7 @@ class Identity(Contract):
 
     last_name: str = Field(min_length=1, max_length=128)
     first_name: str = Field(min_length=1, max_length=128)
-    birth_date: date
+    birth_date: WireDate
     phone: str | None = Field(default=None, max_length=32)
     address: str | None = Field(default=None, max_length=256)
 
@@ -122,7 +121,7 @@ class ReferralSubmittedDataV1(Contract):
     identity: Identity
     victim_safety: VictimSafety = Field(default_factory=VictimSafety)
     urgency: Urgency = Urgency.STANDARD
-    respond_by: date | None = Field(default=None, description="Deadline for a first answer.")
+    respond_by: WireDate | None = Field(default=None, description="Deadline for a first answer.")
 
 
 class ReferralSubmittedData(Contract):
@@ -134,7 +133,7 @@ class ReferralSubmittedData(Contract):
     identity: Identity
     victim_safety: VictimSafety = Field(default_factory=VictimSafety)
     urgency: Urgency = Urgency.STANDARD
-    respond_by: date | None = Field(default=None, description="Deadline for a first answer.")
+    respond_by: WireDate | None = Field(default=None, description="Deadline for a first answer.")
 
 
 class ReferralSubmittedV1(Envelope):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Protocol
+from uuid import UUID
 
 from aiguillage_common.codec import InvalidMessage, Problem, decode_event
 from aiguillage_common.consumer import InboundRecord
@@ -22,7 +23,12 @@ from aiguillage_common.logging import get_logger
 from aiguillage_common.replay_headers import REPLAY_OF_HEADER
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
-from aiguillage_schemas.events.referral_lifecycle import ReferralRejected
+from aiguillage_schemas.events.referral_lifecycle import (
+    MAX_REJECTION_ERRORS,
+    ReferralRejected,
+    Rejection,
+    RejectionError,
+)
 from aiguillage_schemas.events.referral_requests import (
     ReferralAmended,
     ReferralCancellationRequested,
@@ -32,6 +38,7 @@ from aiguillage_schemas.events.referral_submitted import (
     ReferralSubmittedV1,
     upgrade_v1,
 )
+from aiguillage_schemas.signing import KEY_ID_HEADER
 from aiguillage_schemas.vocabulary import RejectionReason
 from referral_intake.domain.authentication import (
     ReferenceSource,
@@ -142,7 +149,10 @@ class IntakeHandler:
         self._operations_secret = operations_secret
 
     async def __call__(self, record: InboundRecord) -> None:
-        value = precheck(record, self._max_bytes)
+        try:
+            value = precheck(record, self._max_bytes)
+        except InvalidMessage as invalid:
+            raise InvalidMessage(await self._named_by_key_id(record, invalid.problem)) from None
         prescriber = await self._authenticate(record, value)
         try:
             event = read_request(record)
@@ -165,6 +175,19 @@ class IntakeHandler:
             correlation_id=str(event.correlation_id),
             prescriber_id=prescriber.prescriber_id,
         )
+
+    async def _named_by_key_id(self, record: InboundRecord, problem: Problem) -> Problem:
+        """A record refused before its signature can be checked (too large, broken headers,
+        empty) names the prescriber whose registered key id it carries, as a bad signature does:
+        the key's owner must learn that records under its key are refused. Unproven, so it is
+        the key's owner that is told, never a prescriber the body claims to be."""
+        key_id = record.headers.get(KEY_ID_HEADER)
+        if not key_id:
+            return problem
+        entry = await self._registry.by_key_id(key_id)
+        if entry is None:
+            return problem
+        return dataclasses.replace(problem, prescriber_id=entry.prescriber_id)
 
     async def _authenticate(self, record: InboundRecord, value: bytes) -> PrescriberEntry:
         key_id = signing_key_id(record.headers)
@@ -215,7 +238,7 @@ class IntakeHandler:
         if isinstance(event, ReferralSubmitted):
             return await submit_referral(
                 event,
-                record.rejection(conflict_problem(prescriber.prescriber_id), event.event_id),
+                rejection_data(record, conflict_problem(prescriber.prescriber_id), event.event_id),
                 self._uow_factory,
                 self._geography,
                 self._topics,
@@ -257,6 +280,17 @@ class RegistryHandler:
         )
 
 
+def rejection_data(
+    record: InboundRecord, problem: Problem, event_id: UUID | None = None
+) -> Rejection:
+    """The rejection with every problem found listed in ``errors`` (at least the one)."""
+    errors = [
+        RejectionError(reason=d.reason, message=d.message, field_path=d.field_path)
+        for d in problem.all_details()[:MAX_REJECTION_ERRORS]
+    ]
+    return record.rejection(problem, event_id).model_copy(update={"errors": errors})
+
+
 class RejectionPublisher:
     """Intake's dead-letter sink: the prescriber-facing ``referrals.rejected`` topic."""
 
@@ -270,7 +304,7 @@ class RejectionPublisher:
             source=SOURCE,
             correlation_id=record.correlation_id(),
             subject=safe_subject(record),
-            data=record.rejection(problem),
+            data=rejection_data(record, problem),
         )
         await publish_event(self._producer, self._topic, event)
 
