@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiguillage_schemas import topics
 from aiguillage_schemas.catalog import ALL_EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +70,136 @@ def asyncapi_documents() -> dict[str, dict[str, Any]]:
     documents: dict[str, dict[str, Any]] = {}
     for service, factory in factories.items():
         spec = factory().schema.to_specification()
-        documents[f"asyncapi/{service}.json"] = spec.to_jsonable()
+        documents[f"asyncapi/{service}.json"] = with_keys_and_headers(spec.to_jsonable())
     return documents
+
+
+# Topics whose records come from outside Aiguillage's services (prescribers, registry
+# administrators, centres, operators): the services' own event headers are optional there.
+EXTERNAL_INPUTS = frozenset(
+    {
+        topics.INTAKE.name,
+        topics.PRESCRIBERS_REGISTRY.name,
+        topics.CENTRE_RESPONSES.name,
+        topics.DIRECTORY_UPDATES.name,
+    }
+)
+KEY_DESCRIPTIONS = {
+    topics.INTAKE.name: "The referral id, equal to the event's subject (checked: key_mismatch "
+    "otherwise). Every record of one referral has this key, so its amendments and "
+    "cancellation are ordered after its submission on one partition.",
+    topics.PRESCRIBERS_REGISTRY.name: "The prescriber id, equal to the event's subject and to "
+    "data.prescriber_id (checked).",
+    topics.DIRECTORY_UPDATES.name: "The site id (the event's subject), so that one site's "
+    "changes stay ordered.",
+}
+DEFAULT_KEY_DESCRIPTION = (
+    "The event's subject: the pseudonymous referral id, so that one referral's events stay "
+    "ordered on one partition ('unknown' on a rejection or dead letter whose record had no "
+    "usable key)."
+)
+
+
+def _string(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _event_headers(required: bool) -> dict[str, Any]:
+    """What ``aiguillage_common.kafka.event_headers`` puts on every event a service publishes."""
+    properties = {
+        "content-type": _string("Always application/json.", const="application/json"),
+        "event_id": _string("The event's event_id.", format="uuid"),
+        "event_type": _string("The event's event_type, e.g. referral.accepted."),
+        "schema_version": _string("The event's schema_version, in decimal.", pattern="^[0-9]+$"),
+        "correlation_id": _string("The event's correlation_id.", format="uuid"),
+        "source": _string("The event's source: the producing service."),
+    }
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": "Copies of envelope fields, so that consumers and operators can filter "
+        "without parsing bodies. Header values are UTF-8 strings."
+        + ("" if required else " Optional on this topic: the body is what counts."),
+        "properties": properties,
+    }
+    if required:
+        schema["required"] = list(properties)
+    return schema
+
+
+def _intake_headers() -> dict[str, Any]:
+    """The signing headers every record on referrals.intake carries (docs/intake.md §2), and the
+    replay headers that only the operators' replay tool writes."""
+    # Imported here, like the services: the contracts do not depend on the shared plumbing.
+    from aiguillage_common.replay_headers import (
+        REPLAY_OF_HEADER,
+        REPLAY_SIGNATURE_HEADER,
+        REPLAY_TIMESTAMP_HEADER,
+    )
+    from aiguillage_schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+    operators_only = (
+        "Operators only: written by the dead-letter replay tool (aiguillage-dead-letters) when "
+        "it puts a record back on this topic; prescribers never send it. "
+    )
+    schema = _event_headers(required=False)
+    schema["description"] = (
+        "Every record is signed by its prescriber: HMAC-SHA256 with the prescriber's secret over "
+        "'<x-aiguillage-timestamp>.<the exact value bytes>' (reference implementation: "
+        "aiguillage_schemas/signing.py; docs/intake.md §2). A record without the three signing "
+        "headers, or whose signature or timestamp does not verify, is refused on "
+        "referrals.rejected. Header values must be UTF-8 (bad_header otherwise). "
+        "The envelope copies (event_id, event_type...) are optional here."
+    )
+    schema["properties"] = {
+        KEY_ID_HEADER: _string(
+            "The prescriber's signing key id, from the prescriber registry.",
+            examples=["parquet-tj-lille-2026"],
+        ),
+        TIMESTAMP_HEADER: _string(
+            "The Unix time (seconds, decimal) that was signed; must be within the replay window "
+            "(300 s) of when the record reached the broker.",
+            pattern="^[0-9]+$",
+            examples=["1700000000"],
+        ),
+        SIGNATURE_HEADER: _string(
+            "Lowercase hex HMAC-SHA256 of '<timestamp>.<value bytes>'.",
+            pattern="^[0-9a-f]{64}$",
+        ),
+        REPLAY_OF_HEADER: _string(
+            operators_only + "Coordinates of the original record: <topic>:<partition>:<offset>."
+        ),
+        REPLAY_TIMESTAMP_HEADER: _string(
+            operators_only + "The original record's broker time (ms since the epoch); counts "
+            "for the replay window only when the replay signature verifies.",
+            pattern="^[0-9]+$",
+        ),
+        REPLAY_SIGNATURE_HEADER: _string(
+            operators_only + "t=<unix s>,v1=<hex HMAC-SHA256> over "
+            "'<replay-of>|<original ms>|<SHA-256 of the value>' with the operations secret.",
+        ),
+        **schema["properties"],
+    }
+    schema["required"] = [KEY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER]
+    return schema
+
+
+def with_keys_and_headers(document: dict[str, Any]) -> dict[str, Any]:
+    """Adds what FastStream does not document: each message's Kafka key (a Kafka message
+    binding) and its headers (the signing headers on referrals.intake)."""
+    messages = document.get("components", {}).get("messages", {})
+    for channel in document.get("channels", {}).values():
+        address = channel["address"]
+        for reference in channel.get("messages", {}).values():
+            message = messages[reference["$ref"].rsplit("/", 1)[-1]]
+            key = _string(KEY_DESCRIPTIONS.get(address, DEFAULT_KEY_DESCRIPTION))
+            if address == topics.INTAKE.name:
+                key["pattern"] = "^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$"
+            message["bindings"] = {"kafka": {"key": key, "bindingVersion": "0.4.0"}}
+            if address == topics.INTAKE.name:
+                message["headers"] = _intake_headers()
+            else:
+                message["headers"] = _event_headers(required=address not in EXTERNAL_INPUTS)
+    return document
 
 
 def render(document: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -101,3 +102,65 @@ def test_encoded_examples_are_what_the_files_hold() -> None:
     for name, event in examples().items():
         on_disk = json.loads((ROOT / "examples" / f"{name}.example.json").read_text("utf-8"))
         assert json.loads(encode_event(event)) == on_disk
+
+
+def _asyncapi(service: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((ROOT / "asyncapi" / f"{service}.json").read_text("utf-8"))
+
+
+def _messages_by_topic(document: dict) -> dict[str, list[dict]]:  # type: ignore[type-arg]
+    found: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    messages = document["components"]["messages"]
+    for channel in document["channels"].values():
+        for reference in channel["messages"].values():
+            name = reference["$ref"].rsplit("/", 1)[-1]
+            found.setdefault(channel["address"], []).append(messages[name])
+    return found
+
+
+@pytest.mark.parametrize("service", ["referral-intake", "routing", "notifications"])
+def test_every_asyncapi_message_documents_its_kafka_key_and_headers(service: str) -> None:
+    for topic, messages in _messages_by_topic(_asyncapi(service)).items():
+        for message in messages:
+            key = message["bindings"]["kafka"]["key"]
+            assert key["type"] == "string", topic
+            assert key["description"], topic
+            assert message["headers"]["type"] == "object", topic
+
+
+def test_intake_documents_the_signing_headers_and_the_operators_replay_headers() -> None:
+    (message,) = _messages_by_topic(_asyncapi("referral-intake"))["referrals.intake"]
+    key = message["bindings"]["kafka"]["key"]
+    assert "referral id" in key["description"]
+    assert re.fullmatch(key["pattern"], "tjlille-2026-000123")
+    headers = message["headers"]
+    assert headers["required"] == [
+        "x-aiguillage-key-id",
+        "x-aiguillage-timestamp",
+        "x-aiguillage-signature",
+    ]
+    properties = headers["properties"]
+    assert re.fullmatch(properties["x-aiguillage-signature"]["pattern"], VECTOR)
+    for replay in (
+        "x-aiguillage-replay-of",
+        "x-aiguillage-replay-timestamp",
+        "x-aiguillage-replay-signature",
+    ):
+        assert properties[replay]["description"].startswith("Operators only"), replay
+    # What a signed demo record carries is valid for the documented headers.
+    value = encode_event(examples()["referral.submitted.v2"])
+    signed = sign(value, "parquet-tj-lille-2026", b"secret", timestamp=1_700_000_000)
+    jsonschema.Draft202012Validator(headers).validate(signed)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(headers).validate({"x-aiguillage-key-id": "k"})
+
+
+def test_published_events_document_the_envelope_headers_the_services_set() -> None:
+    from aiguillage_common.kafka import event_headers
+
+    (accepted,) = _messages_by_topic(_asyncapi("referral-intake"))["referrals.accepted"]
+    event = examples()["referral.submitted.v2"]
+    jsonschema.Draft202012Validator(
+        accepted["headers"], format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(event_headers(event))
+    assert set(accepted["headers"]["required"]) == set(event_headers(event))
