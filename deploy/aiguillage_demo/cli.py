@@ -1,9 +1,13 @@
 """``aiguillage-demo``: run the three services on the real infrastructure and route a demo batch.
 
-Expects Kafka and PostgreSQL to answer (``./run demo`` starts them first). Migrates, starts each
-service as its own process, publishes referrals across several départements and needs plus two bad
-inputs, waits until every referral has its outcome, prints where each went and what was notified,
-and the time from submit to both notifications. Then stops the services with SIGTERM.
+Expects Kafka and PostgreSQL to answer (``./run demo`` starts them first). Each run starts from a
+known state: its own topics (prefix ``demo-<run>.``) and its own PostgreSQL schemas (suffix
+``_demo<run>``), provisioned and migrated for it, so the directory is the fresh seed and no place
+is held by an earlier run; both are dropped at the end unless ``--keep``. Starts each service as
+its own process, waits until each one's ``/health/ready`` answers 200, publishes referrals across
+several départements and needs plus two bad inputs, waits until every referral has its outcome,
+prints where each went and what was notified, and the time from submit to the notifications. Then
+stops the services with SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,22 +15,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aiguillage_common.codec import encode_event
+from aiguillage_common.migrations.cli import SERVICES as MIGRATED
 from aiguillage_common.migrations.cli import migrate_services
-from aiguillage_common.provisioning import provision
-from aiguillage_demo.samples import DEMO_CASES, make_referral, new_referral_id
+from aiguillage_common.provisioning import provision, unprovision
+from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
@@ -41,6 +52,37 @@ ENV_PREFIX = {
     "routing": "AIGUILLAGE_ROUTING_",
     "notifications": "AIGUILLAGE_NOTIFICATIONS_",
 }
+WIDTH = 130  # of the summary
+# Notifications that are about the decision (not the receipt, not a later reminder).
+NOT_ABOUT_THE_DECISION = frozenset({"referral_received", "answer_reminder"})
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRun:
+    """One run's private world on the shared broker and database."""
+
+    token: str
+
+    @classmethod
+    def new(cls) -> DemoRun:
+        return cls(uuid.uuid4().hex[:8])
+
+    @property
+    def prefix(self) -> str:
+        return f"demo-{self.token}."
+
+    @property
+    def suffix(self) -> str:
+        return f"_demo{self.token}"
+
+    def topic(self, topic: topics.Topic) -> str:
+        return self.prefix + topic.name
+
+    def schema(self, service: str) -> str:
+        return MIGRATED[service][1] + self.suffix
+
+    def referral_id(self, index: int) -> str:
+        return f"demo-{index:02d}-{self.token}"
 
 
 @dataclass
@@ -51,51 +93,176 @@ class Outcome:
     notifications: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
+    def kind(self) -> str:
+        """routed, waiting, escalated, unroutable… or unfinished (from the last decision)."""
+        if self.decision is None:
+            return "unfinished"
+        kind = str(self.decision["event_type"]).removeprefix("referral.")
+        return "waiting" if kind == "waitlisted" else kind
+
+    def _about_decision(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(ts, n) for ts, n in self.notifications if n["topic"] not in NOT_ABOUT_THE_DECISION]
+
+    @property
     def done(self) -> bool:
-        expected = 2 if self.decision and self.decision["event_type"] == "referral.routed" else 1
-        # "Received" comes from intake's acceptance, not from the routing decision.
-        about_decision = [n for _, n in self.notifications if n["topic"] != "referral_received"]
-        return self.decision is not None and len(about_decision) >= expected
+        # Routed: the centre's offer and the prescriber's notice; otherwise the prescriber's.
+        expected = 2 if self.kind == "routed" else 1
+        return self.decision is not None and len(self._about_decision()) >= expected
 
     def latency_ms(self) -> int:
-        return max(ts for ts, _ in self.notifications) - self.submitted_ms
+        """From the intake record's broker time to the last notification about the decision."""
+        return max(ts for ts, _ in self._about_decision()) - self.submitted_ms
+
+
+def describe(outcome: Outcome) -> str:
+    decision = outcome.decision
+    if decision is None:
+        return "NO DECISION (see logs)"
+    data = decision["data"]
+    if outcome.kind == "routed":
+        return f"{data['site']['site_id']} ({data['distance_km']} km)"
+    if outcome.kind == "waiting":
+        return f"waiting at {data['site']['site_id']} (position {data['position']})"
+    return f"{outcome.kind}: {data.get('reason', '-')}"
+
+
+def tally(outcomes: dict[str, Outcome], rejected: int) -> str:
+    """One line: routed, waiting (with the sites), unroutable, any other outcome, unfinished and
+    rejected. A referral on a waiting list is waiting, not unroutable."""
+    finished = [o for o in outcomes.values() if o.done]
+    kinds = Counter(o.kind for o in finished)
+    sites = Counter(
+        o.decision["data"]["site"]["site_id"]
+        for o in finished
+        if o.kind == "waiting" and o.decision is not None
+    )
+    where = ", ".join(f"{site} ×{n}" if n > 1 else site for site, n in sorted(sites.items()))
+    parts = [
+        f"{kinds.pop('routed', 0)} routed",
+        f"{kinds.pop('waiting', 0)} waiting" + (f" ({where})" if where else ""),
+        f"{kinds.pop('unroutable', 0)} unroutable",
+        *(f"{n} {kind}" for kind, n in sorted(kinds.items())),  # escalated, placed...
+        f"{len(outcomes) - len(finished)} unfinished",
+        f"{rejected} rejected",
+    ]
+    return ", ".join(parts)
+
+
+def _wrapped(text: str, indent: int, hanging: int = 0, width: int = WIDTH) -> list[str]:
+    """``text`` on as many lines as it takes, each indented (continuations ``hanging`` more):
+    nothing is cut."""
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent + hanging),
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [" " * indent + "-"]
+
+
+# The order of a journey, so that two runs print the same line whatever order notices arrived in.
+JOURNEY = (
+    "referral_received",
+    "referral_offered",
+    "referral_routed",
+    "referral_rerouted",
+    "referral_waitlisted",
+    "referral_escalated",
+    "referral_unroutable",
+    "answer_reminder",
+)
+
+
+def _in_journey_order(notice: dict[str, Any]) -> tuple[int, str, str]:
+    topic = str(notice["topic"])
+    rank = JOURNEY.index(topic) if topic in JOURNEY else len(JOURNEY)
+    return rank, topic, str(notice["recipient_id"])
+
+
+def summary_lines(outcomes: dict[str, Outcome], rejected: list[dict[str, Any]]) -> list[str]:
+    lines = [f"\n{'referral':<26} {'from':<6} {'needs':<48} → outcome", "-" * WIDTH]
+    for outcome in outcomes.values():
+        data = outcome.referral.data
+        needs = ", ".join(data.needed_services)
+        commune = data.person.residence.commune_insee or "?"
+        lines.append(
+            f"{outcome.referral.subject:<26} {commune:<6} {needs:<48} → {describe(outcome)}"
+        )
+        told = ", ".join(
+            f"{n['topic']}:{n['recipient_id']}"
+            for n in sorted((n for _, n in outcome.notifications), key=_in_journey_order)
+        )
+        lines += _wrapped(f"notified: {told or '-'}", 34, hanging=10)
+    lines.append("\nRejected inputs (referrals.rejected), every problem listed:")
+    for body in rejected:
+        data = body["data"]
+        lines.append(
+            f"  {body['subject']:<26} {data['reason']:<20} {data.get('field_path') or '-'}"
+            f"  (prescriber told: {data.get('prescriber_id') or 'nobody identified'})"
+        )
+        errors = data.get("errors") or [data]
+        for error in errors:
+            lines += _wrapped(f"- {error['message']}", 6, hanging=2)
+    finished = [o for o in outcomes.values() if o.done]
+    if finished:
+        latencies = sorted(o.latency_ms() for o in finished)
+        lines.append(
+            f"\nSubmit → notifications about the decision on notifications.outbound, "
+            f"{len(latencies)} referrals: median {statistics.median(latencies):.0f} ms, "
+            f"worst {latencies[-1]} ms"
+        )
+    lines.append(tally(outcomes, len(rejected)))
+    return lines
+
+
+def service_env(
+    run: DemoRun, service: str, bootstrap: str, database_url: str, health_port: int
+) -> dict[str, str]:
+    """What makes one service process this run's: its topics, schema, group and health port."""
+    prefix = ENV_PREFIX[service]
+    return {
+        f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        f"{prefix}DATABASE_URL": database_url,
+        f"{prefix}TOPIC_PREFIX": run.prefix,
+        f"{prefix}DB_SCHEMA": run.schema(service),
+        f"{prefix}CONSUMER_GROUP": f"{run.prefix}{service}",
+        f"{prefix}HEALTH_HOST": "127.0.0.1",
+        f"{prefix}HEALTH_PORT": str(health_port),
+    }
 
 
 def _start_services(
+    run: DemoRun,
     bootstrap: str,
     database_url: str,
     log_dir: Path,
     extra_env: dict[str, dict[str, str]] | None = None,
-) -> list[subprocess.Popen[bytes]]:
+) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    """Each service as a process with this run's topics, schema and group, and a health port."""
     log_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
-    processes = []
+    started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     for service, command in COMMANDS.items():
-        prefix = ENV_PREFIX[service]
+        health_port = _free_port()
         env = {
             **os.environ,
-            f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            f"{prefix}DATABASE_URL": database_url,
+            **service_env(run, service, bootstrap, database_url, health_port),
             **(extra_env or {}).get(service, {}),
         }
         env.setdefault("AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY", _demo_master_key(log_dir))
         env.setdefault(SECRETS_ENV, demo_secrets_json())
-        with (log_dir / f"{service}.log").open("ab") as log:
-            processes.append(
-                subprocess.Popen(
-                    [str(bin_dir / command)],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+        # A fresh log per run ("wb"): what is in it is this run's, nothing older.
+        with (log_dir / f"{service}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [str(bin_dir / command)], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-    return processes
+        started[service] = (process, health_port)
+    return started
 
 
 def _demo_master_key(log_dir: Path) -> str:
     """A demo key kept beside the demo's logs; production reads its key from a secret store."""
-    import base64
-
     path = log_dir.parent / "demo-master-key"
     if not path.exists():
         path.write_text(base64.b64encode(os.urandom(32)).decode())
@@ -103,92 +270,124 @@ def _demo_master_key(log_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _wait_started(log_dir: Path, processes: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        for service, process in zip(COMMANDS, processes, strict=True):
-            if process.poll() is not None:
-                raise SystemExit(f"{service} exited at start; see {log_dir / (service + '.log')}")
-        started = [
-            '"event": "service.started"' in (log_dir / f"{s}.log").read_text(errors="replace")
-            for s in COMMANDS
-        ]
-        if all(started):
-            return
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"services did not start in time; see {log_dir}")
+async def _wait_ready(
+    services: dict[str, tuple[subprocess.Popen[bytes], int]], log_dir: Path, timeout_s: float = 90
+) -> None:
+    """Until each service's own /health/ready answers 200 (this run's process, on its port)."""
+    pending = dict(services)
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while pending and time.monotonic() < deadline:
+            for service, (process, port) in list(pending.items()):
+                if process.poll() is not None:
+                    raise SystemExit(
+                        f"{service} exited at start; see {log_dir / (service + '.log')}"
+                    )
+                try:
+                    answer = await client.get(f"http://127.0.0.1:{port}/health/ready")
+                except httpx.TransportError:
+                    continue  # not listening yet
+                if answer.status_code == 200:
+                    del pending[service]
+            if pending:
+                await asyncio.sleep(0.2)
+    if pending:
+        raise SystemExit(f"not ready in {timeout_s:.0f} s: {', '.join(pending)}; see {log_dir}")
 
 
-async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path) -> int:
-    await provision(bootstrap)
-    await migrate_services(database_url, list(COMMANDS))
-    peers = await _start_peers()
-    processes = _start_services(
-        bootstrap,
-        database_url,
-        log_dir,
-        {"notifications": peers.env, "referral-intake": peers.intake_env},
-    )
+async def _prepare(run: DemoRun, bootstrap: str, database_url: str) -> None:
+    await provision(bootstrap, prefix=run.prefix)
+    await migrate_services(database_url, list(COMMANDS), run.suffix)
+
+
+async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
+    """Deletes this run's topics and schemas (its consumer groups expire with the broker's
+    offsets retention)."""
+    await unprovision(bootstrap, run.prefix)
+    connection = await asyncpg.connect(database_url, timeout=10)
     try:
-        await _wait_started(log_dir, processes)
-        outcomes, rejected = await _exchange(bootstrap, count)
+        for service in COMMANDS:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{run.schema(service)}" CASCADE')
+    finally:
+        await connection.close()
+
+
+async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path, keep: bool) -> int:
+    run = DemoRun.new()
+    print(
+        f"Demo run {run.token}: topics {run.prefix}*, schemas "
+        f"{', '.join(run.schema(s) for s in COMMANDS)} (fresh; dropped at the end"
+        f"{' — kept: --keep' if keep else ' unless --keep'})"
+    )
+    services: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    peers: _Peers | None = None
+    codes: list[int | None] = []
+    try:
+        await _prepare(run, bootstrap, database_url)
+        peers = await _start_peers()
+        services = _start_services(
+            run,
+            bootstrap,
+            database_url,
+            log_dir,
+            {"notifications": peers.env, "referral-intake": peers.intake_env},
+        )
+        ready_from = time.monotonic()
+        await _wait_ready(services, log_dir)
+        print(f"Services ready (GET /health/ready → 200) in {time.monotonic() - ready_from:.1f} s")
+        outcomes, rejected = await _exchange(run, bootstrap, count)
         await peers.wait_for(outcomes)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        codes = [process.wait(timeout=60) for process in processes]
-        await peers.stop()
-    _print_summary(outcomes, rejected)
+        for process, _ in services.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=60) for process, _ in services.values()]
+        if peers is not None:
+            await peers.stop()
+        if not keep:
+            await _drop(run, bootstrap, database_url)
+    print("\n".join(summary_lines(outcomes, rejected)))
+    assert peers is not None
     peers.print_summary(outcomes)
-    print(f"\nServices stopped with SIGTERM, exit codes {codes}. Logs: {log_dir}")
+    print(f"\nServices stopped with SIGTERM, exit codes {codes}. Logs (this run's): {log_dir}")
+    if keep:
+        print(f"Kept: topics {run.prefix}*, schemas *{run.suffix}.")
     return 0 if all(o.done for o in outcomes.values()) and not any(codes) else 1
 
 
-async def _exchange(bootstrap: str, count: int) -> tuple[dict[str, Outcome], list[dict[str, Any]]]:
+async def _exchange(
+    run: DemoRun, bootstrap: str, count: int
+) -> tuple[dict[str, Outcome], list[dict[str, Any]]]:
+    # This run's topics are new: reading them from the beginning misses nothing.
     reader = AIOKafkaConsumer(
-        topics.ROUTED.name,
-        topics.NOTIFICATIONS_OUTBOUND.name,
-        topics.REJECTED.name,
+        run.topic(topics.ROUTED),
+        run.topic(topics.NOTIFICATIONS_OUTBOUND),
+        run.topic(topics.REJECTED),
         bootstrap_servers=bootstrap,
         group_id=None,
-        auto_offset_reset="latest",
+        auto_offset_reset="earliest",
     )
     await reader.start()
-    await reader.getmany(timeout_ms=500)  # settle on the end of each partition before publishing
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+    intake = run.topic(topics.INTAKE)
     outcomes: dict[str, Outcome] = {}
     rejected: list[dict[str, Any]] = []
     try:
         for index in range(count):
-            referral = make_referral(index, referral_id=new_referral_id("demo"))
+            referral = make_referral(index, referral_id=run.referral_id(index))
             value = encode_event(referral)
             sent = await producer.send_and_wait(
-                topics.INTAKE.name,
+                intake,
                 value,
                 key=referral.subject.encode(),
                 headers=_signed(referral.data.prescriber.prescriber_id, value),
             )
             outcomes[referral.subject] = Outcome(referral, sent.timestamp)
-        bad_key = new_referral_id("demo-bad")
-        not_json = b"<referral>not json</referral>"
-        await producer.send_and_wait(
-            topics.INTAKE.name,
-            not_json,
-            key=bad_key.encode(),
-            headers=_signed("parquet-tj-lille", not_json),
-        )
-        wrong = make_referral(0, referral_id=new_referral_id("demo-bad")).model_dump(mode="json")
-        wrong["data"]["needed_services"] = ["astrology"]
-        import json
-
-        wrong_value = json.dumps(wrong).encode()
-        await producer.send_and_wait(
-            topics.INTAKE.name,
-            wrong_value,
-            key=wrong["subject"].encode(),
-            headers=_signed(wrong["data"]["prescriber"]["prescriber_id"], wrong_value),
-        )
+        for value, key, sender in _bad_inputs(run, count):
+            await producer.send_and_wait(
+                intake, value, key=key.encode(), headers=_signed(sender, value)
+            )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (
             not all(o.done for o in outcomes.values()) or len(rejected) < 2
@@ -196,71 +395,40 @@ async def _exchange(bootstrap: str, count: int) -> tuple[dict[str, Outcome], lis
             for records in (await reader.getmany(timeout_ms=500)).values():
                 for record in records:
                     body = json.loads(record.value or b"{}")
-                    if record.topic == topics.REJECTED.name:
+                    if record.topic == run.topic(topics.REJECTED):
                         rejected.append(body)
                         continue
                     outcome = outcomes.get(body.get("subject", ""))
                     if outcome is None:
                         continue
-                    if record.topic == topics.ROUTED.name:
+                    if record.topic == run.topic(topics.ROUTED):
                         outcome.decision = body
                     else:
                         outcome.notifications.append((record.timestamp, body["data"]))
     finally:
         await producer.stop()
         await reader.stop()
+    rejected.sort(key=lambda body: str(body["subject"]))
     return outcomes, rejected
+
+
+def _bad_inputs(run: DemoRun, count: int) -> list[tuple[bytes, str, str]]:
+    """Two inputs a prescriber's system could get wrong: not JSON at all, and a referral that
+    breaks two rules of its schema at once (both are reported)."""
+    not_json = b"<referral>not json</referral>"
+    wrong = make_referral(0, referral_id=run.referral_id(count + 1)).model_dump(mode="json")
+    wrong["data"]["needed_services"] = ["astrology"]
+    wrong["data"]["person"]["interpreter_needed"] = "yes"
+    sender = wrong["data"]["prescriber"]["prescriber_id"]
+    return [
+        (not_json, run.referral_id(count), "parquet-tj-lille"),
+        (json.dumps(wrong).encode(), wrong["subject"], sender),
+    ]
 
 
 def _signed(prescriber_id: str, value: bytes) -> list[tuple[str, bytes]]:
     """Demo prescribers sign like real ones (with made-up secrets)."""
     return [(k, v.encode()) for k, v in sign_as(prescriber_id, value).items()]
-
-
-def _print_summary(outcomes: dict[str, Outcome], rejected: list[dict[str, Any]]) -> None:
-    print(f"\n{'referral':<30} {'from':<6} {'needs':<48} → outcome")
-    print("-" * 130)
-    for outcome in outcomes.values():
-        data = outcome.referral.data
-        needs = ", ".join(data.needed_services)
-        commune = data.person.residence.commune_insee or "?"
-        decision = outcome.decision
-        if decision is None:
-            result = "NO DECISION (see logs)"
-        elif decision["event_type"] == "referral.routed":
-            site = decision["data"]["site"]
-            result = f"{site['site_id']} ({decision['data']['distance_km']} km)"
-        elif decision["event_type"] == "referral.waitlisted":
-            data_w = decision["data"]
-            result = f"waiting at {data_w['site']['site_id']} (position {data_w['position']})"
-        else:
-            result = f"{decision['event_type']}: {decision['data'].get('reason', '-')}"
-        told = ", ".join(
-            f"{n['recipient_kind']}:{n['recipient_id']}" for _, n in outcome.notifications
-        )
-        print(f"{outcome.referral.subject:<30} {commune:<6} {needs[:48]:<48} → {result}")
-        print(f"{'':<30} {'':<6} {'notified':<48}   {told or '-'}")
-    print("\nRejected inputs (referrals.rejected):")
-    for body in rejected:
-        data = body["data"]
-        print(
-            f"  {body['subject']:<30} {data['reason']:<22} {data.get('field_path') or '-':<28} "
-            f"{data['message'][:60]}"
-        )
-    finished = [o for o in outcomes.values() if o.done]
-    if finished:
-        latencies = sorted(o.latency_ms() for o in finished)
-        print(
-            f"\nSubmit → all notifications on notifications.outbound, {len(latencies)} referrals: "
-            f"median {statistics.median(latencies):.0f} ms, worst {latencies[-1]} ms"
-        )
-    routed = sum(
-        1 for o in finished if o.decision and o.decision["event_type"] == "referral.routed"
-    )
-    print(
-        f"{routed} routed, {len(finished) - routed} unroutable, "
-        f"{len(outcomes) - len(finished)} unfinished, {len(rejected)} rejected"
-    )
 
 
 def run() -> None:
@@ -278,8 +446,15 @@ def run() -> None:
         ),
     )
     parser.add_argument("--log-dir", type=Path, default=Path(".local/demo/logs"))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep this run's topics and schemas (to inspect them) instead of dropping them",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(_run(args.bootstrap, args.database_url, args.count, args.log_dir)))
+    sys.exit(
+        asyncio.run(_run(args.bootstrap, args.database_url, args.count, args.log_dir, args.keep))
+    )
 
 
 @dataclass
@@ -303,11 +478,7 @@ class _Peers:
 
     async def wait_for(self, outcomes: dict[str, Outcome], timeout_s: float = 60) -> None:
         """Until every routed referral's centre was called and e-mailed (or the deadline)."""
-        routed = sum(
-            1
-            for o in outcomes.values()
-            if o.decision and o.decision["event_type"] == "referral.routed"
-        )
+        routed = sum(1 for o in outcomes.values() if o.kind == "routed")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             offered = [c for c in self._calls(outcomes) if c.json()["topic"] == "referral_offered"]
@@ -326,11 +497,13 @@ class _Peers:
             print(f"  Subject: {example.subject}")
             print(f"  Message-ID: {example.message_id}")
             for line in [ln for ln in example.text().splitlines() if ln.strip()][:4]:
-                print(f"  | {line}")
+                print("\n".join(_wrapped(f"| {line}", 2, hanging=2)))
         verified = sum(1 for c in calls if c.signature_ok)
+        call_topics = Counter(c.json()["topic"] for c in calls)
         print(
             f"\nWebhook calls received by the local receiver (port {self.hooks.port}): "
-            f"{len(calls)}, signature verified on {verified}"
+            f"{len(calls)} ({', '.join(f'{t} {n}' for t, n in sorted(call_topics.items()))}), "
+            f"signature verified on {verified}"
         )
         offered = [c for c in calls if c.json()["topic"] == "referral_offered"]
         if offered:
@@ -389,7 +562,7 @@ async def _start_peers() -> _Peers:
 
 
 def _free_port() -> int:
-    """A port free now; intake binds it a moment later (good enough for a local demo)."""
+    """A port free now; the service binds it a moment later (good enough for a local demo)."""
     import socket
 
     with socket.socket() as probe:
