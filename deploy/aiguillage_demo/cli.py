@@ -53,6 +53,7 @@ ENV_PREFIX = {
     "notifications": "AIGUILLAGE_NOTIFICATIONS_",
 }
 WIDTH = 130  # of the summary
+QUIET_S = 2.0  # nothing new for this long: everything the batch causes has arrived
 # Notifications that are about the decision (not the receipt, not a later reminder).
 NOT_ABOUT_THE_DECISION = frozenset({"referral_received", "answer_reminder"})
 
@@ -389,10 +390,16 @@ async def _exchange(
                 intake, value, key=key.encode(), headers=_signed(sender, value)
             )
         deadline = time.monotonic() + 120
+        last_news = time.monotonic()
+        # Until every referral has its outcome, then until nothing more arrives for QUIET_S (a
+        # reminder, a re-told position): the summary shows all, the same from run to run.
         while time.monotonic() < deadline and (
-            not all(o.done for o in outcomes.values()) or len(rejected) < 2
+            not all(o.done for o in outcomes.values())
+            or len(rejected) < 2
+            or time.monotonic() - last_news < QUIET_S
         ):
-            for records in (await reader.getmany(timeout_ms=500)).values():
+            for records in (await reader.getmany(timeout_ms=200)).values():
+                last_news = time.monotonic()
                 for record in records:
                     body = json.loads(record.value or b"{}")
                     if record.topic == run.topic(topics.REJECTED):
@@ -477,12 +484,18 @@ class _Peers:
         return [c for c in self.hooks.calls if c.json().get("reference") in outcomes]
 
     async def wait_for(self, outcomes: dict[str, Outcome], timeout_s: float = 60) -> None:
-        """Until every routed referral's centre was called and e-mailed (or the deadline)."""
+        """Until every routed referral's centre was called and e-mailed, then until no call and
+        no e-mail arrived for QUIET_S (or the deadline)."""
         routed = sum(1 for o in outcomes.values() if o.kind == "routed")
         deadline = time.monotonic() + timeout_s
+        seen, since = (-1, -1), time.monotonic()
         while time.monotonic() < deadline:
-            offered = [c for c in self._calls(outcomes) if c.json()["topic"] == "referral_offered"]
-            if len(offered) >= routed and len(self._mails(outcomes)) >= routed:
+            calls, mails = self._calls(outcomes), self._mails(outcomes)
+            if (len(calls), len(mails)) != seen:
+                seen, since = (len(calls), len(mails)), time.monotonic()
+            offered = [c for c in calls if c.json()["topic"] == "referral_offered"]
+            all_there = len(offered) >= routed and len(mails) >= routed
+            if all_there and time.monotonic() - since >= QUIET_S:
                 return
             await asyncio.sleep(0.2)
 
