@@ -63,6 +63,7 @@ from bench.harness import (
     add_infra_arguments,
     create_world,
     drop_world,
+    infra_up,
     launch,
     prepare_inputs,
     private_infra,
@@ -907,18 +908,10 @@ async def _main(args: argparse.Namespace) -> int:
     infra = private_infra(args, "chaos-infra.log", say)
     work_dir = infra.state_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
     started = time.monotonic()
-    say(
-        f"starting Kafka {infra.bootstrap} and PostgreSQL :{infra.ports['pg']} in {infra.state_dir}"
-    )
-    await infra.run("up")
-    try:
+    async with infra_up(infra, args.keep_infra):
         result = await run_chaos(
             plan, infra.bootstrap, infra.database_url, infra, work_dir, keep_data=args.keep_data
         )
-    finally:
-        if not args.keep_infra:
-            say("stopping the chaos infrastructure (infra.sh down)")
-            await infra.run("down", 180)
     print("Faults injected:")
     for line in result.faults:
         print(f"  {line}")

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -423,6 +423,22 @@ def add_infra_arguments(
     parser.add_argument("--kafka-port", type=int, default=ports["kafka"])
     parser.add_argument("--controller-port", type=int, default=ports["controller"])
     parser.add_argument("--pg-port", type=int, default=ports["pg"])
+
+
+@contextlib.asynccontextmanager
+async def infra_up(infra: Infra, keep: bool) -> AsyncIterator[Infra]:
+    """``infra.sh up`` for the duration, then ``down`` unless ``keep``."""
+    ports = infra.ports
+    infra.say(
+        f"starting Kafka {infra.bootstrap} and PostgreSQL :{ports['pg']} in {infra.state_dir}"
+    )
+    await infra.run("up")
+    try:
+        yield infra
+    finally:
+        if not keep:
+            infra.say(f"stopping Kafka and PostgreSQL of {infra.state_dir} (infra.sh down)")
+            await infra.run("down", 180)
 
 
 def private_infra(args: argparse.Namespace, log_name: str, say: Say) -> Infra:
