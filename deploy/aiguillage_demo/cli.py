@@ -502,8 +502,10 @@ class _Peers:
     def print_summary(self, outcomes: dict[str, Outcome]) -> None:
         mails, calls = self._mails(outcomes), self._calls(outcomes)
         print(f"\nE-mails captured by the local SMTP sink (port {self.smtp.port}): {len(mails)}")
-        example = next((m for m in mails if "coordination@" in m.rcpt_tos[0]), None) or (
-            mails[0] if mails else None
+        # The first referral's, whatever order they arrived in: two runs show the same one.
+        to_centres = [m for m in mails if "coordination@" in m.rcpt_tos[0]] or mails
+        example = min(
+            to_centres, key=lambda m: str(m.message["X-Aiguillage-Reference"]), default=None
         )
         if example is not None:
             print(f"  To: {', '.join(example.rcpt_tos)}")
@@ -535,8 +537,8 @@ class _Peers:
                 f"  offers carrying the person's identity (from intake, signature verified): "
                 f"{len(with_person)} of {len(offered)}"
             )
-        if calls:
-            call = calls[0]
+        if offered:
+            call = min(offered, key=lambda c: str(c.json()["reference"]))
             body = call.json()
             print(f"  POST {call.path} -> {call.status}")
             signature = call.headers.get("x-aiguillage-signature", "")
