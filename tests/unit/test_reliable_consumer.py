@@ -156,12 +156,17 @@ class Transactions:
         self.pending: list[int] = []
         self.committed: list[int] = []
         self.rollbacks = 0
+        self.joins = 0
+
+    def write(self, offset: int) -> None:
+        self.joins += 1  # as a unit of work joining the batch's transaction does
+        self.pending.append(offset)
 
     @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[None]:
+    async def __call__(self) -> AsyncIterator[Transactions]:
         self.pending = []
         try:
-            yield
+            yield self
         except BaseException:
             self.rollbacks += 1
             raise
@@ -173,16 +178,38 @@ async def test_a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_co
     transactions = Transactions()
 
     async def process(record: InboundRecord) -> None:
-        transactions.pending.append(record.offset)  # a write, kept only if the batch commits
+        transactions.write(record.offset)  # kept only if the batch commits
         if record.offset == 2:
-            raise InvalidMessage(Problem(RejectionReason.NOT_JSON, "x"))
+            raise InvalidMessage(Problem(RejectionReason.CONFLICTING_DUPLICATE, "x"))
 
     dead = DeadLetters()
     consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
     await consumer.handle_batch(records)
     assert transactions.committed == [0, 1, 3, 4]  # in order, each once, in one commit
     assert transactions.rollbacks == 1  # the attempt that met the poison record
-    assert [(r.offset, p.reason) for r, p in dead.got] == [(2, RejectionReason.NOT_JSON)]
+    assert [(r.offset, p.reason) for r, p in dead.got] == [
+        (2, RejectionReason.CONFLICTING_DUPLICATE)
+    ]
+
+
+async def test_a_poison_record_that_wrote_nothing_costs_no_rollback_and_no_second_run() -> None:
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(5)]
+    transactions = Transactions()
+    runs: list[int] = []
+
+    async def process(record: InboundRecord) -> None:
+        runs.append(record.offset)
+        if record.offset == 2:
+            raise InvalidMessage(Problem(RejectionReason.NOT_JSON, "x"))  # before any write
+        transactions.write(record.offset)
+
+    dead = DeadLetters()
+    consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert runs == [0, 1, 2, 3, 4]  # each record handled (and logged) once
+    assert transactions.committed == [0, 1, 3, 4]
+    assert transactions.rollbacks == 0
+    assert [r.offset for r, _ in dead.got] == [2]
 
 
 async def test_an_outage_mid_batch_retries_the_whole_batch_and_commits_nothing_twice() -> None:
@@ -193,7 +220,7 @@ async def test_an_outage_mid_batch_retries_the_whole_batch_and_commits_nothing_t
     async def process(record: InboundRecord) -> None:
         if record.offset == 3 and outage:
             raise outage.pop(0)
-        transactions.pending.append(record.offset)
+        transactions.write(record.offset)
 
     consumer = ReliableConsumer("c", process, DeadLetters(), FAST, 1.0, transaction=transactions)
     await consumer.handle_batch(records)

@@ -126,12 +126,23 @@ class HoldBack(Exception):
     """The record could not be processed yet (a dependency is down): seek back, do not commit."""
 
 
-Transaction = Callable[[], AbstractAsyncContextManager[None]]
+class BatchScope(Protocol):
+    """What the consumer sees of a batch's transaction: how many units of work joined it."""
+
+    joins: int
+
+
+Transaction = Callable[[], AbstractAsyncContextManager[BatchScope]]
+
+
+@dataclass
+class _NoScope:
+    joins: int = 0
 
 
 @asynccontextmanager
-async def _no_transaction() -> AsyncIterator[None]:
-    yield
+async def _no_transaction() -> AsyncIterator[BatchScope]:
+    yield _NoScope()
 
 
 class _Restart(Exception):
@@ -146,8 +157,9 @@ class ReliableConsumer:
     batch costs one commit and one offset commit instead of one per record. Records run in
     order, so per-partition (per-referral) order holds.
 
-    A record that can never succeed (``InvalidMessage``, or a bug) is set aside: the batch is
-    rolled back and redone without it, then it is dead-lettered alone with its reason. A
+    A record that can never succeed (``InvalidMessage``, or a bug) is set aside and dead-lettered
+    alone with its reason; if it had joined the transaction (it may have written), the batch is
+    rolled back and redone without it first. A
     transient failure is retried, the whole batch, with capped, jittered backoff for as long as
     it takes; after ``hold_s`` the handler raises ``HoldBack`` so the subscriber seeks back and
     polls again (the backoff keeps growing across these redeliveries). The wait is logged once
@@ -203,15 +215,20 @@ class ReliableConsumer:
     ) -> None:
         while True:
             try:
-                async with self._transaction():
+                async with self._transaction() as scope:
                     for index, record in enumerate(records):
                         if index in poison:
                             continue
+                        joins = scope.joins
                         with _bound(self.name, record):
                             problem = await self._one(record)
                         if problem is not None:
                             poison[index] = problem
-                            raise _Restart
+                            if scope.joins != joins:
+                                # It may have written before failing: undo the batch and redo
+                                # it without this record. (Most poison fails before writing:
+                                # bad bytes, signature, shape; the others go on at once.)
+                                raise _Restart
                 return
             except _Restart:
                 continue  # rolled back; the records set aside are skipped this time

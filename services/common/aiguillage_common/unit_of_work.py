@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
@@ -49,19 +50,28 @@ class UnitOfWork(Protocol):
         ...
 
 
-_shared: ContextVar[asyncpg.pool.PoolConnectionProxy | None] = ContextVar(
+@dataclass
+class SharedTransaction:
+    connection: asyncpg.pool.PoolConnectionProxy
+    # How many units of work joined so far: a record that failed before joining one wrote
+    # nothing, so the batch need not be rolled back for it.
+    joins: int = 0
+
+
+_shared: ContextVar[SharedTransaction | None] = ContextVar(
     "aiguillage_shared_transaction", default=None
 )
 
 
 @asynccontextmanager
-async def shared_transaction(pool: asyncpg.Pool) -> AsyncIterator[None]:
+async def shared_transaction(pool: asyncpg.Pool) -> AsyncIterator[SharedTransaction]:
     """One transaction that the units of work opened inside it join (see the module doc).
     Committed when the block ends; rolled back when an exception leaves it."""
     async with pool.acquire() as connection, connection.transaction():
-        token = _shared.set(connection)
+        shared = SharedTransaction(connection)
+        token = _shared.set(shared)
         try:
-            yield
+            yield shared
         finally:
             _shared.reset(token)
 
@@ -85,7 +95,8 @@ class PostgresUnitOfWork:
         shared = _shared.get()
         if shared is not None:
             # Inside a batch: its transaction commits or rolls back for everything in it.
-            self._connection, self._joined = shared, True
+            shared.joins += 1
+            self._connection, self._joined = shared.connection, True
             return self
         self._connection = await self._pool.acquire()
         self._transaction = self._connection.transaction()
