@@ -33,7 +33,11 @@ from aiguillage_common.codec import InvalidMessage, Problem, sha256_hex
 from aiguillage_common.failures import Dependency, transient_dependency
 from aiguillage_common.kafka import BAD_HEADERS_MARKER, tolerant_parser
 from aiguillage_common.logging import get_logger
-from aiguillage_schemas.events.referral_lifecycle import Rejection
+from aiguillage_schemas.events.referral_lifecycle import (
+    MAX_REJECTION_ERRORS,
+    Rejection,
+    RejectionError,
+)
 from aiguillage_schemas.vocabulary import RejectionReason
 
 log = get_logger("aiguillage.consumer")
@@ -71,6 +75,7 @@ class InboundRecord:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
     def rejection(self, problem: Problem, event_id: UUID | None = None) -> Rejection:
+        """Why this record was refused; ``errors`` lists every problem found (at least one)."""
         return Rejection(
             reason=problem.reason,
             message=problem.message,
@@ -81,6 +86,10 @@ class InboundRecord:
             original_offset=self.offset,
             original_event_id=event_id,
             prescriber_id=problem.prescriber_id,
+            errors=[
+                RejectionError(reason=d.reason, message=d.message, field_path=d.field_path)
+                for d in problem.all_details()[:MAX_REJECTION_ERRORS]
+            ],
         )
 
     def derived_id(self, purpose: str) -> UUID:

@@ -83,6 +83,12 @@ _RECONNECT_NOISE = (
 
 class DemoteReconnectNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiguillage.faststream") and record.getMessage().startswith(
+            "callback for "
+        ):
+            # FastStream's task supervisor says this of every subscriber task it cancels at a
+            # normal shutdown ("callback for Task-N is being executed..."): nothing to act on.
+            return False
         if record.levelno > logging.DEBUG and record.name.startswith(
             ("aiokafka", "asyncpg", "aiguillage.fa")
         ):

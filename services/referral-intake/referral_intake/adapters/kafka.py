@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Protocol
-from uuid import UUID
 
 from aiguillage_common.codec import InvalidMessage, Problem, decode_event
 from aiguillage_common.consumer import InboundRecord
@@ -24,10 +23,7 @@ from aiguillage_common.replay_headers import REPLAY_OF_HEADER
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
-    MAX_REJECTION_ERRORS,
     ReferralRejected,
-    Rejection,
-    RejectionError,
 )
 from aiguillage_schemas.events.referral_requests import (
     ReferralAmended,
@@ -238,7 +234,7 @@ class IntakeHandler:
         if isinstance(event, ReferralSubmitted):
             return await submit_referral(
                 event,
-                rejection_data(record, conflict_problem(prescriber.prescriber_id), event.event_id),
+                record.rejection(conflict_problem(prescriber.prescriber_id), event.event_id),
                 self._uow_factory,
                 self._geography,
                 self._topics,
@@ -280,17 +276,6 @@ class RegistryHandler:
         )
 
 
-def rejection_data(
-    record: InboundRecord, problem: Problem, event_id: UUID | None = None
-) -> Rejection:
-    """The rejection with every problem found listed in ``errors`` (at least the one)."""
-    errors = [
-        RejectionError(reason=d.reason, message=d.message, field_path=d.field_path)
-        for d in problem.all_details()[:MAX_REJECTION_ERRORS]
-    ]
-    return record.rejection(problem, event_id).model_copy(update={"errors": errors})
-
-
 class RejectionPublisher:
     """Intake's dead-letter sink: the prescriber-facing ``referrals.rejected`` topic."""
 
@@ -304,7 +289,7 @@ class RejectionPublisher:
             source=SOURCE,
             correlation_id=record.correlation_id(),
             subject=safe_subject(record),
-            data=rejection_data(record, problem),
+            data=record.rejection(problem),
         )
         await publish_event(self._producer, self._topic, event)
 
