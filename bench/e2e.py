@@ -661,8 +661,17 @@ async def _publish(
     return first, last
 
 
-async def _wait_complete(tracker: Tracker, pump: Pump, ids: Sequence[str], deadline: float) -> None:
+async def _wait_complete(
+    tracker: Tracker,
+    pump: Pump,
+    ids: Sequence[str],
+    deadline: float,
+    watcher: asyncio.Task[None],
+) -> None:
     while True:
+        if watcher.done():
+            watcher.result()  # the observer failed: say why now, not at the cap
+            raise RuntimeError("the observer of referrals.accepted/routed stopped")
         pump()
         if not tracker.pending(ids) or time.time() >= deadline:
             return
@@ -706,7 +715,9 @@ async def run_phase(phase: Phase, settings: Settings) -> PhaseResult:
         topic = f"{prefix}{topics.INTAKE.name}"
         warm_ids = [p.item.referral_id or "" for p in warm]
         await _publish(producer, topic, warm, tracker, None)
-        await _wait_complete(tracker, pump, warm_ids, time.time() + settings.ready_timeout_s)
+        await _wait_complete(
+            tracker, pump, warm_ids, time.time() + settings.ready_timeout_s, watcher
+        )
         if tracker.pending(warm_ids):
             raise RuntimeError(f"warm-up incomplete: {dict(tracker.missing(warm_ids))}")
         say(f"warm-up done ({len(warm)} referrals); {phase.title}: publishing")
@@ -714,7 +725,7 @@ async def run_phase(phase: Phase, settings: Settings) -> PhaseResult:
         first, last = await _publish(producer, topic, inputs, tracker, phase.rate)
         say(f"{len(inputs)} published in {last - first:.1f}s; waiting for their notifications")
         ids = [p.item.referral_id or "" for p in inputs]
-        await _wait_complete(tracker, pump, ids, last + settings.drain_cap_s)
+        await _wait_complete(tracker, pump, ids, last + settings.drain_cap_s, watcher)
         after = cpu_snapshot(services, settings.infra)
         end = time.time()
         _summarize(result, tracker, pump, ids, first, last, end, cpu_delta(before, after))
