@@ -44,6 +44,10 @@ from aiguillage_common.codec import encode_event
 from aiguillage_common.migrations.cli import SERVICES as MIGRATED
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision, unprovision
+
+# The services' console scripts and settings prefixes, as the demo runs them.
+from aiguillage_demo.cli import COMMANDS as COMMANDS
+from aiguillage_demo.cli import ENV_PREFIX as ENV_PREFIX
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
@@ -57,16 +61,6 @@ INPUT_HEADER = "x-bench-input"  # which input a record is (read back from referr
 # The shared infrastructure (infra.sh's defaults) that other work uses: never ours to break.
 SHARED_PORTS = {"kafka": 19092, "controller": 19093, "pg": 15432}
 
-COMMANDS = {
-    "referral-intake": "aiguillage-intake",
-    "routing": "aiguillage-routing",
-    "notifications": "aiguillage-notifications",
-}
-ENV_PREFIX = {
-    "referral-intake": "AIGUILLAGE_INTAKE_",
-    "routing": "AIGUILLAGE_ROUTING_",
-    "notifications": "AIGUILLAGE_NOTIFICATIONS_",
-}
 
 Say = Callable[[str], None]
 
