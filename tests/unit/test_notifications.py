@@ -309,9 +309,10 @@ def test_reminder_fires_before_the_answer_deadline_and_only_for_future_deadlines
     assert plan.reminder is not None
     assert plan.cancel_reminders
     assert plan.reminder.fire_at == NOW + timedelta(days=1)
+    # A window shorter than the lead (an urgent offer): half-way, never with the offer itself.
     soon = planner.plan(routed(answer_by=NOW + timedelta(hours=2)), NOW).reminder
     assert soon is not None
-    assert soon.fire_at == NOW
+    assert soon.fire_at == NOW + timedelta(hours=1)
     assert planner.plan(routed(answer_by=NOW - timedelta(hours=1)), NOW).reminder is None
     reminder = planner.reminder_notification(plan.reminder)
     assert (reminder.recipient_kind, reminder.topic) == ("centre", "answer_reminder")

@@ -212,7 +212,17 @@ def test_offer_deadlines_follow_urgency_and_the_prescribers_date() -> None:
     assert deadline() == now + standard
     assert deadline(urgency=Urgency.URGENT) == now + urgent
     assert deadline(needed_services=[ServiceCode.EVICTION_HOUSING]) == now + urgent
-    assert deadline(respond_by=date(2026, 11, 25)) == datetime(2026, 11, 25, tzinfo=UTC)
+    # "By the 25th" is the 25th in Paris until 23:59 (UTC+1 in November), not 00:00 UTC.
+    assert deadline(respond_by=date(2026, 11, 25)) == datetime(2026, 11, 25, 22, 59, tzinfo=UTC)
+    summer_now = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    summer = answer_deadline(
+        data.model_copy(update={"respond_by": date(2026, 6, 3)}),
+        summer_now,
+        standard,
+        urgent,
+        minimum,
+    )
+    assert summer == datetime(2026, 6, 3, 21, 59, tzinfo=UTC)  # UTC+2 in summer
     assert deadline(respond_by=date(2026, 11, 20)) == now + minimum  # already past
 
 

@@ -275,7 +275,7 @@ class Planner:
             centre_name=site.centre_name,
             site_id=site.site_id,
             answer_by=answer_by,
-            fire_at=max(now, answer_by - self._reminder_before),
+            fire_at=reminder_time(now, answer_by, self._reminder_before),
         )
 
     def _site_facts(self, site: SiteRef) -> dict[str, str]:
@@ -410,3 +410,12 @@ class Planner:
         facts["occurred_on"] = data.occurred_on.strftime("%d/%m/%Y")
         facts["details"] = " ; ".join(details) if details else "aucune"
         return _Draft("prescriber", data.prescriber_id, "path_reported", data.site.site_id, facts)
+
+
+def reminder_time(now: datetime, answer_by: datetime, lead: timedelta) -> datetime:
+    """When to remind a centre of an offer to answer by ``answer_by``: ``lead`` before it, or,
+    when the whole window is shorter than that (urgent offers), half-way through it, so that the
+    reminder never arrives together with the offer itself."""
+    if answer_by - now > lead:
+        return answer_by - lead
+    return now + (answer_by - now) / 2

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
 from aiguillage_schemas.vocabulary import ServiceCode, Urgency
@@ -48,12 +49,20 @@ def answer_deadline(
     """When the centre must have answered an offer made ``now``.
 
     Urgent referrals get the short delay. A prescriber's ``respond_by`` date brings the deadline
-    forward to the start of that day, so a re-route still fits; but never below ``minimum``, so
+    forward to the end of that day in French time (a date is a Europe/Paris calendar day: "by the
+    5th" means until 23:59 on the 5th in Paris, not 00:00 UTC); but never below ``minimum``, so
     that a centre always has a real chance to answer (a past date must not bounce the referral
     from site to site until escalation).
     """
     deadline = now + (urgent if urgency_rank(data) == 0 else standard)
     if data.respond_by is not None:
-        prescribed = datetime.combine(data.respond_by, time.min, tzinfo=UTC)
-        deadline = min(deadline, max(prescribed, now + minimum))
+        deadline = min(deadline, max(end_of_french_day(data.respond_by), now + minimum))
     return deadline
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def end_of_french_day(day: date) -> datetime:
+    """The last minute of ``day`` in Paris (23:59:00 local), as an aware UTC datetime."""
+    return datetime.combine(day, time(23, 59), tzinfo=PARIS).astimezone(UTC)
