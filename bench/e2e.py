@@ -103,8 +103,8 @@ acceptance and its routing decision, received by the local peers:
   urgent referral (eviction housing) also gets referral_escalated (no place in reach): 3;
 - unroutable (or escalated): the prescriber's e-mail about it: 2 receipts.
 Not awaited: the prescribers' Kafka copies (records on notifications.outbound, not peer receipts)
-and later news: new waiting-list positions, answer reminders (they fire at once for urgent offers,
-whose 24 h deadline is within the 24 h reminder lead), fallbacks. They count as other receipts."""
+and later news: new waiting-list positions, answer reminders (half-way through an urgent offer's
+window, else a lead time before its deadline), fallbacks. They count as other receipts."""
 
 
 # ------------------------------------------------------------------------- pure: the promise
