@@ -138,6 +138,21 @@ def create_app(
                 if settings.intake_identity_url and identity_secret
                 else None
             )
+            email = EmailSender(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.mail_from,
+                settings.message_id_domain,
+                settings.smtp_timeout_s,
+                settings.smtp_username,
+                smtp_password.get_secret_value() if smtp_password else None,
+                settings.smtp_start_tls,
+                local_hostname=settings.smtp_local_hostname,
+                # One session per e-mail in flight.
+                max_sessions=settings.delivery_email_concurrency,
+                max_messages=settings.smtp_max_messages_per_session,
+                idle_timeout_s=settings.smtp_session_idle_s,
+            )
             senders: dict[str, Sender] = {
                 "webhook": WebhookSender(
                     client,
@@ -145,16 +160,7 @@ def create_app(
                     settings.webhook_timeout_s,
                     identity=identity,
                 ),
-                "email": EmailSender(
-                    settings.smtp_host,
-                    settings.smtp_port,
-                    settings.mail_from,
-                    settings.message_id_domain,
-                    settings.smtp_timeout_s,
-                    settings.smtp_username,
-                    smtp_password.get_secret_value() if smtp_password else None,
-                    settings.smtp_start_tls,
-                ),
+                "email": email,
             }
             deliverer = Deliverer(
                 uow,
@@ -188,6 +194,7 @@ def create_app(
                 settings.delivery_poll_interval_s,
                 client,
                 settings.graceful_timeout_s,
+                closing=(email,),
             )
 
         worker_factories.append(delivery_worker)

@@ -47,6 +47,16 @@ class NotificationsSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_start_tls: bool = False
     smtp_timeout_s: float = 10.0
+    # SMTP sessions stay open between e-mails (one per e-mail in flight).
+    smtp_local_hostname: str = Field(
+        default="", description="Name given in EHLO; empty: this host's FQDN, looked up once."
+    )
+    smtp_max_messages_per_session: int = Field(
+        default=100, ge=1, description="Then the session is closed and a new one opened."
+    )
+    smtp_session_idle_s: float = Field(
+        default=10.0, gt=0, description="An idle session is closed after this long."
+    )
     mail_from: str = "Aiguillage <notifications@aiguillage.demo.invalid>"
     message_id_domain: str = "aiguillage.demo.invalid"
 

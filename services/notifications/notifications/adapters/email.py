@@ -2,13 +2,27 @@
 
 The Message-ID derives from the delivery id, so a message re-sent after a lost answer carries the
 same id and mail systems (and people) can tell it is the same message.
+
+The message is rendered straight to the bytes sent (7-bit: RFC 2047 subject, quoted-printable
+parts), not through ``email.message.EmailMessage`` and its generator, which cost more than the
+SMTP exchange itself. SMTP sessions are kept open and reused (one per e-mail sent at a time, so
+at most ``max_sessions``): a new one is opened on the first send, after ``max_messages`` messages,
+after ``idle_timeout_s`` without use, and whenever a session failed. A reused session that turns
+out to be closed by the relay is replaced and the message offered again on a fresh one, which is
+safe: nothing is handed over before the end of DATA.
 """
 
 from __future__ import annotations
 
+import asyncio
+import binascii
+import email
+import email.policy
+import functools
+import socket
 import time
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formataddr, formatdate, parseaddr
 
 import aiosmtplib
 
@@ -27,13 +41,16 @@ IDENTITY_WAIT_NOTICE = (
     "l'identité dès qu'elle sera disponible ; aucune action n'est requise de votre part."
 )
 
+# RFC 2047: a line with encoded words is at most 76 characters; 39 bytes of UTF-8 give 52 of
+# base64, 64 with the markers, 73 after "Subject: ".
+_WORD_BYTES = 39
+
 
 def message_id(job: DeliveryJob, domain: str) -> str:
     return f"<{job.delivery_id}@{domain}>"
 
 
-def build_message(job: DeliveryJob, sender: str, domain: str) -> EmailMessage:
-    message = EmailMessage()
+def _content(job: DeliveryJob) -> tuple[str, str, str]:
     subject = job.title
     text, html = job.email_text, job.email_html
     if job.fallback_for is not None:
@@ -44,16 +61,104 @@ def build_message(job: DeliveryJob, sender: str, domain: str) -> EmailMessage:
         subject = f"{prefix} {subject}"
         text = f"{notice}\n\n{text}"
         html = html.replace("</h1>", f"</h1>\n<p><strong>{notice}</strong></p>", 1)
-    message["Subject"] = subject
-    message["From"] = sender
-    message["To"] = job.target
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = message_id(job, domain)
-    message["X-Aiguillage-Reference"] = job.referral_id
-    message["X-Correlation-Id"] = str(job.correlation_id)
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    return message
+    return subject, text, html
+
+
+def _header(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("a header value may not contain a line break")
+    return value
+
+
+def _encoded_words(value: str) -> str:
+    """The subject as RFC 2047 encoded words (folded), or as is when it is short ASCII."""
+    value = " ".join(value.split())  # a line break in a subject is never meant
+    if value.isascii() and len(value) <= 900:
+        return value
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in value:
+        width = len(char.encode())
+        if size + width > _WORD_BYTES:
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    words.append("".join(chunk))
+    return "\r\n ".join(
+        "=?utf-8?b?" + binascii.b2a_base64(word.encode(), newline=False).decode() + "?="
+        for word in words
+    )
+
+
+def _quoted_printable(text: str) -> bytes:
+    plain = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not plain.endswith("\n"):
+        plain += "\n"  # as EmailMessage.set_content does: the part ends with its last line
+    return binascii.b2a_qp(plain.encode(), istext=True).replace(b"\n", b"\r\n")
+
+
+@functools.lru_cache(maxsize=8)
+def _sender(sender: str) -> tuple[str, str]:
+    """The envelope address and the From header (a non-ASCII name encoded) of ``sender``."""
+    name, address = parseaddr(sender)
+    return address, _header(formataddr((name, address), charset="utf-8"))
+
+
+def render_message(
+    job: DeliveryJob, sender: str, domain: str, date: str | None = None
+) -> tuple[str, bytes]:
+    """The envelope sender and the message as sent: 7-bit, multipart text + HTML."""
+    address, from_header = _sender(sender)
+    subject, text, html = _content(job)
+    # "=_" never occurs in quoted-printable text: the boundary cannot clash with the parts.
+    boundary = f"=_aiguillage_{job.delivery_id.hex}"
+    head = (
+        f"From: {from_header}\r\n"
+        f"To: {_header(job.target)}\r\n"
+        f"Subject: {_encoded_words(subject)}\r\n"
+        f"Date: {date or formatdate(localtime=False)}\r\n"
+        f"Message-ID: {_header(message_id(job, domain))}\r\n"
+        f"X-Aiguillage-Reference: {_header(job.referral_id)}\r\n"
+        f"X-Correlation-Id: {job.correlation_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'
+        "\r\n"
+    )
+    # Each delimiter starts with the CRLF that ends the part before it (RFC 2046 5.1.1).
+    part = (
+        '\r\n--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    raw = b"".join(
+        (
+            head.encode("ascii"),
+            part.format(b=boundary, kind="plain").encode()[2:],
+            _quoted_printable(text),
+            part.format(b=boundary, kind="html").encode(),
+            _quoted_printable(html),
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+    )
+    return address, raw
+
+
+def build_message(job: DeliveryJob, sender: str, domain: str) -> EmailMessage:
+    """The message sent for ``job``, parsed back (for tests and tools)."""
+    _, raw = render_message(job, sender, domain)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+class _Session:
+    __slots__ = ("expiry", "sent", "smtp")
+
+    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
+        self.smtp = smtp
+        self.sent = 0
+        self.expiry: asyncio.TimerHandle | None = None
 
 
 class EmailSender:
@@ -67,6 +172,11 @@ class EmailSender:
         username: str | None = None,
         password: str | None = None,
         start_tls: bool = False,
+        *,
+        local_hostname: str = "",
+        max_sessions: int = 1,
+        max_messages: int = 100,
+        idle_timeout_s: float = 10.0,
     ) -> None:
         self._host = host
         self._port = port
@@ -76,31 +186,150 @@ class EmailSender:
         self._username = username
         self._password = password
         self._start_tls = start_tls
+        # EHLO name: given, or this host's FQDN looked up once (not per connection).
+        self._local_hostname = local_hostname or None
+        self._max_messages = max(1, max_messages)
+        self._idle_timeout_s = idle_timeout_s
+        self._idle: list[_Session] = []
+        self._slots = asyncio.Semaphore(max(1, max_sessions))
+        self._closed = False
 
     async def send(self, job: DeliveryJob) -> AttemptResult:
-        message = build_message(job, self._sender, self._domain)
-        started = time.monotonic()
+        if not job.target.isascii():
+            return AttemptResult("permanent", 0, "bad_address")
+        envelope_from, raw = render_message(job, self._sender, self._domain)
+        async with self._slots:
+            started = time.monotonic()
+            session: _Session | None = None
+            try:
+                session = await self._envelope(envelope_from)
+                await session.smtp.rcpt(job.target, timeout=self._timeout_s)
+                await session.smtp.data(raw, timeout=self._timeout_s)
+            except aiosmtplib.SMTPResponseException as error:
+                # Refused (sender, recipient or message): the session serves the next message
+                # once its envelope is reset.
+                if session is not None and await self._reset(session):
+                    self._checkin(session)
+                return smtp_result(error.code, _ms(started))
+            except (aiosmtplib.SMTPTimeoutError, TimeoutError):
+                _close(session)
+                return AttemptResult("transient", _ms(started), "timeout")
+            except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError):
+                _close(session)
+                return AttemptResult("transient", _ms(started), "connect")
+            except BaseException:
+                _close(session)
+                raise
+            self._checkin(session)
+            return AttemptResult("delivered", _ms(started), smtp_code=250)
+
+    async def _envelope(self, envelope_from: str) -> _Session:
+        """A session with MAIL FROM accepted. A reused session the relay has closed meanwhile
+        (disconnected, or 421 closing) is replaced once: nothing was handed over yet."""
+        session, reused = await self._checkout()
+        while True:
+            try:
+                await session.smtp.mail(envelope_from, timeout=self._timeout_s)
+                return session
+            except aiosmtplib.SMTPResponseException as error:
+                if not (reused and error.code == 421):
+                    if await self._reset(session):
+                        self._checkin(session)
+                    raise
+                session.smtp.close()
+            except aiosmtplib.SMTPServerDisconnected:
+                session.smtp.close()
+                if not reused:
+                    raise
+            except BaseException:
+                session.smtp.close()
+                raise
+            session, reused = await self._open(), False
+
+    async def aclose(self) -> None:
+        """Say QUIT on the idle sessions (at shutdown)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for session in idle:
+            if session.expiry is not None:
+                session.expiry.cancel()
+            try:
+                await session.smtp.quit(timeout=min(self._timeout_s, 2.0))
+            except Exception:
+                session.smtp.close()
+
+    async def _checkout(self) -> tuple[_Session, bool]:
+        while self._idle:
+            session = self._idle.pop()
+            if session.expiry is not None:
+                session.expiry.cancel()
+                session.expiry = None
+            if session.smtp.is_connected:
+                return session, True
+            session.smtp.close()
+        return await self._open(), False
+
+    def _checkin(self, session: _Session) -> None:
+        session.sent += 1
+        if not session.smtp.is_connected:
+            session.smtp.close()
+            return
+        if self._closed or session.sent >= self._max_messages:
+            self._retire(session)
+            return
+        session.expiry = asyncio.get_running_loop().call_later(
+            self._idle_timeout_s, self._expire, session
+        )
+        self._idle.append(session)
+
+    def _expire(self, session: _Session) -> None:
+        if session in self._idle:
+            self._idle.remove(session)
+            self._retire(session)
+
+    def _retire(self, session: _Session) -> None:
+        """Close a healthy session politely, without making anyone wait for it."""
+        task = asyncio.get_running_loop().create_task(self._quit(session))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _quit(self, session: _Session) -> None:
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self._host,
-                port=self._port,
-                timeout=self._timeout_s,
-                username=self._username,
-                password=self._password,
-                start_tls=self._start_tls,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as refused:
-            codes = [r.code for r in refused.recipients] or [550]
-            # One recipient per message: its code decides (4xx retry, 5xx give up).
-            return smtp_result(min(codes), _ms(started))
-        except aiosmtplib.SMTPResponseException as error:
-            return smtp_result(error.code, _ms(started))
-        except (aiosmtplib.SMTPTimeoutError, TimeoutError):
-            return AttemptResult("transient", _ms(started), "timeout")
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError):
-            return AttemptResult("transient", _ms(started), "connect")
-        return AttemptResult("delivered", _ms(started), smtp_code=250)
+            await session.smtp.quit(timeout=min(self._timeout_s, 2.0))
+        except Exception:
+            session.smtp.close()
+
+    async def _reset(self, session: _Session) -> bool:
+        try:
+            await session.smtp.rset(timeout=self._timeout_s)
+        except Exception:
+            session.smtp.close()
+            return False
+        return True
+
+    async def _open(self) -> _Session:
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        smtp = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            timeout=self._timeout_s,
+            username=self._username,
+            password=self._password,
+            start_tls=self._start_tls,
+            local_hostname=self._local_hostname,
+        )
+        await smtp.connect()
+        return _Session(smtp)
+
+
+# Sessions being closed in the background: a reference keeps their task alive until it ends.
+_background: set[asyncio.Task[None]] = set()
+
+
+def _close(session: _Session | None) -> None:
+    if session is not None:
+        session.smtp.close()
 
 
 def _ms(started: float) -> int:

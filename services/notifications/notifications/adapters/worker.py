@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
+from typing import Protocol
 
 import asyncpg
-import httpx
 
 from aiguillage_common.consumer import where
 from aiguillage_common.failures import is_transient
@@ -27,6 +28,10 @@ from notifications.use_cases.deliver import Deliverer
 log = get_logger("aiguillage.notifications.worker")
 
 
+class Closeable(Protocol):
+    async def aclose(self) -> None: ...
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -36,8 +41,9 @@ class DeliveryWorker:
         outbound_topic: str,
         schema: str,
         poll_interval_s: float,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: Closeable | None = None,
         grace_s: float = 15.0,
+        closing: Sequence[Closeable] = (),
     ) -> None:
         self._pool = pool
         self._deliverer = deliverer
@@ -45,7 +51,8 @@ class DeliveryWorker:
         self._outbound_topic = outbound_topic
         self._channel = f"{schema}_deliveries"
         self._poll_interval_s = poll_interval_s
-        self._http_client = http_client
+        # Clients closed at stop (HTTP client, SMTP sessions).
+        self._closing = [*([http_client] if http_client is not None else []), *closing]
         self._grace_s = grace_s
         self._stopping = False
         self._wake = asyncio.Event()
@@ -110,8 +117,9 @@ class DeliveryWorker:
                 )
             await self._pool.release(self._listener)
             self._listener = None
-        if self._http_client is not None:
-            await self._http_client.aclose()
+        for resource in self._closing:
+            with contextlib.suppress(Exception):
+                await resource.aclose()
 
     def _on_notify(self, *_args: object) -> None:
         self._wake.set()

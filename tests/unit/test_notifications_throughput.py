@@ -1,0 +1,163 @@
+"""Issue #11, notifications: the cheaper paths keep their promises.
+
+E-mails rendered straight to bytes read like the ones ``EmailMessage`` built; SMTP sessions are
+reused, renewed and replaced without handing a message over twice. A real local SMTP server
+(aiosmtpd) on an OS-chosen port; no Kafka, no PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from aiguillage_demo.peers import SmtpSink
+from notifications.adapters.email import EmailSender, build_message, render_message
+from notifications.domain.delivery import DeliveryJob
+from tests.unit.test_notifications import _job
+
+SENDER = "Aiguillage <notifications@aiguillage.demo.invalid>"
+
+
+def _mail(**changes: Any) -> DeliveryJob:
+    job = replace(
+        _job("email"),
+        target="coordination@ara-lyon.cpca.demo.invalid",
+        title="Orientation ref-1 : proposée à votre site — réponse attendue",
+        email_text="Bonjour,\n\nUne orientation est proposée à votre site.\n.\nFin = fin\n",
+        email_html="<h1>Orientation</h1>\n<p>proposée à votre site</p>",
+    )
+    return replace(job, **changes)
+
+
+def test_the_rendered_email_is_seven_bit_and_reads_as_written() -> None:
+    job = _mail()
+    envelope_from, raw = render_message(job, SENDER, "d.invalid")
+    assert envelope_from == "notifications@aiguillage.demo.invalid"
+    assert raw.isascii()
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    message = build_message(job, SENDER, "d.invalid")
+    assert message["Subject"] == job.title
+    assert message["Message-ID"] == f"<{job.delivery_id}@d.invalid>"
+    assert message["From"] == SENDER
+    plain, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None
+    assert html is not None
+    assert plain.get_content().replace("\r\n", "\n") == job.email_text
+    assert html.get_content().replace("\r\n", "\n") == job.email_html + "\n"
+
+
+def test_a_long_subject_is_folded_into_encoded_words_that_decode_to_it() -> None:
+    title = "Rappel : l'orientation ref-1 attend votre réponse " * 8
+    message = build_message(_mail(title=title), SENDER, "d.invalid")
+    assert message["Subject"] == " ".join(title.split())
+
+
+def test_a_line_break_in_a_header_is_refused_rather_than_sent() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        render_message(_mail(target="a@b.invalid\r\nBcc: x@y.invalid"), SENDER, "d.invalid")
+
+
+class CountingSink(SmtpSink):
+    """Counts sessions (EHLO) and the names given in them; can drop every open session."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ehlo_names: list[str] = []
+        self.sessions: list[Any] = []
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.ehlo_names.append(hostname)
+        self.sessions.append(server)
+        session.host_name = hostname
+        return responses
+
+    def drop_sessions(self) -> None:
+        for server in self.sessions:
+            if server.transport is not None:
+                server.transport.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[CountingSink]:
+    server = CountingSink()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_one_smtp_session_carries_many_emails_then_is_renewed(sink: CountingSink) -> None:
+    sender = EmailSender(
+        "127.0.0.1", sink.port, SENDER, "d.invalid", 5.0, local_hostname="worker-1.test",
+        max_messages=3,
+    )  # fmt: skip
+    try:
+        results = [await sender.send(_mail(delivery_id=uuid.uuid4())) for _ in range(7)]
+    finally:
+        await sender.aclose()
+    assert {r.outcome for r in results} == {"delivered"}
+    assert len(sink.received) == 7
+    assert sink.ehlo_names == ["worker-1.test"] * 3  # 3 + 3 + 1 messages
+
+
+async def test_a_session_the_relay_closed_is_replaced_and_the_email_sent_once(
+    sink: CountingSink,
+) -> None:
+    sender = EmailSender("127.0.0.1", sink.port, SENDER, "d.invalid", 5.0, local_hostname="w")
+    try:
+        assert (await sender.send(_mail(delivery_id=uuid.uuid4()))).outcome == "delivered"
+        sink.drop_sessions()  # the relay's idle timeout
+        await asyncio.sleep(0.05)
+        again = _mail(delivery_id=uuid.uuid4())
+        assert (await sender.send(again)).outcome == "delivered"
+    finally:
+        await sender.aclose()
+    assert [m.message_id for m in sink.received].count(f"<{again.delivery_id}@d.invalid>") == 1
+    assert len(sink.ehlo_names) == 2
+
+
+async def test_a_refused_recipient_leaves_the_session_usable(sink: CountingSink) -> None:
+    sender = EmailSender("127.0.0.1", sink.port, SENDER, "d.invalid", 5.0, local_hostname="w")
+    sink.refuse_next = 1
+    try:
+        refused = await sender.send(_mail(delivery_id=uuid.uuid4()))
+        accepted = await sender.send(_mail(delivery_id=uuid.uuid4()))
+    finally:
+        await sender.aclose()
+    assert (refused.outcome, refused.smtp_code) == ("transient", 451)
+    assert accepted.outcome == "delivered"
+    assert len(sink.ehlo_names) == 1
+
+
+async def test_an_idle_session_is_closed() -> None:
+    sink = CountingSink()
+    await sink.start()
+    try:
+        sender = EmailSender(
+            "127.0.0.1", sink.port, SENDER, "d.invalid", 5.0, local_hostname="w",
+            idle_timeout_s=0.05,
+        )  # fmt: skip
+        assert (await sender.send(_mail(delivery_id=uuid.uuid4()))).outcome == "delivered"
+        (server,) = sink.sessions
+        for _ in range(100):
+            if server.transport is None:
+                break
+            await asyncio.sleep(0.02)
+        assert server.transport is None  # QUIT said, nothing left open on the relay
+        await sender.aclose()
+    finally:
+        await sink.stop()
+
+
+async def test_no_relay_is_a_transient_connect_failure() -> None:
+    sender = EmailSender("127.0.0.1", 9, SENDER, "d.invalid", 2.0, local_hostname="w")
+    result = await sender.send(_mail())
+    assert (result.outcome, result.error_class) == ("transient", "connect")
