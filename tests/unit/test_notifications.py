@@ -385,8 +385,8 @@ class FakeDeliveryUow(FakeUnitOfWork):
         self.write("deliveries", delivery)
         return True
 
-    async def cancel_reminders(self, referral_id: str) -> int:
-        return 0
+    async def cancel_reminders(self, referral_id: str) -> None:
+        return None
 
     async def schedule_reminder(self, reminder: Reminder) -> None:
         self.write("reminders", reminder)

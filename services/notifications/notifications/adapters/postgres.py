@@ -1,11 +1,26 @@
-"""PostgreSQL side of notifications: notifications, deliveries, attempts and reminder timers."""
+"""PostgreSQL side of notifications: notifications, deliveries, attempts and reminder timers.
+
+Statements are few and wide: what one unit of work records (notifications, their deliveries, the
+Kafka deliveries' 'queued' attempts, reminders and the outbox rows) is written in one multi-row
+statement when it closes.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import uuid
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
+import asyncpg
+
+from aiguillage_common.codec import encode_event
+from aiguillage_common.kafka import event_headers
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
+from aiguillage_schemas.envelope import Envelope
 from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob, Reclaimed
 from notifications.domain.messages import Delivery, Notification, Reminder
 
@@ -91,15 +106,154 @@ RETURNING r.reminder_id, r.referral_id, r.correlation_id, r.centre_id, r.centre_
 """
 
 
+# What a unit of work records, written when it closes: notifications (with their deliveries and
+# the Kafka deliveries' 'queued' attempts), reminders and outbox rows, each part only when it has
+# rows (an empty INSERT would still fire the statement-level NOTIFY triggers). Parameters are
+# numbered within each part and renumbered when the parts present are put together.
+_RECORD_NOTIFICATIONS = """
+recorded AS (
+    INSERT INTO notifications (notification_id, referral_id, recipient_kind, recipient_id, topic,
+        site_id, title, body, caused_by_event_id, correlation_id, email_text, email_html, facts)
+    SELECT n.notification_id, n.referral_id, n.recipient_kind, n.recipient_id, n.topic, n.site_id,
+        n.title, n.body, n.caused_by_event_id, n.correlation_id, n.email_text, n.email_html,
+        n.facts::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::text[], $13::text[])
+        AS n(notification_id, referral_id, recipient_kind, recipient_id, topic, site_id, title,
+             body, caused_by_event_id, correlation_id, email_text, email_html, facts)
+)"""
+# Kafka deliveries ride on the outbox row written in this same transaction: they are as durable
+# as the notification itself, so they are recorded as handed over at once.
+_RECORD_DELIVERIES = """
+planned AS (
+    INSERT INTO deliveries (delivery_id, notification_id, channel, target, position, state,
+        attempts, next_attempt_at, finished_at)
+    SELECT p.delivery_id, p.notification_id, p.channel, p.target, p.position,
+        CASE WHEN p.channel = 'kafka' THEN 'delivered' ELSE 'pending' END,
+        CASE WHEN p.channel = 'kafka' THEN 1 ELSE 0 END,
+        CASE WHEN p.channel = 'kafka' THEN NULL ELSE clock_timestamp() END,
+        CASE WHEN p.channel = 'kafka' THEN clock_timestamp() END
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[])
+        AS p(delivery_id, notification_id, channel, target, position)
+    RETURNING delivery_id, channel
+), queued AS (
+    INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms)
+    SELECT delivery_id, 1, 'queued', 0 FROM planned WHERE channel = 'kafka'
+)"""
+# Cancelled first, then scheduled: a cancellation asked for before a reminder was scheduled in
+# the same unit of work does not reach it (one statement sees the table as it was).
+_CANCEL_REMINDERS = """
+cancelled AS (
+    UPDATE reminders SET state = 'cancelled', settled_at = clock_timestamp()
+    WHERE referral_id = ANY($1::text[]) AND state = 'pending'
+)"""
+_SCHEDULE_REMINDERS = """
+scheduled AS (
+    INSERT INTO reminders (reminder_id, referral_id, correlation_id, centre_id, centre_name,
+        site_id, answer_by, fire_at)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+        $7::timestamptz[], $8::timestamptz[])
+    ON CONFLICT (reminder_id) DO NOTHING
+)"""
+_RECORD_OUTBOX = """
+emitted AS (
+    INSERT INTO outbox (event_id, topic, key, headers, payload)
+    SELECT o.event_id, o.topic, o.key, o.headers::jsonb, o.payload
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+        AS o(event_id, topic, key, headers, payload)
+    ON CONFLICT (event_id) DO NOTHING
+)"""
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+@functools.cache
+def _record_sql(parts: tuple[str, ...]) -> str:
+    numbered: list[str] = []
+    offset = 0
+    for part in parts:
+        used = max(int(n) for n in _PARAMETER.findall(part))
+
+        def shifted(match: re.Match[str], by: int = offset) -> str:
+            return f"${int(match.group(1)) + by}"
+
+        numbered.append(_PARAMETER.sub(shifted, part))
+        offset += used
+    return "WITH" + ",".join(numbered) + "\nSELECT 1"
+
+
+@dataclass(slots=True)
+class _Recorded:
+    """Rows waiting for the unit of work to close, as the columns of one multi-row INSERT each."""
+
+    notifications: list[list[Any]]
+    deliveries: list[list[Any]]
+    outbox: list[list[Any]]
+    cancel_reminders: list[list[Any]]
+    reminders: list[list[Any]]
+    notification_ids: set[uuid.UUID]
+
+    @classmethod
+    def empty(cls) -> _Recorded:
+        def columns(width: int) -> list[list[Any]]:
+            return [[] for _ in range(width)]
+
+        return cls(columns(13), columns(5), columns(5), columns(1), columns(8), set())
+
+    def parts(self) -> list[tuple[str, list[list[Any]]]]:
+        """Each part of the statement that has rows, with its columns."""
+        return [
+            (sql, columns)
+            for sql, columns in (
+                (_RECORD_NOTIFICATIONS, self.notifications),
+                (_RECORD_DELIVERIES, self.deliveries),
+                (_CANCEL_REMINDERS, self.cancel_reminders),
+                (_SCHEDULE_REMINDERS, self.reminders),
+                (_RECORD_OUTBOX, self.outbox),
+            )
+            if columns[0]
+        ]
+
+
+def _append(columns: list[list[Any]], *values: Any) -> None:
+    for column, value in zip(columns, values, strict=True):
+        column.append(value)
+
+
 class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
+    """One transaction. What it records (notifications, their planned deliveries, reminders set
+    and cancelled, outbox rows) is written when it closes, in one statement, before the commit:
+    nothing in a unit of work reads those rows back, and the transaction makes the deferral
+    invisible to anyone else."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self._recorded = _Recorded.empty()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        recorded, self._recorded = self._recorded, _Recorded.empty()
+        parts = recorded.parts()
+        if exc_type is None and parts:
+            try:
+                await self._write(parts)
+            except BaseException as error:
+                await super().__aexit__(type(error), error, error.__traceback__)
+                raise
+        await super().__aexit__(exc_type, exc, traceback)
+
+    async def _write(self, parts: list[tuple[str, list[list[Any]]]]) -> None:
+        statement = _record_sql(tuple(sql for sql, _ in parts))
+        await self.connection.execute(statement, *(c for _, columns in parts for c in columns))
+
     async def record(
         self, notification: Notification, cause_id: uuid.UUID, correlation_id: uuid.UUID
     ) -> None:
-        await self.connection.execute(
-            "INSERT INTO notifications (notification_id, referral_id, recipient_kind,"
-            " recipient_id, topic, site_id, title, body, caused_by_event_id, correlation_id,"
-            " email_text, email_html, facts)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)",
+        _append(
+            self._recorded.notifications,
             notification.notification_id,
             notification.referral_id,
             notification.recipient_kind,
@@ -114,10 +268,35 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             notification.email_html,
             json.dumps(dict(notification.facts)),
         )
+        self._recorded.notification_ids.add(notification.notification_id)
+
+    async def emit(self, topic: str, event: Envelope) -> None:
+        # As the base class writes it (deterministic ids: a re-emission is a no-op), later.
+        _append(
+            self._recorded.outbox,
+            event.event_id,
+            topic,
+            event.subject,
+            json.dumps(event_headers(event)),
+            encode_event(event),
+        )
 
     async def add_delivery(self, delivery: Delivery) -> bool:
-        # Kafka deliveries ride on the outbox row written in this same transaction: they are
-        # as durable as the notification itself, so they are recorded as handed over at once.
+        if delivery.notification_id in self._recorded.notification_ids and (
+            delivery.fallback_for is None
+        ):
+            # Planned with a notification recorded in this unit of work: new like it (the
+            # notification's INSERT fails on a known id, and delivery ids derive from it).
+            _append(
+                self._recorded.deliveries,
+                delivery.delivery_id,
+                delivery.notification_id,
+                delivery.channel,
+                delivery.target,
+                delivery.position,
+            )
+            return True
+        # A fallback (or a delivery of an earlier notification): maybe known already.
         queued = delivery.channel == "kafka"
         inserted = await self.connection.fetchval(
             "INSERT INTO deliveries (delivery_id, notification_id, channel, target, position,"
@@ -144,19 +323,18 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             )
         return bool(inserted)
 
-    async def cancel_reminders(self, referral_id: str) -> int:
-        status = await self.connection.execute(
-            "UPDATE reminders SET state = 'cancelled', settled_at = clock_timestamp()"
-            " WHERE referral_id = $1 AND state = 'pending'",
-            referral_id,
-        )
-        return int(status.rsplit(" ", 1)[-1])
+    async def cancel_reminders(self, referral_id: str) -> None:
+        # A reminder scheduled earlier in this unit of work is cancelled before it is written.
+        reminders = self._recorded.reminders
+        for index in reversed(range(len(reminders[0]))):
+            if reminders[1][index] == referral_id:
+                for column in reminders:
+                    del column[index]
+        self._recorded.cancel_reminders[0].append(referral_id)
 
     async def schedule_reminder(self, reminder: Reminder) -> None:
-        await self.connection.execute(
-            "INSERT INTO reminders (reminder_id, referral_id, correlation_id, centre_id,"
-            " centre_name, site_id, answer_by, fire_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (reminder_id) DO NOTHING",
+        _append(
+            self._recorded.reminders,
             reminder.reminder_id,
             reminder.referral_id,
             reminder.correlation_id,
