@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,7 @@ from notifications.domain.delivery import (
     DeliveryJob,
     History,
     Reclaimed,
+    Settled,
     decide,
     http_result,
     smtp_result,
@@ -409,6 +411,22 @@ class FakeDeliveryUow(FakeUnitOfWork):
         self, job: DeliveryJob, attempt_id: int, result: AttemptResult, decision: Decision
     ) -> None:
         self.write("attempts", (job.delivery_id, result, decision))
+
+    async def settle(
+        self,
+        finished: Sequence[Settled],
+        starting: Sequence[DeliveryJob],
+        worker_id: uuid.UUID,
+        lease_s: float,
+    ) -> dict[uuid.UUID, int]:
+        for done in finished:
+            await self.record_attempt(done.job, done.attempt_id, done.result, done.decision)
+        started = {}
+        for job in starting:
+            attempt_id = await self.start_attempt(job, worker_id, lease_s)
+            if attempt_id is not None:
+                started[job.delivery_id] = attempt_id
+        return started
 
     async def next_channel(self, job: DeliveryJob) -> Delivery | None:
         return next((c for c in self._copies if c.position > job.position), None)

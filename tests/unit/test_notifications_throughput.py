@@ -1,15 +1,16 @@
 """Issue #11, notifications: the cheaper paths keep their promises.
 
 E-mails rendered straight to bytes read like the ones ``EmailMessage`` built; SMTP sessions are
-reused, renewed and replaced without handing a message over twice. A real local SMTP server
-(aiosmtpd) on an OS-chosen port; no Kafka, no PostgreSQL.
+reused, renewed and replaced without handing a message over twice; the delivery worker's rounds
+are written together, yet no lane sends before the outcome of its previous send is recorded.
+A real local SMTP server (aiosmtpd) on an OS-chosen port; no Kafka, no PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -17,8 +18,11 @@ import pytest
 
 from aiguillage_demo.peers import SmtpSink
 from notifications.adapters.email import EmailSender, build_message, render_message
-from notifications.domain.delivery import DeliveryJob
-from tests.unit.test_notifications import _job
+from notifications.domain.delivery import AttemptResult, DeliveryJob, Settled
+from notifications.use_cases.deliver import Deliverer
+from tests.unit.fakes import FakeStore
+from tests.unit.test_notification_identity_waits import NOW, POLICY
+from tests.unit.test_notifications import FakeDeliveryUow, _job
 
 SENDER = "Aiguillage <notifications@aiguillage.demo.invalid>"
 
@@ -161,3 +165,61 @@ async def test_no_relay_is_a_transient_connect_failure() -> None:
     sender = EmailSender("127.0.0.1", 9, SENDER, "d.invalid", 2.0, local_hostname="w")
     result = await sender.send(_mail())
     assert (result.outcome, result.error_class) == ("transient", "connect")
+
+
+# The delivery worker's rounds.
+
+
+class CountingUow(FakeDeliveryUow):
+    rounds: list[tuple[int, int]]
+
+    async def settle(
+        self,
+        finished: Sequence[Settled],
+        starting: Sequence[DeliveryJob],
+        worker_id: uuid.UUID,
+        lease_s: float,
+    ) -> dict[uuid.UUID, int]:
+        self.store.tables.setdefault("rounds", []).append((len(finished), len(starting)))
+        await asyncio.sleep(0.005)  # a statement takes a while: rounds asked meanwhile wait
+        return await super().settle(finished, starting, worker_id, lease_s)
+
+
+class RecordedBeforeNext:
+    """A sender that checks, at each send, that every earlier send of its channel has its
+    outcome recorded, except those of the other lanes still in flight."""
+
+    def __init__(self, store: FakeStore, lanes: int) -> None:
+        self.store, self.lanes = store, lanes
+        self.sent: list[uuid.UUID] = []
+        self.unrecorded_at_send: list[int] = []
+
+    async def send(self, job: DeliveryJob) -> AttemptResult:
+        recorded = {delivery_id for delivery_id, _, _ in self.store.rows("attempts")}
+        self.unrecorded_at_send.append(len([d for d in self.sent if d not in recorded]))
+        self.sent.append(job.delivery_id)
+        await asyncio.sleep(0.002)
+        return AttemptResult("delivered", 2, http_status=200, smtp_code=250)
+
+
+async def test_rounds_are_written_together_and_no_lane_sends_before_its_last_outcome() -> None:
+    store = FakeStore()
+    jobs = [_job("email") for _ in range(8)] + [_job("webhook") for _ in range(16)]
+    mails, hooks = RecordedBeforeNext(store, 1), RecordedBeforeNext(store, 4)
+    deliverer = Deliverer(
+        lambda: CountingUow(store, jobs, []),
+        {"email": mails, "webhook": hooks},
+        POLICY,
+        "dead-letter",
+        30.0,
+        50,
+        lambda: NOW,
+    )
+    assert await deliverer.deliver_due() == 24
+    assert len(store.rows("attempts")) == 24
+    assert max(mails.unrecorded_at_send) == 0  # one e-mail in flight, ever
+    assert max(hooks.unrecorded_at_send) <= 3  # the other three webhook lanes at most
+    rounds = store.rows("rounds")
+    assert sum(started for _, started in rounds) == 24
+    assert sum(finished for finished, _ in rounds) == 24
+    assert len(rounds) < 24  # rounds of different lanes went together

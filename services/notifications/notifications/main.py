@@ -31,7 +31,11 @@ from notifications.adapters.directory import load_recipients, load_templates, we
 from notifications.adapters.email import EmailSender
 from notifications.adapters.identity import IdentityClient
 from notifications.adapters.kafka import NotificationsHandler
-from notifications.adapters.postgres import PostgresNotificationsUnitOfWork
+from notifications.adapters.postgres import (
+    PostgresDeliverySession,
+    PostgresNotificationsUnitOfWork,
+    WorkerConnection,
+)
 from notifications.adapters.webhook import WebhookSender
 from notifications.adapters.worker import DeliveryWorker
 from notifications.domain.delivery import BackoffPolicy, IdentityWaitPolicy
@@ -162,6 +166,7 @@ def create_app(
                 ),
                 "email": email,
             }
+            own = WorkerConnection()
             deliverer = Deliverer(
                 uow,
                 senders,
@@ -184,6 +189,7 @@ def create_app(
                     "email": settings.delivery_email_concurrency,
                     "webhook": settings.delivery_webhook_concurrency,
                 },
+                session_factory=lambda: PostgresDeliverySession(own),
             )
             return DeliveryWorker(
                 runtime.require_pool(),
@@ -194,6 +200,7 @@ def create_app(
                 settings.delivery_poll_interval_s,
                 client,
                 settings.graceful_timeout_s,
+                own=own,
                 closing=(email,),
             )
 

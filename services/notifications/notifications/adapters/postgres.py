@@ -1,8 +1,9 @@
 """PostgreSQL side of notifications: notifications, deliveries, attempts and reminder timers.
 
 Statements are few and wide: what one unit of work records (notifications, their deliveries, the
-Kafka deliveries' 'queued' attempts, reminders and the outbox rows) is written in one multi-row
-statement when it closes.
+Kafka deliveries' 'queued' attempts and the outbox rows) is written in one multi-row statement
+when it closes, and the delivery worker records the outcomes of its sends and starts its next
+ones in one statement per round (``settle``), on its own connection.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import functools
 import json
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 
@@ -21,7 +23,13 @@ from aiguillage_common.codec import encode_event
 from aiguillage_common.kafka import event_headers
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.envelope import Envelope
-from notifications.domain.delivery import AttemptResult, Decision, DeliveryJob, Reclaimed
+from notifications.domain.delivery import (
+    AttemptResult,
+    Decision,
+    DeliveryJob,
+    Reclaimed,
+    Settled,
+)
 from notifications.domain.messages import Delivery, Notification, Reminder
 
 # Due deliveries, in decision order per (referral, recipient, channel): one waits while a delivery
@@ -78,6 +86,48 @@ SELECT r.delivery_id, n.referral_id, n.correlation_id, n.recipient_kind, n.recip
 FROM reclaimed r
 JOIN notifications n ON n.notification_id = r.notification_id
 LEFT JOIN interrupted i ON i.delivery_id = r.delivery_id
+"""
+
+# One round of the delivery worker, in one statement (so one commit): the attempts whose outcome
+# is known become that outcome and their deliveries take their new state; the deliveries about to
+# be sent have their lease renewed from now, if it is still this worker's (one that expired while
+# the job waited for its turn may be another worker's now, and then nothing may be sent), a
+# 'started' row left by a worker whose lease expired before anyone reconciled it becomes
+# 'interrupted', and an attempt row 'started' is committed. The attempt row becomes the outcome by
+# id: even if a takeover marked it interrupted, what really happened is known now and is what the
+# log should say. A delivery is never both settled and started in one round.
+_SETTLE = """
+WITH fin AS (
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::int[],
+        $7::int[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::timestamptz[],
+        $13::bool[])
+        AS f(attempt_id, delivery_id, outcome, latency_ms, error_class, http_status, smtp_code,
+             identity_release, state, next_attempt_at, last_error, identity_wait_since, held)
+), attempted AS (
+    UPDATE delivery_attempts a SET outcome = f.outcome, latency_ms = f.latency_ms,
+        error_class = f.error_class, http_status = f.http_status, smtp_code = f.smtp_code,
+        identity_release = f.identity_release
+    FROM fin f WHERE a.id = f.attempt_id
+), settled AS (
+    UPDATE deliveries d SET attempts = d.attempts + CASE WHEN f.held THEN 0 ELSE 1 END,
+        identity_waits = d.identity_waits + CASE WHEN f.held THEN 1 ELSE 0 END,
+        identity_wait_since = COALESCE(d.identity_wait_since, f.identity_wait_since),
+        state = f.state, next_attempt_at = f.next_attempt_at, last_error = f.last_error,
+        leased_by = NULL,
+        finished_at = CASE WHEN f.state = 'pending' THEN NULL ELSE clock_timestamp() END
+    FROM fin f WHERE d.delivery_id = f.delivery_id AND d.state = 'pending'
+), renewed AS (
+    UPDATE deliveries d SET next_attempt_at = clock_timestamp() + make_interval(secs => $16)
+    FROM unnest($14::uuid[], $15::int[]) AS s(delivery_id, attempt)
+    WHERE d.delivery_id = s.delivery_id AND d.state = 'pending' AND d.leased_by = $17
+    RETURNING d.delivery_id, s.attempt
+), stale AS (
+    UPDATE delivery_attempts a SET outcome = 'interrupted'
+    FROM renewed r WHERE a.delivery_id = r.delivery_id AND a.outcome = 'started'
+)
+INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms)
+SELECT delivery_id, attempt, 'started', 0 FROM renewed
+RETURNING delivery_id, id
 """
 
 # Every delivery worker holds a session-level advisory lock (PRESENCE_LOCK_CLASS, its key) for as
@@ -219,7 +269,98 @@ def _append(columns: list[list[Any]], *values: Any) -> None:
         column.append(value)
 
 
-class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
+class _DeliveryStatements:
+    """The delivery worker's statements, on whichever connection the subclass holds."""
+
+    @property
+    def connection(self) -> asyncpg.pool.PoolConnectionProxy:
+        raise NotImplementedError
+
+    async def lease_due(
+        self, limit: int, lease_s: float, worker_id: uuid.UUID
+    ) -> list[DeliveryJob]:
+        rows = await self.connection.fetch(_LEASE_DUE, limit, lease_s, worker_id)
+        return [_job(row) for row in rows]
+
+    async def settle(
+        self,
+        finished: Sequence[Settled],
+        starting: Sequence[DeliveryJob],
+        worker_id: uuid.UUID,
+        lease_s: float,
+    ) -> Mapping[uuid.UUID, int]:
+        if not finished and not starting:
+            return {}
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for item in finished:
+            result, decision = item.result, item.decision
+            _append(
+                columns,
+                item.attempt_id,
+                item.job.delivery_id,
+                result.outcome,
+                result.latency_ms,
+                result.error_class,
+                result.http_status,
+                result.smtp_code,
+                result.identity_release,
+                decision.state,
+                decision.next_attempt_at,
+                item.last_error,
+                decision.identity_wait_since,
+                decision.held,
+            )
+        rows = await self.connection.fetch(
+            _SETTLE,
+            *columns,
+            [job.delivery_id for job in starting],
+            [job.attempts + 1 for job in starting],
+            lease_s,
+            worker_id,
+        )
+        return {row["delivery_id"]: row["id"] for row in rows}
+
+    async def start_attempt(
+        self, job: DeliveryJob, worker_id: uuid.UUID, lease_s: float
+    ) -> int | None:
+        return (await self.settle((), (job,), worker_id, lease_s)).get(job.delivery_id)
+
+    async def record_attempt(
+        self, job: DeliveryJob, attempt_id: int, result: AttemptResult, decision: Decision
+    ) -> None:
+        # No start in this round: the worker id and the lease are not used.
+        await self.settle((Settled(job, attempt_id, result, decision),), (), uuid.UUID(int=0), 0)
+
+
+def _job(row: asyncpg.Record) -> DeliveryJob:
+    return DeliveryJob(
+        delivery_id=row["delivery_id"],
+        notification_id=row["notification_id"],
+        referral_id=row["referral_id"],
+        correlation_id=row["correlation_id"],
+        recipient_kind=row["recipient_kind"],
+        recipient_id=row["recipient_id"],
+        channel=row["channel"],
+        target=row["target"],
+        position=row["position"],
+        fallback_for=row["fallback_for"],
+        fallback_from_channel=row["fallback_from_channel"],
+        attempts=row["attempts"],
+        topic=row["topic"],
+        site_id=row["site_id"],
+        title=row["title"],
+        body=row["body"],
+        email_text=row["email_text"],
+        email_html=row["email_html"],
+        facts=json.loads(row["facts"]),
+        caused_by_event_id=row["caused_by_event_id"],
+        identity_waits=row["identity_waits"],
+        identity_wait_since=row["identity_wait_since"],
+        fallback_reason=row["fallback_reason"],
+    )
+
+
+class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
     """One transaction. What it records (notifications, their planned deliveries, reminders set
     and cancelled, outbox rows) is written when it closes, in one statement, before the commit:
     nothing in a unit of work reads those rows back, and the transaction makes the deferral
@@ -345,103 +486,6 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             reminder.fire_at,
         )
 
-    async def lease_due(
-        self, limit: int, lease_s: float, worker_id: uuid.UUID
-    ) -> list[DeliveryJob]:
-        rows = await self.connection.fetch(_LEASE_DUE, limit, lease_s, worker_id)
-        return [
-            DeliveryJob(
-                delivery_id=row["delivery_id"],
-                notification_id=row["notification_id"],
-                referral_id=row["referral_id"],
-                correlation_id=row["correlation_id"],
-                recipient_kind=row["recipient_kind"],
-                recipient_id=row["recipient_id"],
-                channel=row["channel"],
-                target=row["target"],
-                position=row["position"],
-                fallback_for=row["fallback_for"],
-                fallback_from_channel=row["fallback_from_channel"],
-                attempts=row["attempts"],
-                topic=row["topic"],
-                site_id=row["site_id"],
-                title=row["title"],
-                body=row["body"],
-                email_text=row["email_text"],
-                email_html=row["email_html"],
-                facts=json.loads(row["facts"]),
-                caused_by_event_id=row["caused_by_event_id"],
-                identity_waits=row["identity_waits"],
-                identity_wait_since=row["identity_wait_since"],
-                fallback_reason=row["fallback_reason"],
-            )
-            for row in rows
-        ]
-
-    async def start_attempt(
-        self, job: DeliveryJob, worker_id: uuid.UUID, lease_s: float
-    ) -> int | None:
-        # The lease is renewed from now (the job may have waited for its channel's turn) and
-        # only if it is still this worker's: one that expired meanwhile may be another's now.
-        ours = await self.connection.fetchval(
-            "UPDATE deliveries SET next_attempt_at = clock_timestamp() + make_interval(secs => $3)"
-            " WHERE delivery_id = $1 AND state = 'pending' AND leased_by = $2 RETURNING true",
-            job.delivery_id,
-            worker_id,
-            lease_s,
-        )
-        if not ours:
-            return None
-        # A 'started' row left by a worker whose lease expired before anyone reconciled it.
-        await self.connection.execute(
-            "UPDATE delivery_attempts SET outcome = 'interrupted'"
-            " WHERE delivery_id = $1 AND outcome = 'started'",
-            job.delivery_id,
-        )
-        attempt_id: int = await self.connection.fetchval(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, latency_ms)"
-            " VALUES ($1, $2, 'started', 0) RETURNING id",
-            job.delivery_id,
-            job.attempts + 1,
-        )
-        return attempt_id
-
-    async def record_attempt(
-        self, job: DeliveryJob, attempt_id: int, result: AttemptResult, decision: Decision
-    ) -> None:
-        # The 'started' row becomes the outcome (by id: even if a takeover marked it interrupted,
-        # what really happened is known now and is what the log should say).
-        await self.connection.execute(
-            "UPDATE delivery_attempts SET outcome = $2, latency_ms = $3, error_class = $4,"
-            " http_status = $5, smtp_code = $6, identity_release = $7 WHERE id = $1",
-            attempt_id,
-            result.outcome,
-            result.latency_ms,
-            result.error_class,
-            result.http_status,
-            result.smtp_code,
-            result.identity_release,
-        )
-        last_error = (
-            decision.dead_reason
-            if decision.dead_reason == "identity_wait_expired"
-            else result.error_class
-        )
-        await self.connection.execute(
-            "UPDATE deliveries SET attempts = attempts + CASE WHEN $6 THEN 0 ELSE 1 END,"
-            " identity_waits = identity_waits + CASE WHEN $6 THEN 1 ELSE 0 END,"
-            " identity_wait_since = COALESCE(identity_wait_since, $5),"
-            " state = $2, next_attempt_at = $3, last_error = $4, leased_by = NULL,"
-            " finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE clock_timestamp() END"
-            " WHERE delivery_id = $1 AND state = 'pending'",
-            job.delivery_id,
-            decision.state,
-            decision.next_attempt_at,
-            last_error,
-            decision.identity_wait_since,
-            decision.held,
-        )
-
     async def reclaim_from_dead_workers(self, worker_id: uuid.UUID) -> list[Reclaimed]:
         owners = await self.connection.fetch(
             "SELECT DISTINCT leased_by FROM deliveries"
@@ -504,3 +548,38 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork):
             )
             for row in rows
         ]
+
+
+class WorkerConnection:
+    """The delivery worker's own connection, held for as long as the worker runs: it holds the
+    worker's presence lock, listens for new deliveries, and carries the worker's leases and
+    rounds (``PostgresDeliverySession``), so that these cost no pool round trip. None while the
+    worker is not connected."""
+
+    def __init__(self) -> None:
+        self.connection: asyncpg.pool.PoolConnectionProxy | None = None
+
+
+class PostgresDeliverySession(_DeliveryStatements):
+    """The delivery worker's leases and rounds on its own connection. Each is one statement,
+    committed on its own: there is no transaction to open or close."""
+
+    def __init__(self, own: WorkerConnection) -> None:
+        self._own = own
+
+    @property
+    def connection(self) -> asyncpg.pool.PoolConnectionProxy:
+        if self._own.connection is None:
+            raise asyncpg.InterfaceError("the delivery worker is not connected to PostgreSQL")
+        return self._own.connection
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None

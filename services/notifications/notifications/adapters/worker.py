@@ -4,13 +4,16 @@ Several instances may run: due rows are leased with SELECT ... FOR UPDATE SKIP L
 delivery is attempted by one worker at a time. Each worker holds, on the connection it listens on,
 a session-level advisory lock keyed by its id for as long as it runs: PostgreSQL drops it with the
 connection, kill -9 included, which is how a starting worker tells the leases of a dead worker
-(reclaimed at once) from those of a live one (left to their lease).
+(reclaimed at once) from those of a live one (left to their lease). The same connection carries
+the worker's leases and rounds (``WorkerConnection``): no pool round trip per statement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
@@ -21,7 +24,7 @@ from aiguillage_common.consumer import where
 from aiguillage_common.failures import is_transient
 from aiguillage_common.logging import get_logger
 from aiguillage_common.outbox import listener_alive
-from notifications.adapters.postgres import PRESENCE_LOCK_CLASS, presence_key
+from notifications.adapters.postgres import PRESENCE_LOCK_CLASS, WorkerConnection, presence_key
 from notifications.domain.messages import Planner
 from notifications.use_cases.deliver import Deliverer
 
@@ -43,6 +46,7 @@ class DeliveryWorker:
         poll_interval_s: float,
         http_client: Closeable | None = None,
         grace_s: float = 15.0,
+        own: WorkerConnection | None = None,
         closing: Sequence[Closeable] = (),
     ) -> None:
         self._pool = pool
@@ -53,6 +57,7 @@ class DeliveryWorker:
         self._poll_interval_s = poll_interval_s
         # Clients closed at stop (HTTP client, SMTP sessions).
         self._closing = [*([http_client] if http_client is not None else []), *closing]
+        self._own = own or WorkerConnection()
         self._grace_s = grace_s
         self._stopping = False
         self._wake = asyncio.Event()
@@ -80,6 +85,7 @@ class DeliveryWorker:
             await self._pool.release(listener)
             raise
         self._listener = listener
+        self._own.connection = listener
 
     async def _keep_presence(self) -> None:
         # A lost connection (PostgreSQL restarted) lost the lock too: without it, a worker
@@ -87,6 +93,7 @@ class DeliveryWorker:
         # until it is held again.
         if listener_alive(self._listener):
             return
+        self._own.connection = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._pool.release(self._listener)
@@ -107,6 +114,7 @@ class DeliveryWorker:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        self._own.connection = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.remove_listener(self._channel, self._on_notify)
@@ -127,6 +135,9 @@ class DeliveryWorker:
     async def _run(self) -> None:
         failures = 0
         reclaimed = False
+        # Reminders are due to the minute (a day before a deadline): looked for once per poll
+        # interval, not once per batch of deliveries.
+        reminders_checked = -math.inf
         while not self._stopping:
             self._wake.clear()
             try:
@@ -135,7 +146,9 @@ class DeliveryWorker:
                     # What a killed worker left in flight is due now, not when its lease ends.
                     await self._deliverer.reclaim()
                     reclaimed = True
-                await self._deliverer.fire_due_reminders(self._planner, self._outbound_topic)
+                if time.monotonic() - reminders_checked >= self._poll_interval_s:
+                    await self._deliverer.fire_due_reminders(self._planner, self._outbound_topic)
+                    reminders_checked = time.monotonic()
                 attempted = await self._deliverer.deliver_due()
                 if failures:
                     log.warning("delivery.worker_resumed", failed_attempts=failures)

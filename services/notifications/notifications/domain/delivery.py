@@ -205,6 +205,22 @@ class DeliveryJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Settled:
+    """A try whose outcome is known and decided: what the delivery log and the delivery record."""
+
+    job: DeliveryJob
+    attempt_id: int  # its 'started' row
+    result: AttemptResult
+    decision: Decision
+
+    @property
+    def last_error(self) -> str | None:
+        if self.decision.dead_reason == "identity_wait_expired":
+            return self.decision.dead_reason
+        return self.result.error_class
+
+
+@dataclass(frozen=True, slots=True)
 class Reclaimed:
     """A pending delivery a dead worker held, made due at once; ``interrupted_attempt`` is the
     attempt it had started (its outcome unknown: it is re-sent with the same idempotency key),

@@ -1,11 +1,15 @@
 """Use case: deliver due notifications on their channels, record every attempt, and give up cleanly.
 
-A due delivery is leased (its next attempt is pushed past the send timeout, and the lease names
-this worker) in a short transaction. Right before sending, a second one renews the lease and
-commits an attempt row 'started'; the send happens outside any transaction; a third one turns the
-row into the outcome and records the new state. So a crash repeats only the sends in flight at
-that moment, and they are few: each channel has a small number of sends in flight per worker
-(e-mail one at a time by default; webhooks carry an Idempotency-Key their receivers dedupe on).
+A batch of due deliveries is leased (their next attempt is pushed past the send timeout, and the
+lease names this worker) in one statement. Each channel then has a few lanes (its concurrency:
+e-mail one by default, webhooks four), each sending its jobs one after the other. Right before a
+send, a round renews the job's lease and commits an attempt row 'started'; the send happens
+outside any transaction; the next round turns the row into the outcome and records the new state,
+and starts the lane's next job in the same statement. Rounds that lanes ask for while one is
+being written are written together (group commit), so a delivery costs about one statement.
+So a crash repeats only the sends in flight at that moment, and they are few: a lane sends its
+next job only once the outcome of the previous one is committed (e-mail one at a time by default;
+webhooks carry an Idempotency-Key their receivers dedupe on).
 When a worker starts, the deliveries leased by workers that are gone (their presence lock in
 PostgreSQL is free) are reclaimed: a 'started' attempt becomes 'interrupted' in the delivery log,
 and the delivery is due at once, re-sent with the same idempotency key (webhook header, e-mail
@@ -26,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from aiguillage_common.logging import get_logger
 from aiguillage_common.unit_of_work import UnitOfWork
@@ -43,6 +49,7 @@ from notifications.domain.delivery import (
     DeliveryJob,
     IdentityWaitPolicy,
     Reclaimed,
+    Settled,
     decide,
 )
 from notifications.domain.messages import Delivery, Planner, Reminder, fallback_delivery_id
@@ -59,11 +66,38 @@ class Sender(Protocol):
     async def send(self, job: DeliveryJob) -> AttemptResult: ...
 
 
-class DeliveryUnitOfWork(NotificationsUnitOfWork, UnitOfWork, Protocol):
+class DeliverySession(Protocol):
+    """The delivery worker's leases and rounds: either in a unit of work, or one statement each
+    on the worker's own connection (committed on its own)."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
     async def lease_due(
         self, limit: int, lease_s: float, worker_id: uuid.UUID
     ) -> list[DeliveryJob]: ...
 
+    async def settle(
+        self,
+        finished: Sequence[Settled],
+        starting: Sequence[DeliveryJob],
+        worker_id: uuid.UUID,
+        lease_s: float,
+    ) -> Mapping[uuid.UUID, int]:
+        """One round, atomically: record ``finished`` (attempt row -> outcome, delivery -> new
+        state) and start ``starting`` (renew the lease if still this worker's, attempt row
+        'started'). Returns the started attempts' ids by delivery id; a job missing from it
+        lost its lease (then nothing may be sent)."""
+        ...
+
+
+class DeliveryUnitOfWork(NotificationsUnitOfWork, DeliverySession, UnitOfWork, Protocol):
     async def start_attempt(
         self, job: DeliveryJob, worker_id: uuid.UUID, lease_s: float
     ) -> int | None:
@@ -102,8 +136,11 @@ class Deliverer:
         identity_policy: IdentityWaitPolicy | None = None,
         concurrency: Mapping[str, int] = DEFAULT_CONCURRENCY,
         worker_id: uuid.UUID | None = None,
+        session_factory: Callable[[], DeliverySession] | None = None,
     ) -> None:
         self._uow_factory = uow_factory
+        # Leases and rounds; in production on the worker's own connection (adapters.postgres).
+        self._session_factory: Callable[[], DeliverySession] = session_factory or uow_factory
         self._senders = senders
         self._policy = policy
         self._identity_policy = identity_policy or IdentityWaitPolicy()
@@ -111,6 +148,7 @@ class Deliverer:
         self._lease_s = lease_s
         self._batch_size = batch_size
         self._clock = clock
+        self._widths = dict(concurrency)
         self._limits = {channel: asyncio.Semaphore(limit) for channel, limit in concurrency.items()}
         # Names this worker's leases; its presence lock (adapters.worker) says it is alive.
         self.worker_id = worker_id or uuid.uuid4()
@@ -142,17 +180,30 @@ class Deliverer:
 
     async def deliver_due(self) -> int:
         """Attempt one batch of due deliveries; returns how many were leased."""
-        async with self._uow_factory() as uow:
-            jobs = await uow.lease_due(self._batch_size, self._lease_s, self.worker_id)
-        if jobs:
+        async with self._session_factory() as session:
+            jobs = await session.lease_due(self._batch_size, self._lease_s, self.worker_id)
+        if not jobs:
+            return 0
+        queues: dict[str, deque[DeliveryJob]] = {}
+        for job in jobs:
+            queues.setdefault(job.channel, deque()).append(job)
+        rounds = _Rounds(self._session_factory, self.worker_id, self._lease_s)
+        try:
             outcomes = await asyncio.gather(
-                *(self._deliver(job) for job in jobs), return_exceptions=True
+                *(
+                    self._lane(channel, queue, rounds)
+                    for channel, queue in queues.items()
+                    for _ in range(min(len(queue), self._widths.get(channel) or len(queue)))
+                ),
+                return_exceptions=True,
             )
-            # One delivery whose outcome could not be recorded (database gone) must not hide
-            # the others': they are recorded; this one is due again when its lease expires.
-            failed = [o for o in outcomes if isinstance(o, BaseException)]
-            if failed:
-                raise failed[0]
+        finally:
+            await rounds.close()
+        # One lane whose round could not be written (database gone) must not hide the others':
+        # they are recorded; its deliveries are due again when their lease expires.
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            raise failed[0]
         return len(jobs)
 
     @contextlib.asynccontextmanager
@@ -164,48 +215,66 @@ class Deliverer:
             async with limit:
                 yield
 
-    async def _deliver(self, job: DeliveryJob) -> None:
-        # The turn covers start, send and record: a send counts as in flight until its outcome
-        # is committed, since that is what a crash would repeat.
-        async with self._turn(job.channel):
-            if self._draining:
-                return
-            async with self._uow_factory() as uow:
-                attempt_id = await uow.start_attempt(job, self.worker_id, self._lease_s)
-            if attempt_id is None:
-                # Waited so long for its turn that the lease expired and another worker took it.
-                log.warning("delivery.lease_lost", **_fields(job))
-                return
-            result = await self._send(job)
-            decision = decide(
-                result,
-                job.history,
-                self._policy,
-                self._clock(),
-                identity_policy=self._identity_policy,
-            )
-            fallback, opened = None, False
-            async with self._uow_factory() as uow:
-                await uow.record_attempt(job, attempt_id, result, decision)
-                if decision.fallback is not None:
-                    following = await uow.next_channel(job)
-                    if following is not None:
-                        # Deterministic id, inserted with ON CONFLICT DO NOTHING: the fallback
-                        # opened while the identity was awaited is the one a later death names.
-                        fallback = Delivery(
-                            fallback_delivery_id(job.delivery_id),
-                            job.notification_id,
-                            following.channel,
-                            following.target,
-                            following.position,
-                            fallback_for=job.delivery_id,
-                            fallback_reason=decision.fallback,
-                        )
-                        opened = await uow.add_delivery(fallback)
-                if decision.state == "dead":
-                    await uow.emit(
-                        self._dead_letter_topic, _dead_letter(job, result, decision, fallback)
+    async def _lane(self, channel: str, queue: deque[DeliveryJob], rounds: _Rounds) -> None:
+        # A send counts as in flight until its outcome is committed, since that is what a crash
+        # would repeat: the lane's next send waits for the round that records it.
+        async with self._turn(channel):
+            done: Settled | None = None
+            while True:
+                # Shutting down: the outcome in hand is recorded, no other job is started.
+                job = queue.popleft() if queue and not self._draining else None
+                if done is None and job is None:
+                    return
+                attempt_id = await rounds.settle(done, job)
+                if done is not None:
+                    _log_outcome(done.job, done.result, done.decision, None, False)
+                    done = None
+                if job is None:
+                    return
+                if attempt_id is None:
+                    # Waited so long for its turn that the lease expired and another worker
+                    # took it.
+                    log.warning("delivery.lease_lost", **_fields(job))
+                    continue
+                result = await self._send(job)
+                decision = decide(
+                    result,
+                    job.history,
+                    self._policy,
+                    self._clock(),
+                    identity_policy=self._identity_policy,
+                )
+                settled = Settled(job, attempt_id, result, decision)
+                if decision.fallback is None and decision.state != "dead":
+                    done = settled  # recorded by the next round, with the next start
+                else:
+                    await self._record_alone(settled)
+
+    async def _record_alone(self, settled: Settled) -> None:
+        """An outcome that opens a fallback or a dead letter: its own transaction."""
+        job, result, decision = settled.job, settled.result, settled.decision
+        fallback, opened = None, False
+        async with self._uow_factory() as uow:
+            await uow.record_attempt(job, settled.attempt_id, result, decision)
+            if decision.fallback is not None:
+                following = await uow.next_channel(job)
+                if following is not None:
+                    # Deterministic id, inserted with ON CONFLICT DO NOTHING: the fallback
+                    # opened while the identity was awaited is the one a later death names.
+                    fallback = Delivery(
+                        fallback_delivery_id(job.delivery_id),
+                        job.notification_id,
+                        following.channel,
+                        following.target,
+                        following.position,
+                        fallback_for=job.delivery_id,
+                        fallback_reason=decision.fallback,
                     )
+                    opened = await uow.add_delivery(fallback)
+            if decision.state == "dead":
+                await uow.emit(
+                    self._dead_letter_topic, _dead_letter(job, result, decision, fallback)
+                )
         _log_outcome(job, result, decision, fallback, opened)
 
     async def _send(self, job: DeliveryJob) -> AttemptResult:
@@ -239,6 +308,59 @@ class Deliverer:
                 centre_id=reminder.centre_id,
             )
         return len(reminders)
+
+
+class _Rounds:
+    """Group commit of the lanes' rounds: those asked for while one is being written go together
+    in the next statement. Each lane waits for its own round, so no lane sends before the
+    outcome of its previous send is committed."""
+
+    def __init__(
+        self, session_factory: Callable[[], DeliverySession], worker_id: uuid.UUID, lease_s: float
+    ) -> None:
+        self._session_factory = session_factory
+        self._worker_id = worker_id
+        self._lease_s = lease_s
+        self._asked: list[
+            tuple[Settled | None, DeliveryJob | None, asyncio.Future[int | None]]
+        ] = []
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._write(), name="notifications-delivery-rounds")
+
+    async def settle(self, done: Settled | None, job: DeliveryJob | None) -> int | None:
+        """Record ``done`` and start ``job``; the attempt id of ``job``, None if its lease is
+        lost."""
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._asked.append((done, job, future))
+        self._wake.set()
+        return await future
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            asked, self._asked = self._asked, []
+            try:
+                async with self._session_factory() as session:
+                    started = await session.settle(
+                        [done for done, _, _ in asked if done is not None],
+                        [job for _, job, _ in asked if job is not None],
+                        self._worker_id,
+                        self._lease_s,
+                    )
+            except Exception as error:
+                for _, _, future in asked:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for _, job, future in asked:
+                if not future.done():
+                    future.set_result(started.get(job.delivery_id) if job is not None else None)
 
 
 def _fields(job: DeliveryJob) -> dict[str, Any]:
