@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from notifications.adapters.directory import load_recipients, load_templates, webhook_secret
 from notifications.adapters.email import EmailSender
+from notifications.adapters.http import HttpClient
 from notifications.adapters.postgres import (
     PRESENCE_LOCK_CLASS,
     PostgresNotificationsUnitOfWork,
@@ -57,7 +57,7 @@ class World:
         self.planner = Planner(
             load_recipients(self.settings, "outbound"), load_templates(), timedelta(hours=24)
         )
-        self.client = httpx.AsyncClient(follow_redirects=False)
+        self.client = HttpClient()
         self.workers: list[DeliveryWorker] = []
 
     def uow(self) -> PostgresNotificationsUnitOfWork:

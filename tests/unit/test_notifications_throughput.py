@@ -3,7 +3,7 @@
 E-mails rendered straight to bytes read like the ones ``EmailMessage`` built; SMTP sessions are
 reused, renewed and replaced without handing a message over twice; the delivery worker's rounds
 are written together, yet no lane sends before the outcome of its previous send is recorded.
-A real local SMTP server (aiosmtpd) on an OS-chosen port; no Kafka, no PostgreSQL.
+Real local servers (aiosmtpd, aiohttp) on OS-chosen ports; no Kafka, no PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from aiguillage_demo.peers import SmtpSink
 from notifications.adapters.email import EmailSender, build_message, render_message
+from notifications.adapters.http import HttpClient, HttpFailure
 from notifications.domain.delivery import AttemptResult, DeliveryJob, Settled
 from notifications.use_cases.deliver import Deliverer
 from tests.unit.fakes import FakeStore
@@ -165,6 +167,60 @@ async def test_no_relay_is_a_transient_connect_failure() -> None:
     sender = EmailSender("127.0.0.1", 9, SENDER, "d.invalid", 2.0, local_hostname="w")
     result = await sender.send(_mail())
     assert (result.outcome, result.error_class) == ("transient", "connect")
+
+
+# The HTTP client of webhooks and identity lookups.
+
+
+async def test_http_connections_are_kept_open_and_failures_are_classified() -> None:
+    peers: set[Any] = set()
+
+    async def answer(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        await request.read()
+        if request.path == "/slow":
+            await asyncio.sleep(1)
+        return web.Response(status=201 if request.path == "/ok" else 302, body=b"{}")
+
+    app = web.Application()
+    app.router.add_post("/{name}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = HttpClient()
+    try:
+        for _ in range(5):
+            answered = await client.post(f"http://127.0.0.1:{port}/ok", b"{}", {}, 2.0)
+            assert answered.status == 201
+        assert len(peers) == 1  # one connection for the five requests
+        assert (await client.post(f"http://127.0.0.1:{port}/moved", b"", {}, 2.0)).status == 302
+        failures = []
+        for url, timeout_s in (
+            (f"http://127.0.0.1:{port}/slow", 0.1),
+            ("http://127.0.0.1:9/x", 2.0),
+            ("ftp://127.0.0.1/x", 2.0),
+        ):
+            with pytest.raises(HttpFailure) as failed:
+                await client.post(url, b"", {}, timeout_s)
+            failures.append(failed.value.kind)
+        assert failures == ["timeout", "connect", "bad_url"]
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+
+
+def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "intake.internal")
+    client = HttpClient()
+    assert client._proxy("https://hooks.example/centre/1") == "http://proxy.test:3128"
+    assert client._proxy("https://intake.internal/identity") is None
+    assert client._proxy("http://hooks.example/centre/1") is None  # no HTTP_PROXY
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.delenv("NO_PROXY")
+    assert HttpClient()._proxy("https://hooks.example/centre/1") is None
 
 
 # The delivery worker's rounds.

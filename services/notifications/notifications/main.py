@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from faststream.kafka import KafkaBroker
 
 from aiguillage_common.health import HealthState
@@ -29,6 +28,7 @@ from aiguillage_schemas.events.routing_decisions import (
 )
 from notifications.adapters.directory import load_recipients, load_templates, webhook_secret
 from notifications.adapters.email import EmailSender
+from notifications.adapters.http import HttpClient
 from notifications.adapters.identity import IdentityClient
 from notifications.adapters.kafka import NotificationsHandler
 from notifications.adapters.postgres import (
@@ -128,7 +128,9 @@ def create_app(
         )
 
         def delivery_worker(runtime: Runtime) -> BackgroundWorker:
-            client = httpx.AsyncClient(follow_redirects=False)
+            # One client for the webhooks and intake's identity API, keeping connections open
+            # between sends; each webhook lane uses one connection at a time.
+            client = HttpClient(max_connections=max(8, 2 * settings.delivery_webhook_concurrency))
             smtp_password = settings.smtp_password
             identity_secret = settings.identity_api_secret.get_secret_value()
             # Both the URL and the secret, or no identity at all: offers go out as before.

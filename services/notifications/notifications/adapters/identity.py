@@ -12,16 +12,18 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-import httpx
-
 from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, sign_request
+from notifications.adapters.http import HttpClient, HttpFailure
 from notifications.domain.identity import IdentityLookup, lookup_from_status
+
+# What the delivery log says when intake could not be reached (as with the earlier client).
+_UNREACHABLE = {"timeout": "timeout", "connect": "connecterror", "bad_url": "bad_url"}
 
 
 class IdentityClient:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         url: str,
         secret: bytes,
         timeout_s: float,
@@ -30,7 +32,7 @@ class IdentityClient:
         self._client = client
         self._url = url
         self._secret = secret
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
         self._clock = clock
 
     async def lookup(
@@ -49,19 +51,15 @@ class IdentityClient:
             SERVICE_SIGNATURE_HEADER: sign_request(self._secret, int(self._clock()), body),
         }
         try:
-            response = await self._client.post(
-                self._url, content=body, headers=headers, timeout=self._timeout
-            )
-        except httpx.TimeoutException:
-            return IdentityLookup("unavailable", "timeout")
-        except httpx.TransportError as error:
-            return IdentityLookup("unavailable", type(error).__name__.lower())
+            answer = await self._client.post(self._url, body, headers, self._timeout_s)
+        except HttpFailure as failure:
+            return IdentityLookup("unavailable", _UNREACHABLE.get(failure.kind, failure.name))
         person: dict[str, Any] | None = None
-        if response.status_code == 200:
+        if answer.status == 200:
             try:
-                document = response.json()
+                document = json.loads(answer.body)
                 candidate = document.get("person") if isinstance(document, dict) else None
                 person = candidate if isinstance(candidate, dict) else None
             except ValueError:
                 person = None
-        return lookup_from_status(response.status_code, person)
+        return lookup_from_status(answer.status, person)

@@ -21,9 +21,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from uuid import UUID
 
-import httpx
-
 from aiguillage_common.service_auth import sign_request, verify_request
+from notifications.adapters.http import HttpClient, HttpFailure
 from notifications.domain.delivery import AttemptResult, DeliveryJob, http_result
 from notifications.domain.identity import IdentityLookup, carries_identity
 
@@ -64,7 +63,7 @@ class IdentitySource(Protocol):
 class WebhookSender:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         secret_for: Callable[[str, str], bytes | None],
         timeout_s: float,
         clock: Callable[[], float] = time.time,
@@ -72,7 +71,7 @@ class WebhookSender:
     ) -> None:
         self._client = client
         self._secret_for = secret_for
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
         self._clock = clock
         self._identity = identity
 
@@ -114,18 +113,13 @@ class WebhookSender:
         }
         started = time.monotonic()
         try:
-            response = await self._client.post(
-                job.target, content=body, headers=headers, timeout=self._timeout
-            )
-        except httpx.TimeoutException:
-            return AttemptResult("transient", _ms(started), "timeout")
-        except httpx.ConnectError:
-            return AttemptResult("transient", _ms(started), "connect")
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
-            return AttemptResult("permanent", _ms(started), "bad_url")
-        except httpx.TransportError as error:
-            return AttemptResult("transient", _ms(started), type(error).__name__.lower())
-        return http_result(response.status_code, _ms(started))
+            answer = await self._client.post(job.target, body, headers, self._timeout_s)
+        except HttpFailure as failure:
+            if failure.kind == "bad_url":
+                return AttemptResult("permanent", _ms(started), "bad_url")
+            kind = failure.name if failure.kind == "transport" else failure.kind
+            return AttemptResult("transient", _ms(started), kind)
+        return http_result(answer.status, _ms(started))
 
 
 def _ms(started: float) -> int:
