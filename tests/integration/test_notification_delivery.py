@@ -466,14 +466,15 @@ async def test_killed_mid_email_resends_that_email_once_at_restart_and_nothing_e
 async def test_answer_reminder_fires_once_and_not_after_the_centre_accepted(
     isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
 ) -> None:
-    # Remind 1 h before the deadline: a deadline 30 min away is due at once, one 2 h away is
-    # due in an hour and is cancelled by the placement that comes first.
+    # Remind 1 h before the deadline: a deadline 20 s away, shorter than that, is reminded of
+    # half-way through (messages.reminder_time), one 2 h away is due in an hour and is cancelled
+    # by the placement that comes first.
     env = notifications_env(hooks, smtp, reminder_before_s="3600")
     await start_notifications(isolated, env)
     now = datetime.now(UTC)
     urgent, placed = new_ref(isolated, "remind"), new_ref(isolated, "placed")
     await isolated.kafka.send_event(
-        isolated.topic(topics.ROUTED), routed(urgent, answer_by=now + timedelta(minutes=30))
+        isolated.topic(topics.ROUTED), routed(urgent, answer_by=now + timedelta(seconds=20))
     )
     offer = routed(placed, answer_by=now + timedelta(hours=2))
     await isolated.kafka.send_event(isolated.topic(topics.ROUTED), offer)
