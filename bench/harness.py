@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ from aiguillage_common.provisioning import provision, unprovision
 # The services' console scripts and settings prefixes, as the demo runs them.
 from aiguillage_demo.cli import COMMANDS as COMMANDS
 from aiguillage_demo.cli import ENV_PREFIX as ENV_PREFIX
-from aiguillage_demo.peers import SmtpSink, WebhookReceiver
+from aiguillage_demo.peers import SmtpSink, WebhookReceiver, free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
 from aiguillage_schemas.signing import sign
@@ -445,13 +444,6 @@ def private_infra(args: argparse.Namespace, log_name: str, say: Say) -> Infra:
 
 
 # ------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -37,6 +37,7 @@ from aiguillage_common.codec import encode_event
 from aiguillage_common.migrations.cli import SERVICES as MIGRATED
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision, unprovision
+from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
 from aiguillage_schemas import topics
@@ -245,7 +246,7 @@ def _start_services(
     bin_dir = Path(sys.executable).parent
     started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     for service, command in COMMANDS.items():
-        health_port = _free_port()
+        health_port = free_port()
         env = {
             **os.environ,
             **service_env(run, service, bootstrap, database_url, health_port),
@@ -565,7 +566,7 @@ async def _start_peers() -> _Peers:
     # Intake's identity API on a free local port, with a per-run service secret, so that the
     # centres' offer webhooks carry the person (docs/intake.md).
     service_secret = base64.b64encode(os.urandom(24)).decode()
-    port = _free_port()
+    port = free_port()
     intake_env = {
         "AIGUILLAGE_INTAKE_IDENTITY_API_HOST": "127.0.0.1",
         "AIGUILLAGE_INTAKE_IDENTITY_API_PORT": str(port),
@@ -574,13 +575,3 @@ async def _start_peers() -> _Peers:
     env[f"{prefix}INTAKE_IDENTITY_URL"] = f"http://127.0.0.1:{port}/internal/v1/identity-releases"
     env[f"{prefix}IDENTITY_API_SECRET"] = service_secret
     return _Peers(smtp, hooks, env, intake_env)
-
-
-def _free_port() -> int:
-    """A port free now; the service binds it a moment later (good enough for a local demo)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -12,6 +12,7 @@ import asyncio
 import email
 import email.policy
 import json
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -184,3 +185,11 @@ class WebhookReceiver:
             pass
         finally:
             writer.close()
+
+
+def free_port() -> int:
+    """A loopback port free now; whoever asked binds it a moment later (fine on one machine)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

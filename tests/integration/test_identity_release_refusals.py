@@ -7,11 +7,7 @@ decision can name a referral intake closed, or never saw.
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
@@ -22,10 +18,12 @@ from tests.e2e.test_identity_release import PATH, SERVICE_SECRET, bound_port
 from tests.integration.test_notification_delivery import (
     LYON_HOOK,
     LYON_MAIL,
+    delivery_log,
     notifications_env,
     one,
     routed,
 )
+from tests.support.services import free_port
 from tests.support.waiting import eventually
 
 IDENTITY_ATTEMPTS = (
@@ -64,29 +62,6 @@ async def centre_offer(isolated: Isolated, referral_id: str) -> list[dict[str, A
 def primary_webhook(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     found = [r for r in rows if r["channel"] == "webhook" and r["fallback_for"] is None]
     return found[0] if found else None
-
-
-async def delivery_log(isolated: Isolated, referral_id: str) -> list[str]:
-    """The operators' CLI, ``aiguillage-notifications-log``, run as they would."""
-    cli = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "aiguillage-notifications-log"),
-        referral_id,
-        "--database-url",
-        isolated.endpoints.database_url,
-        "--schema",
-        isolated.schema("notifications"),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    output, _ = await asyncio.wait_for(cli.communicate(), 60)
-    assert cli.returncode == 0
-    return output.decode().splitlines()
-
-
-def free_port() -> int:
-    """A port for intake's identity API that stays the same when intake restarts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_refused_identity_sends_the_offer_without_it_and_an_absent_intake_holds_it_back(

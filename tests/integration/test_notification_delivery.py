@@ -181,19 +181,8 @@ async def test_webhook_failing_twice_with_500_is_delivered_once_after_three_logg
     assert len(smtp.to(SPIP_MAIL)) == 1
 
     # The delivery log shows the three webhook attempts for an operator.
-    cli = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "aiguillage-notifications-log"),
-        referral_id,
-        "--database-url",
-        isolated.endpoints.database_url,
-        "--schema",
-        isolated.schema("notifications"),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    output, _ = await asyncio.wait_for(cli.communicate(), 60)
-    assert cli.returncode == 0
-    log = output.decode()
-    webhook_lines = [line for line in log.splitlines() if " webhook " in line]
+    log = await delivery_log(isolated, referral_id)
+    webhook_lines = [line for line in log if " webhook " in line]
     assert len(webhook_lines) == 3
     assert [" 500 " in line for line in webhook_lines] == [True, True, False]
     assert " 200 " in webhook_lines[-1]
@@ -514,3 +503,19 @@ async def test_answer_reminder_fires_once_and_not_after_the_centre_accepted(
         urgent: "fired",
         placed: "cancelled",
     }
+
+
+async def delivery_log(isolated: Isolated, referral_id: str) -> list[str]:
+    """The operators' CLI, ``aiguillage-notifications-log``, run as they would."""
+    cli = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "aiguillage-notifications-log"),
+        referral_id,
+        "--database-url",
+        isolated.endpoints.database_url,
+        "--schema",
+        isolated.schema("notifications"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0
+    return output.decode().splitlines()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from aiguillage_demo.peers import free_port as free_port
 from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json
 
 BIN = Path(sys.executable).parent
@@ -81,14 +81,6 @@ class ServiceProcess:
     async def ready(self) -> bool:
         status, _ = await self.readiness()
         return status == 200
-
-
-def free_port() -> int:
-    """A port the OS says is free now (the service binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def service_env(
