@@ -22,6 +22,7 @@ from notifications.adapters.email import EmailSender, build_message, render_mess
 from notifications.adapters.http import HttpClient, HttpFailure
 from notifications.domain.delivery import AttemptResult, DeliveryJob, Settled
 from notifications.use_cases.deliver import Deliverer
+from tests.support.waiting import eventually
 from tests.unit.fakes import FakeStore
 from tests.unit.test_notification_identity_waits import NOW, POLICY
 from tests.unit.test_notifications import FakeDeliveryUow, _job
@@ -121,7 +122,18 @@ async def test_a_session_the_relay_closed_is_replaced_and_the_email_sent_once(
     try:
         assert (await sender.send(_mail(delivery_id=uuid.uuid4()))).outcome == "delivered"
         sink.drop_sessions()  # the relay's idle timeout
-        await asyncio.sleep(0.05)
+
+        # Until the kept session has seen its connection go (then the next send must reconnect).
+        async def connected() -> list[bool]:
+            return [session.smtp.is_connected for session in sender._idle]
+
+        await eventually(
+            connected,
+            lambda states: not any(states),
+            timeout_s=10,
+            interval_s=0.01,
+            what="the dropped SMTP session seen closed",
+        )
         again = _mail(delivery_id=uuid.uuid4())
         assert (await sender.send(again)).outcome == "delivered"
     finally:
