@@ -104,7 +104,8 @@ class OutboxRelay:
                 failures += 1
                 if self._stopping.is_set():
                     return
-                delay = min(30.0, 0.2 * 2 ** min(failures, 8))
+                # Capped low: once the outage ends, the backlog must go out within seconds.
+                delay = min(10.0, 0.2 * 2 ** min(failures, 6))
                 if failures == 1 or not is_transient(error):
                     (log.warning if is_transient(error) else log.error)(
                         "outbox.relay_failed", error_type=type(error).__name__, retry_in_s=delay
