@@ -426,6 +426,10 @@ cmd_pg-crash() {  # immediate shutdown: what a power cut or OOM kill does (recov
     [[ -f $PG_DATA/PG_VERSION ]] && pg_running || { log "PostgreSQL not running"; return 0; }
     log "stopping PostgreSQL immediately"
     as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m immediate -t 60 >/dev/null
+    # Backends still exiting may hold the listening socket for a moment (longer on a loaded
+    # machine); pg-start would then take the port for another program's. Done = port released.
+    local deadline=$((SECONDS + 30))
+    while port_busy "$PG_PORT" && ((SECONDS < deadline)); do sleep 0.1; done
 }
 
 cmd_pg-start() {
