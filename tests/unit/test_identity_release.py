@@ -270,3 +270,44 @@ def test_intake_answers_read_as_lookups() -> None:
     for status in (409, 401, 500, 503):
         assert lookup_from_status(status, None).outcome == "unavailable"
     assert lookup_from_status(200, None).outcome == "unavailable"  # a 200 without a person
+
+
+class CommitLandsBetweenReads(FakeIntake):
+    """Intake's store while routing's offer is being committed: the batch that handles it commits
+    right after the release's first read, before its second."""
+
+    def __init__(self, store: FakeStore, commit: list[Any]) -> None:
+        super().__init__(store)
+        self._commit = commit
+
+    async def _then_commit(self) -> None:
+        if self._commit:
+            await self._commit.pop()()
+
+    async def referral_state(self, referral_id: str) -> ReferralState | None:
+        state = await super().referral_state(referral_id)
+        await self._then_commit()
+        return state
+
+    async def has_handled(self, consumer: str, event_id: uuid.UUID) -> bool:
+        handled = await super().has_handled(consumer, event_id)
+        await self._then_commit()
+        return handled
+
+
+async def test_an_offer_committed_during_a_request_never_refuses_the_rightful_centre() -> None:
+    store = FakeStore()
+    store.tables["referrals_by_id"] = [{REF: "open"}]
+    offer = routed("ARA-LYON")
+
+    async def routing_commits() -> None:
+        assert await track_holder(offer, lambda: FakeIntake(store))
+
+    racing = CommitLandsBetweenReads(store, [routing_commits])
+    answer = await release_identity(ReleaseRequest(REF, "ARA-LYON", offer.event_id), lambda: racing)
+    # Not yet known (the centre's webhook retries), never "not the holder" (delivered without it).
+    assert answer.outcome is Release.NOT_YET_KNOWN
+    again = await release_identity(
+        ReleaseRequest(REF, "ARA-LYON", offer.event_id), lambda: FakeIntake(store)
+    )
+    assert again.outcome is Release.GRANTED

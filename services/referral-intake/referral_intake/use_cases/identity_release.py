@@ -71,12 +71,16 @@ async def release_identity(
 ) -> ReleaseAnswer:
     uow = uow_factory()
     async with uow:
-        state = await uow.referral_state(request.referral_id)
+        # Whether the offer was handled is read BEFORE the holder. Each statement sees what was
+        # committed when it ran, and the batch that handles the offer may commit between the two
+        # reads: read the other way round, the holder would be the one before the offer while the
+        # offer reads as handled, and the rightful centre would be refused for good (403).
         seen = (
             None
             if request.offer_event_id is None
             else await uow.has_handled(ROUTED_CONSUMER, request.offer_event_id)
         )
+        state = await uow.referral_state(request.referral_id)
         outcome = decide_release(state, request.centre_id, seen)
         # Audited before the identity is read: a failure to audit releases nothing.
         await uow.audit_release(request.referral_id, request.centre_id, outcome)
