@@ -19,6 +19,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralAcceptedData,
     ReferralRejected,
     Rejection,
+    RejectionError,
 )
 from aiguillage_schemas.events.routing_decisions import (
     PathReported,
@@ -559,7 +560,46 @@ def test_rejection_of_a_malformed_key_is_still_told_with_an_unknown_reference() 
     )
     (told,) = notifications_planner().plan(rejected, NOW).notifications
     assert told.referral_id == "unknown"
-    assert "not_json" in told.email_text
+    assert "format illisible" in told.email_text
+    assert "- message entier : format illisible" in told.email_text
+
+
+@pytest.mark.parametrize("reason", list(RejectionReason))
+def test_every_rejection_reads_in_french_without_the_technical_message(
+    reason: RejectionReason,
+) -> None:
+    technical = "data.person.birth_date: Input should be a valid date [type=date_type]"
+    rejected = ReferralRejected(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject="ref-rejected-0001",
+        data=Rejection(
+            reason=reason,
+            message=technical,
+            field_path="data.person.birth_date",
+            original_sha256="0" * 64,
+            original_topic="referrals.intake",
+            original_partition=0,
+            original_offset=1,
+            prescriber_id=PRESCRIBER,
+            errors=[
+                RejectionError(
+                    reason=reason, message=technical, field_path="data.person.birth_date"
+                ),
+                RejectionError(
+                    reason=RejectionReason.MISSING_FIELD,
+                    message="required",
+                    field_path="data.frame",
+                ),
+            ],
+        ),
+    )
+    (told,) = notifications_planner().plan(rejected, NOW).notifications
+    for text in (told.email_text, told.body):
+        assert technical not in text
+        assert str(reason) not in text.replace("data.person.birth_date", "")
+        assert "- data.person.birth_date : " in text
+        assert "- data.frame : information manquante" in text
 
 
 class BrokenSender:

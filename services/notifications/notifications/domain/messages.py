@@ -32,6 +32,7 @@ from aiguillage_schemas.events.routing_decisions import (
 )
 from notifications.domain.delivery import FallbackReason
 from notifications.domain.recipients import Recipients
+from notifications.domain.rejection_reasons import explanation, problems, reason_label
 from notifications.domain.templates import Templates
 
 _IDS = uuid.UUID("9d3f1c0e-7b2a-4e55-8f61-2a9c3e7d5b14")
@@ -300,9 +301,10 @@ class Planner:
                     "referral_rejected",
                     None,
                     {
-                        "reason": str(event.data.reason),
-                        "message": event.data.message,
-                        "field_path": event.data.field_path or "-",
+                        # French for the clerk; intake's technical message stays in the event.
+                        "reason": reason_label(event.data.reason),
+                        "explanation": explanation(event.data.reason),
+                        "problems": problems(event.data),
                     },
                 )
             ]
