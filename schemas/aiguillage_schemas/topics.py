@@ -42,6 +42,21 @@ ROUTED = Topic("referrals.routed", REFERRAL_PARTITIONS, "routing -> notification
 NOTIFICATIONS_OUTBOUND = Topic(
     "notifications.outbound", REFERRAL_PARTITIONS, "notifications -> centres, prescribers"
 )
+# Each recipient that integrates by events reads its own notices on a topic of its own, that a
+# broker ACL grants to it alone (notifications.outbound carries everybody's: operators only). One
+# partition: a recipient's volume is small and one partition keeps all its notices in order.
+NOTICE_TOPIC_PREFIX = "notifications."
+
+
+def notice_topic(recipient_kind: str, recipient_id: str) -> Topic:
+    """``notifications.<kind>.<id>``, e.g. ``notifications.prescriber.spip-69``."""
+    return Topic(
+        f"{NOTICE_TOPIC_PREFIX}{recipient_kind}.{recipient_id}",
+        1,
+        f"notifications -> {recipient_kind} {recipient_id} only",
+    )
+
+
 # Dead letters of the internal consumers: a poison message lands here with a reason.
 ROUTING_DEAD_LETTER = Topic("routing.dead-letter", REFERRAL_PARTITIONS, "routing -> operators")
 # Centres answer offers and report paths (key: referral id, so they follow the offer's order).

@@ -92,7 +92,7 @@ def notifications_planner() -> Planner:
     settings = NotificationsSettings(
         webhook_url_template="http://hooks.test/{kind}/{id}", smtp_host="smtp.test"
     )
-    return Planner(load_recipients(settings, "outbound"), load_templates(), timedelta(hours=24))
+    return Planner(load_recipients(settings), load_templates(), timedelta(hours=24))
 
 
 def _envelope(**kwargs: Any) -> dict[str, Any]:
@@ -540,7 +540,9 @@ async def test_notify_records_every_delivery_once() -> None:
     assert await notify(event, lambda: Uow(store), "outbound", planner, NOW) is None
     assert len(store.rows("deliveries")) == 4
     assert len(store.rows("reminders")) == 1
-    assert len(store.outbox) == 2
+    # Both notices on the operators' stream; the prescriber's (Kafka channel) on its own topic.
+    published = sorted(topic for topic, *_ in store.outbox)
+    assert published == ["notifications.prescriber.spip-69", "outbound", "outbound"]
 
 
 def test_rejection_of_a_malformed_key_is_still_told_with_an_unknown_reference() -> None:
@@ -626,9 +628,7 @@ async def test_a_sender_bug_dead_letters_that_delivery_instead_of_stalling_the_w
 
 
 def test_channels_that_are_not_configured_are_left_out() -> None:
-    bare = Planner(
-        load_recipients(NotificationsSettings(), "outbound"), load_templates(), timedelta(hours=1)
-    )
+    bare = Planner(load_recipients(NotificationsSettings()), load_templates(), timedelta(hours=1))
     centre, prescriber = bare.plan(routed(), NOW).notifications
     assert centre.deliveries == ()  # no webhook URL, no SMTP relay: nothing to retry against
     assert [d.channel for d in prescriber.deliveries] == ["kafka"]

@@ -172,4 +172,9 @@ async def test_notifications_tell_centre_and_prescriber_once(
     assert again is None
     kinds = sorted(n.recipient_kind for n in store.rows("notifications"))
     assert kinds == ["centre", "prescriber"]
-    assert len(store.outbox) == 2
+    # Each notice once on the operators' stream, the prescriber's once more on its own topic.
+    assert sorted(topic for topic, _ in store.outbox) == [
+        "notifications.prescriber.spip-69",
+        "outbound",
+        "outbound",
+    ]

@@ -75,10 +75,16 @@ async def record_notifications(
 ) -> None:
     for notification in notifications:
         await uow.record(notification, cause_id, correlation_id)
-        # Every notification is also an event on the outbound topic: it is the Kafka channel of
-        # the recipients that integrate by events, and the audit stream of what was said.
-        await uow.emit(outbound_topic, issued(notification, cause_id, correlation_id))
+        # Every notification is an event on the outbound topic (the operators' audit stream of
+        # what was said) and, for a recipient that integrates by events, on its own topic (its
+        # Kafka channel's target), which an ACL grants to that recipient alone.
+        event = issued(notification, cause_id, correlation_id)
+        await uow.emit(outbound_topic, event)
         for delivery in notification.deliveries:
+            if delivery.channel == "kafka":
+                # Its own event id (the outbox is keyed by event id), the same notification id.
+                own_id = uuid.uuid5(notification.notification_id, "issued-to-recipient")
+                await uow.emit(delivery.target, event.model_copy(update={"event_id": own_id}))
             await uow.add_delivery(delivery)
 
 
