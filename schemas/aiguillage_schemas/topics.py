@@ -4,6 +4,7 @@ topics a single partition, so nothing here is left to auto-creation."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -46,6 +47,14 @@ NOTIFICATIONS_OUTBOUND = Topic(
 # broker ACL grants to it alone (notifications.outbound carries everybody's: operators only). One
 # partition: a recipient's volume is small and one partition keeps all its notices in order.
 NOTICE_TOPIC_PREFIX = "notifications."
+
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def is_topic_name(name: str) -> bool:
+    """What Kafka accepts as a topic name (a registry id may hold other characters)."""
+    return bool(_TOPIC_NAME.match(name))
 
 
 def notice_topic(recipient_kind: str, recipient_id: str) -> Topic:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiguillage_common.geography import default_data_dir
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed
 from aiguillage_schemas.events.referral_lifecycle import (
@@ -45,7 +48,7 @@ from aiguillage_schemas.vocabulary import (
     ServiceCode,
     Urgency,
 )
-from notifications.adapters.directory import load_recipients, load_templates
+from notifications.adapters.directory import load_recipients, load_templates, notice_topics
 from notifications.adapters.email import build_message
 from notifications.adapters.webhook import sign, verify
 from notifications.domain.delivery import (
@@ -664,3 +667,26 @@ def test_no_health_or_judicial_label_ever_reaches_an_email(
     for notification in notifications:
         mail = f"{notification.title}\n{notification.email_text}\n{notification.email_html}"
         assert not [label for label in forbidden if label in mail]
+
+
+def test_a_recipient_id_kafka_cannot_name_a_topic_after_keeps_its_other_channels(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path
+    (folder / "centre_contacts.json").write_text('{"centres": []}', "utf-8")
+    entry = {
+        "prescriber_id": "spip 69 (Lyon)",
+        "channels": [{"type": "kafka"}, {"type": "email", "address": "spip@x.invalid"}],
+    }
+    (folder / "prescribers.json").write_text(json.dumps({"prescribers": [entry]}), "utf-8")
+    settings = NotificationsSettings(smtp_host="127.0.0.1")
+    recipient = load_recipients(settings, folder).find("prescriber", "spip 69 (Lyon)")
+    assert recipient is not None
+    assert [c.type for c in recipient.channels] == ["email"]
+    assert notice_topics(load_recipients(settings, folder)) == []
+    assert [t.name for t in notice_topics(load_recipients(settings))] == sorted(
+        f"notifications.prescriber.{p['prescriber_id']}"
+        for p in json.loads((default_data_dir() / "prescribers.json").read_text("utf-8"))[
+            "prescribers"
+        ]
+    )

@@ -15,11 +15,14 @@ from string import Template
 from typing import Any
 
 from aiguillage_common.geography import default_data_dir
+from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.notifications import RecipientKind
-from aiguillage_schemas.topics import Topic, notice_topic
+from aiguillage_schemas.topics import Topic, is_topic_name, notice_topic
 from notifications.domain.recipients import Channel, Recipient, Recipients, recipient_key
 from notifications.domain.templates import Templates, TopicTemplate
 from notifications.settings import NotificationsSettings
+
+log = get_logger("aiguillage.notifications.directory")
 
 
 def load_recipients(settings: NotificationsSettings, data_dir: Path | None = None) -> Recipients:
@@ -46,7 +49,13 @@ def _recipient(
     for channel in entry.get("channels", []):
         kind_of = channel["type"]
         if kind_of == "kafka":
-            channels.append(Channel("kafka", settings.topic(notice_topic(kind, recipient_id).name)))
+            topic = settings.topic(notice_topic(kind, recipient_id).name)
+            if is_topic_name(topic):
+                channels.append(Channel("kafka", topic))
+            else:  # an id Kafka cannot name a topic after: its notices stay on e-mail
+                log.warning(
+                    "recipient.no_notice_topic", recipient_kind=kind, recipient_id=recipient_id
+                )
         elif kind_of == "email" and channel.get("address") and settings.smtp_host:
             channels.append(Channel("email", channel["address"]))
         elif kind_of == "webhook":
