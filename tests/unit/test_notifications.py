@@ -76,7 +76,7 @@ from notifications.domain.templates import TemplateError, TopicTemplate
 from notifications.settings import NotificationsSettings
 from notifications.use_cases.deliver import Deliverer
 from notifications.use_cases.notify import notify
-from tests.unit.fakes import FakeStore, FakeUnitOfWork
+from tests.unit.fakes import FakeDigests, FakeStore, FakeUnitOfWork
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 REF = "ref-unit-000001"
@@ -273,9 +273,13 @@ def test_each_event_tells_its_recipients_on_their_ordered_channels(
     for notification in plan.notifications:
         channels = [d.channel for d in notification.deliveries]
         # Centres: their system (webhook) first, the coordinator's e-mail as a copy;
-        # prescribers: the outbound topic first, e-mail as a copy.
+        # prescribers: their own topic first, e-mail as a copy (a rejection's e-mail copy goes
+        # in the prescriber's digest instead).
         if notification.recipient_kind == "centre":
             assert channels == ["webhook", "email"]
+        elif notification.topic == "referral_rejected":
+            assert channels == ["kafka"]
+            assert [e.notification_id for e in plan.digest] == [notification.notification_id]
         else:
             assert channels == ["kafka", "email"]
         assert REF in notification.body
@@ -375,7 +379,7 @@ def test_template_without_a_section_is_refused() -> None:
 # The delivery worker's decisions, against an in-memory store and a scripted sender.
 
 
-class FakeDeliveryUow(FakeUnitOfWork):
+class FakeDeliveryUow(FakeDigests, FakeUnitOfWork):
     def __init__(self, store: FakeStore, jobs: list[DeliveryJob], copies: list[Delivery]) -> None:
         super().__init__(store)
         self._jobs, self._copies = jobs, copies
@@ -690,3 +694,57 @@ def test_a_recipient_id_kafka_cannot_name_a_topic_after_keeps_its_other_channels
             "prescribers"
         ]
     )
+
+
+def _rejected(reference: str, reason: RejectionReason) -> ReferralRejected:
+    return ReferralRejected(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject=reference,
+        data=Rejection(
+            reason=reason,
+            message="technical detail for the integrator",
+            field_path="data.frame",
+            original_sha256="0" * 64,
+            original_topic="referrals.intake",
+            original_partition=0,
+            original_offset=1,
+            prescriber_id=PRESCRIBER,
+        ),
+    )
+
+
+def test_a_rejection_is_e_mailed_in_its_prescriber_s_digest_and_told_alone_on_kafka() -> None:
+    plan = notifications_planner().plan(_rejected("ref-bad-0001", RejectionReason.NOT_JSON), NOW)
+    (told,) = plan.notifications
+    assert [d.channel for d in told.deliveries] == ["kafka"]
+    (entry,) = plan.digest
+    assert (entry.recipient_id, entry.address) == (PRESCRIBER, "spip-69@prescripteurs.demo.invalid")
+    assert entry.notification_id == told.notification_id
+
+
+async def test_a_burst_of_rejections_makes_one_e_mail_listing_each_then_a_new_digest() -> None:
+    store, planner = FakeStore(), notifications_planner()
+
+    def uow() -> FakeDeliveryUow:
+        return FakeDeliveryUow(store, [], [])
+
+    burst = [_rejected(f"ref-bad-{i:04d}", RejectionReason.MISSING_FIELD) for i in range(5)]
+    for event in burst:
+        assert await notify(event, uow, "outbound", planner, NOW) is not None
+    assert await notify(burst[0], uow, "outbound", planner, NOW) is None  # a redelivery
+    ((digest_id, email),) = store.rows("digest_emails")[0].items()
+    assert email.subject == "5 envois non enregistrés : corrections nécessaires"
+    for i, event in enumerate(burst, 1):
+        assert f"{i}. Référence {event.subject} : information manquante" in email.email_text
+    assert "technical detail" not in email.email_text + email.email_html
+    # Each rejection is still its own notice on the prescriber's topic.
+    assert len([t for t, _ in store.outbox if t == "notifications.prescriber.spip-69"]) == 5
+
+    store.tables["open_digests"][0].clear()  # the worker started sending that e-mail
+    await notify(_rejected("ref-bad-0099", RejectionReason.NOT_JSON), uow, "outbound", planner, NOW)
+    later = store.rows("digest_emails")[0]
+    assert len(later) == 2
+    alone = next(e for d, e in later.items() if d != digest_id)
+    # A digest of one reads as the rejection always did.
+    assert alone.subject == "Orientation ref-bad-0099 non enregistrée : correction nécessaire"

@@ -26,7 +26,7 @@ from referral_intake.use_cases.submit_referral import Outcome, Topics, submit_re
 from routing.domain.directory import Directory
 from routing.domain.referral import ReferralState
 from routing.use_cases.route_referral import route_referral
-from tests.unit.fakes import FakeStore, FakeUnitOfWork
+from tests.unit.fakes import FakeDigests, FakeStore, FakeUnitOfWork
 from tests.unit.routing_fakes import RoutingStore, fresh_directory, routing_context
 from tests.unit.test_notifications import notifications_planner
 
@@ -57,7 +57,7 @@ class FakeIntakeUow(FakeUnitOfWork):
         self.write("referrals", (event.subject, admitted.fingerprint))
 
 
-class FakeNotificationsUow(FakeUnitOfWork):
+class FakeNotificationsUow(FakeDigests, FakeUnitOfWork):
     async def record(self, notification: Notification, *_cause: Any) -> None:
         self.write("notifications", notification)
 

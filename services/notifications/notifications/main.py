@@ -69,6 +69,7 @@ def create_app(
         recipients,
         load_templates(),
         timedelta(seconds=settings.reminder_before_s),
+        timedelta(seconds=settings.rejection_digest_window_s),
     )
 
     # The delivery worker needs the pool, so it is built at startup from a factory that
