@@ -17,7 +17,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
 from aiguillage_common.migrations.cli import migrate_services
-from aiguillage_demo.signing import PORTAL_KEY_ID, centre_key_id, sign_with
+from aiguillage_demo.signing import (
+    PORTAL_KEY_ID,
+    ROUTING_SECRETS_ENV,
+    centre_key_id,
+    demo_routing_secrets_json,
+    sign_with,
+)
 from aiguillage_operations.cli import app
 from aiguillage_schemas import topics
 from aiguillage_schemas.envelope import Envelope
@@ -41,13 +47,8 @@ async def operations_schema(isolated: Isolated) -> AsyncIterator[str]:
     await isolated.db.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-async def _dead_letters_listed(isolated: Isolated, schema: str) -> list[dict[str, Any]]:
-    """``aiguillage-dead-letters list --topic routing --json`` as an operator runs it."""
-    args = [
-        "list",
-        "--topic",
-        "routing",
-        "--json",
+def _infra(isolated: Isolated, schema: str) -> list[str]:
+    return [
         "--bootstrap-servers",
         isolated.endpoints.kafka_bootstrap_servers,
         "--database-url",
@@ -57,6 +58,13 @@ async def _dead_letters_listed(isolated: Isolated, schema: str) -> list[dict[str
         "--db-schema",
         schema,
     ]
+
+
+async def _dead_letters_listed(
+    isolated: Isolated, schema: str, *filters: str
+) -> list[dict[str, Any]]:
+    """``aiguillage-dead-letters list --topic routing --json`` as an operator runs it."""
+    args = ["list", "--topic", "routing", "--json", *filters, *_infra(isolated, schema)]
     # The command runs its own event loop (asyncio.run), so it gets a thread of its own.
     result = await asyncio.to_thread(CliRunner().invoke, app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -227,3 +235,85 @@ async def test_routing_refuses_every_unproven_or_foreign_record_and_applies_the_
     for headers in refused_answers.values():
         if "x-aiguillage-signature" in headers:
             assert headers["x-aiguillage-signature"] not in logs
+
+
+WINDOW_S = 4  # routing's replay window in the replay test: seconds of waiting, not minutes
+OPERATIONS_SECRET = "operations-secret-for-routing-tests"
+
+
+async def _now() -> float:
+    return time.time()
+
+
+async def test_an_answer_refused_for_a_missing_secret_is_replayed_once_the_key_is_provisioned(
+    isolated: Isolated, operations_schema: str
+) -> None:
+    """Arras's key is registered but routing was not given its secret: Arras's accept is
+    refused (unknown_signing_key). Once the secret is provisioned, long after the window, the
+    operators replay it and routing measures it from its original arrival: placed."""
+    without_arras = dict(json.loads(demo_routing_secrets_json()))
+    del without_arras[ARRAS_KEY]
+    routing = isolated.service(
+        "routing",
+        AIGUILLAGE_ROUTING_ALLOW_NEIGHBOUR_FALLBACK="false",
+        AIGUILLAGE_ROUTING_REPLAY_WINDOW_S=str(WINDOW_S),
+        AIGUILLAGE_OPERATIONS_SECRET=OPERATIONS_SECRET,
+        **{ROUTING_SECRETS_ENV: json.dumps(without_arras)},
+    )
+    routing.start()
+    await wait_started(routing)
+    await isolated.kafka.send_event(
+        isolated.topic(topics.DIRECTORY_UPDATES), capacity(ARRAS_SITE, 1)
+    )
+    await eventually(
+        lambda: _places_total(isolated, ARRAS_SITE), lambda n: n == 1, 60, 0.2, "capacity set"
+    )
+    referral = lille_referral(f"ref-replayed{isolated.suffix}")
+    await isolated.kafka.send_event(isolated.topic(topics.ACCEPTED), referral)
+    await eventually(
+        lambda: _decisions(isolated),
+        lambda story: story.get(referral.subject) == ["referral.routed"],
+        60,
+        0.2,
+        "the offer to Arras",
+    )
+    sent_at = time.time()
+    await isolated.kafka.send_event(
+        isolated.topic(topics.CENTRE_RESPONSES), answer(referral.subject, ARRAS_SITE, "accepted")
+    )
+    (row,) = await eventually(
+        lambda: _dead_letters_listed(isolated, operations_schema),
+        lambda rows: len(rows) == 1,
+        60,
+        0.5,
+        "Arras's accept dead-lettered",
+    )
+    assert (row["reason"], row["replay"]) == ("unknown_signing_key", "after fix")
+
+    # The operators provision Arras's secret and restart routing, after the window has passed.
+    routing.terminate()
+    routing.env[ROUTING_SECRETS_ENV] = demo_routing_secrets_json()
+    await eventually(
+        _now, lambda now: now > sent_at + WINDOW_S + 2, WINDOW_S + 10, 0.2, "the window to pass"
+    )
+    routing.start()
+    await wait_started(routing)
+    replayed = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["replay", row["id"], "--operator", "test-operator", *_infra(isolated, operations_schema)],
+        env={"AIGUILLAGE_OPERATIONS_SECRET": OPERATIONS_SECRET},
+        catch_exceptions=False,
+    )
+    assert replayed.exit_code == 0, replayed.output
+    story = await eventually(
+        lambda: _decisions(isolated),
+        lambda s: s.get(referral.subject, [])[-1:] == ["referral.placed"],
+        60,
+        0.2,
+        "the replayed accept applied",
+    )
+    assert story[referral.subject] == ["referral.routed", "referral.placed"]
+    # The copy was not refused again: still the one dead letter, now replayed.
+    rows = await _dead_letters_listed(isolated, operations_schema, "--status", "all")
+    assert [(r["id"], r["status"]) for r in rows] == [(row["id"], "replayed")]
