@@ -39,7 +39,13 @@ from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
-from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
+from aiguillage_demo.signing import (
+    ROUTING_SECRETS_ENV,
+    SECRETS_ENV,
+    demo_routing_secrets_json,
+    demo_secrets_json,
+    sign_as,
+)
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
@@ -254,6 +260,8 @@ def _start_services(
         }
         env.setdefault("AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY", _demo_master_key(log_dir))
         env.setdefault(SECRETS_ENV, demo_secrets_json())
+        # Routing authenticates centres' answers and directory updates with these (demo keys).
+        env.setdefault(ROUTING_SECRETS_ENV, demo_routing_secrets_json())
         # A fresh log per run ("wb"): what is in it is this run's, nothing older.
         with (log_dir / f"{service}.log").open("wb") as log:
             process = subprocess.Popen(

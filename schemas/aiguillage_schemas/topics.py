@@ -20,8 +20,9 @@ class Topic:
 
 REFERRAL_PARTITIONS = 6
 
-# The broker, not the producer, stamps each record with the time it was appended: intake measures
-# a signed timestamp against when the record reached the broker, which a sender must not choose.
+# The broker, not the producer, stamps each record with the time it was appended: intake (and
+# routing, on the centres' topics) measures a signed timestamp against when the record reached
+# the broker, which a sender must not choose.
 LOG_APPEND_TIME = ("message.timestamp.type", "LogAppendTime")
 
 # Prescribers (courts, prosecutors, SPIP) publish here: submissions, amendments, cancellations.
@@ -69,9 +70,17 @@ def notice_topic(recipient_kind: str, recipient_id: str) -> Topic:
 # Dead letters of the internal consumers: a poison message lands here with a reason.
 ROUTING_DEAD_LETTER = Topic("routing.dead-letter", REFERRAL_PARTITIONS, "routing -> operators")
 # Centres answer offers and report paths (key: referral id, so they follow the offer's order).
-CENTRE_RESPONSES = Topic("centres.responses", REFERRAL_PARTITIONS, "centres -> routing")
+# Signed like referrals.intake, hence stamped by the broker too.
+CENTRE_RESPONSES = Topic(
+    "centres.responses",
+    REFERRAL_PARTITIONS,
+    "centres, portal -> routing",
+    configs=(LOG_APPEND_TIME,),
+)
 # Centres and operators change the directory (key: site id, so one site's changes stay ordered).
-DIRECTORY_UPDATES = Topic("directory.updates", 3, "centres, operators -> routing")
+DIRECTORY_UPDATES = Topic(
+    "directory.updates", 3, "centres, portal -> routing", configs=(LOG_APPEND_TIME,)
+)
 NOTIFICATIONS_DEAD_LETTER = Topic(
     "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
 )

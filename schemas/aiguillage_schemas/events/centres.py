@@ -3,6 +3,10 @@
 - ``centres.responses`` (key: referral id): a centre answers an offer, then reports the person's
   path. A centre may speak only about referrals offered to (or placed at) one of its sites.
 - ``directory.updates`` (key: site id): capacity, services and sites change while the system runs.
+
+Every record on both topics is signed like ``referrals.intake`` (``aiguillage_schemas.signing``)
+with a key of routing's sender registry (``data/centre_senders.json``): a centre's own key, or the
+portal's, which must then name the acting person in ``data.actor`` (docs/routing.md, signing).
 """
 
 from __future__ import annotations
@@ -19,8 +23,23 @@ from aiguillage_schemas.vocabulary import ServiceCode
 
 SiteId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
 CentreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
+ActorId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,63}$")]
 DeclineReason = Literal["no_capacity", "not_eligible", "victim_site_conflict", "other"]
 Eligibility = Literal["judicial_only", "all"]
+
+
+class Actor(Contract):
+    """Who acted, pseudonymously: a portal user id, an operator id, or a centre's own system.
+    Never a name or an e-mail address."""
+
+    kind: Literal["centre_user", "operator", "centre_system"]
+    id: ActorId
+
+
+ACTOR_DESCRIPTION = (
+    "Who acted (pseudonymous id). Required on records signed with the portal's key "
+    "(kind centre_user or operator); optional with a centre's own key."
+)
 
 
 class OfferAnsweredData(Contract):
@@ -33,6 +52,7 @@ class OfferAnsweredData(Contract):
     decline_text: str | None = Field(
         default=None, max_length=200, description="Only with decline_reason 'other'; never logged."
     )
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class OfferAnswered(Envelope):
@@ -57,6 +77,7 @@ class PathReportData(Contract):
     justified: bool | None = None
     termination_reason: TerminationReason | None = None
     module: ServiceCode | None = None
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class PathReport(Envelope):
@@ -78,6 +99,7 @@ class CapacityUpdatedData(Contract):
         ge=0, le=10_000, description="Places the site has for this service (taken and free)."
     )
     as_of: AwareDatetime = Field(description="When the centre counted; older updates are ignored.")
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class CapacityUpdated(Envelope):
@@ -95,6 +117,7 @@ class ServiceOpenedData(Contract):
     places_total: int = Field(ge=0, le=10_000)
     eligibility: Eligibility = "all"
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class ServiceOpened(Envelope):
@@ -110,6 +133,7 @@ class ServiceClosedData(Contract):
     site_id: SiteId
     service: ServiceCode
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class ServiceClosed(Envelope):
@@ -131,6 +155,7 @@ class SiteAddedData(Contract):
         default_factory=lambda: ["fr"]
     )
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class SiteAdded(Envelope):
@@ -145,6 +170,7 @@ class SiteAdded(Envelope):
 class SiteClosedData(Contract):
     site_id: SiteId
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class SiteClosed(Envelope):
