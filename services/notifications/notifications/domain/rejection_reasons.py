@@ -118,6 +118,26 @@ EXPLANATIONS: dict[R, tuple[str, str]] = {
         "Cette orientation n'a pas été proposée à l'un de vos sites.",
     ),
     R.UNKNOWN_SITE: ("site inconnu", "Le site indiqué n'existe pas dans l'annuaire du réseau."),
+    R.UNSIGNED: (
+        "message non signé",
+        "Le message doit être signé avec la clé qui vous a été remise.",
+    ),
+    R.UNKNOWN_SIGNING_KEY: (
+        "clé de signature inconnue",
+        "La clé de signature indiquée n'est pas enregistrée. Contactez la coordination du réseau.",
+    ),
+    R.STALE_SIGNATURE: (
+        "signature trop ancienne",
+        "Le message a été signé trop longtemps avant sa réception. Signez-le au moment de l'envoi.",
+    ),
+    R.NOT_THIS_CENTRE: (
+        "autre centre",
+        "Votre clé ne permet de parler que pour votre centre et ses sites.",
+    ),
+    R.ACTOR_REQUIRED: (
+        "auteur non indiqué",
+        "Le message doit indiquer l'utilisateur qui agit.",
+    ),
 }
 
 MAX_FIELDS = 10
