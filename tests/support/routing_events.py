@@ -10,7 +10,12 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from aiguillage_schemas.events.centres import CapacityUpdated, CapacityUpdatedData, OfferAnswered
+from aiguillage_schemas.events.centres import (
+    CapacityUpdated,
+    CapacityUpdatedData,
+    OfferAnswered,
+    PathReport,
+)
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from tests.support.waiting import eventually
@@ -69,6 +74,27 @@ def answer(
                 "site_id": site_id,
                 "answer": verdict,
                 "decline_reason": reason,
+            },
+        }
+    )
+
+
+def path_report(
+    referral_id: str, site_id: str, report: str, centre: str = "", **extra: Any
+) -> PathReport:
+    """A centre reports a step of the path of a referral placed at ``site_id`` (today's date)."""
+    centre_id = centre or site_id.rsplit("-", 1)[0]
+    return PathReport.model_validate(
+        {
+            "source": centre_id,
+            "correlation_id": uuid.uuid4(),
+            "subject": referral_id,
+            "data": {
+                "centre_id": centre_id,
+                "site_id": site_id,
+                "report": report,
+                "occurred_on": datetime.now(UTC).date().isoformat(),
+                **extra,
             },
         }
     )
