@@ -139,7 +139,7 @@ def lag(
         "routing": routing.consumer_group,
         "notifications": notifications.consumer_group,
     }
-    rows = run(read_lag(routing.kafka_bootstrap_servers, bases))
+    rows, groups = run(read_lag(routing.kafka_bootstrap_servers, bases))
     if as_json:
         for row in rows:
             print(
@@ -156,8 +156,8 @@ def lag(
                 )
             )
         return
-    if not rows:
-        out.print(Text(f"no committed offsets for the groups {', '.join(bases.values())}"))
+    if not groups:
+        out.print(Text(f"no consumer group of {', '.join(bases.values())} (or named after them)"))
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("service", "group", "topic", "partition", "committed", "end", "lag"):
@@ -184,6 +184,9 @@ def lag(
     out.print(table)
     for (service, group), total in totals(rows).items():
         out.print(Text(f"{service} {group}: {total} behind"))
+    for group in sorted(set(groups) - {row.group for row in rows}):
+        # A group commits once it has read something: none yet on these topics.
+        out.print(Text(f"{group}: no committed offset yet"))
 
 
 app.command("decision")(decision)

@@ -14,7 +14,10 @@ from aiguillage_operations.lag import LagRow, lag_rows, service_of
 CLIENT_ID = "aiguillage-lag"
 
 
-async def read_lag(bootstrap_servers: str, bases: Mapping[str, str]) -> list[LagRow]:
+async def read_lag(
+    bootstrap_servers: str, bases: Mapping[str, str]
+) -> tuple[list[LagRow], list[str]]:
+    """The lag rows, and every group of the services (with or without committed offsets)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         client_id=CLIENT_ID,
@@ -43,7 +46,8 @@ async def read_lag(bootstrap_servers: str, bases: Mapping[str, str]) -> list[Lag
             }
         partitions = sorted({TopicPartition(*tp) for found in committed.values() for tp in found})
         ends = await consumer.end_offsets(partitions) if partitions else {}
-        return lag_rows(committed, {(tp.topic, tp.partition): n for tp, n in ends.items()}, bases)
+        ends_by = {(tp.topic, tp.partition): n for tp, n in ends.items()}
+        return lag_rows(committed, ends_by, bases), groups
     finally:
         await consumer.stop()
         await admin.close()
