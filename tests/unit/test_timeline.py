@@ -10,12 +10,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiguillage_operations.adapters.timeline_sources import (
-    CentreRecord,
-    _centre_entry,
-    _routing_event,
-    intake_part,
-)
+from aiguillage_operations.adapters.timeline.centres import CentreRecord, centre_entry
+from aiguillage_operations.adapters.timeline.intake import intake_part
+from aiguillage_operations.adapters.timeline.routing import routing_event
 from aiguillage_operations.lag import lag_rows, service_of, totals
 from aiguillage_operations.timeline import STAGES, Entry, build, link_causes, merge
 
@@ -135,7 +132,7 @@ def test_a_centre_answer_names_the_portal_user_who_acted_and_never_its_free_text
         }
     )
     handled_at = T0 + timedelta(seconds=1)
-    found = _centre_entry(record, event, event["event_id"], {event["event_id"]: handled_at}, {}, T0)
+    found = centre_entry(record, event, event["event_id"], {event["event_id"]: handled_at}, {}, T0)
     assert found.actors == ("centre:HDF-ARRAS", "site:HDF-ARRAS-59", "centre_user:u-0042")
     assert found.why == ("other",)
     assert found.at == handled_at  # when routing took it
@@ -148,7 +145,7 @@ def test_a_centre_answer_without_actor_names_the_centre_and_one_refused_says_why
     record, event = centre_record(
         {"centre_id": "HDF-ARRAS", "site_id": "ARA-LYON-69", "answer": "accepted"}
     )
-    found = _centre_entry(
+    found = centre_entry(
         record, event, event["event_id"], {}, {"centres.responses:2:7": "not_this_centre"}, T0
     )
     assert found.actors == ("centre:HDF-ARRAS", "site:ARA-LYON-69")
@@ -166,7 +163,7 @@ def test_a_path_report_carries_its_codes() -> None:
             "justified": False,
         },
     }
-    found = _routing_event(
+    found = routing_event(
         {
             "id": 3,
             "event_id": uuid.uuid4(),

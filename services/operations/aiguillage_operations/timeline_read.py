@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from aiguillage_common.cli import CONNECT_TIMEOUT_S, bounded, connect
 from aiguillage_operations.adapters.kafka import KafkaDeadLetters
 from aiguillage_operations.adapters.postgres import PostgresActions, SchemaMissing
-from aiguillage_operations.adapters.timeline_sources import (
-    CentreRecord,
-    Part,
+from aiguillage_operations.adapters.timeline import Part
+from aiguillage_operations.adapters.timeline.centres import CentreRecord, centre_part
+from aiguillage_operations.adapters.timeline.dead_letters import (
     about,
-    centre_part,
     dead_letter_part,
-    intake_part,
-    notifications_part,
     refused_events,
-    routing_part,
 )
+from aiguillage_operations.adapters.timeline.intake import intake_part
+from aiguillage_operations.adapters.timeline.notifications import notifications_part
+from aiguillage_operations.adapters.timeline.routing import routing_part
 from aiguillage_operations.domain import DEAD_LETTER_TOPICS
 from aiguillage_operations.timeline import Timeline, build
 from aiguillage_schemas import topics
