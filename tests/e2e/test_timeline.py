@@ -17,7 +17,7 @@ from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from tests.conftest import Isolated
 from tests.support.routing_events import answer, path_report
-from tests.support.services import BIN
+from tests.support.services import BIN, free_port
 from tests.support.waiting import eventually
 
 
@@ -237,6 +237,20 @@ async def test_the_timeline_tells_offer_decline_reroute_acceptance_and_completio
     for output in (done.stdout, table.stdout):
         for secret in (person.last_name, person.first_name, str(person.birth_date)):
             assert secret not in output
+
+    # The broker down (a closed port): one line; PostgreSQL's part of the story on request.
+    closed = f"127.0.0.1:{free_port()}"
+    down = await aiguillage(isolated, "timeline", ref, "--bootstrap-servers", closed)
+    assert down.returncode == 2
+    assert down.stderr.strip() == f"cannot reach Kafka at {closed} (KafkaConnectionError)"
+    assert "Traceback" not in down.stdout + down.stderr
+    partial = await aiguillage(
+        isolated, "timeline", ref, "--json", "--without-kafka", "--bootstrap-servers", closed
+    )
+    assert partial.returncode == 0, partial.stderr
+    kinds = [json.loads(line)["kind"] for line in partial.stdout.splitlines()]
+    assert "referral.placed" in kinds
+    assert "centre.declined" not in kinds
 
     # The other subcommands on the same records.
     decision = await aiguillage(isolated, "decision", ref)

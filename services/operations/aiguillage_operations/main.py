@@ -85,6 +85,14 @@ def timeline(
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
     operations_schema: OperationsSchema = "operations",
+    without_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--without-kafka",
+            help="Read PostgreSQL only (e.g. while the broker is down): no centres' messages "
+            "nor dead letters.",
+        ),
+    ] = False,
 ) -> None:
     """One referral's story across the services, oldest first: what happened, who acted, why."""
     intake, routing, notifications = _services(database_url, bootstrap_servers)
@@ -96,7 +104,7 @@ def timeline(
         bootstrap_servers=routing.kafka_bootstrap_servers,
         topic_prefix=routing.topic_prefix if topic_prefix is None else topic_prefix,
     )
-    found = run(read_timeline(places, referral_id))
+    found = run(read_timeline(places, referral_id, with_kafka=not without_kafka))
     if found.empty:
         fail(f"no service has a record of {referral_id}", EXIT_REFUSED)
     if as_json:

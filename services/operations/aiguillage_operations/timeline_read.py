@@ -22,7 +22,7 @@ from aiguillage_operations.adapters.timeline.dead_letters import (
 from aiguillage_operations.adapters.timeline.intake import intake_part
 from aiguillage_operations.adapters.timeline.notifications import notifications_part
 from aiguillage_operations.adapters.timeline.routing import routing_part
-from aiguillage_operations.domain import DEAD_LETTER_TOPICS
+from aiguillage_operations.domain import DEAD_LETTER_TOPICS, DeadLetter, SourceRecord
 from aiguillage_operations.timeline import Timeline, build
 from aiguillage_schemas import topics
 
@@ -45,8 +45,10 @@ class Places:
     topic_prefix: str
 
 
-async def read_timeline(places: Places, referral_id: str) -> Timeline:
+async def read_timeline(places: Places, referral_id: str, with_kafka: bool = True) -> Timeline:
+    """``with_kafka=False``: PostgreSQL only (while the broker is down), said in a note."""
     parts: list[Part] = []
+    notes: list[str] = []
     for database, reader in (
         (places.intake, intake_part),
         (places.notifications, notifications_part),
@@ -56,13 +58,22 @@ async def read_timeline(places: Places, referral_id: str) -> Timeline:
             parts.append(await reader(connection, referral_id))
         finally:
             await connection.close()
-    kafka = KafkaDeadLetters(places.bootstrap_servers, places.topic_prefix, timeout_s=10.0)
-    try:
-        await bounded(f"Kafka at {places.bootstrap_servers}", kafka.start(), CONNECT_TIMEOUT_S * 2)
-        dead_letters = about((await kafka.scan(DEAD_LETTER_TOPICS)).dead_letters, referral_id)
-        raw = await kafka.records_with_key(topics.CENTRE_RESPONSES.name, referral_id)
-    finally:
-        await kafka.stop()
+    dead_letters: list[DeadLetter] = []
+    raw: list[SourceRecord] | None = []
+    if with_kafka:
+        kafka = KafkaDeadLetters(places.bootstrap_servers, places.topic_prefix, timeout_s=10.0)
+        try:
+            await bounded(
+                f"Kafka at {places.bootstrap_servers}", kafka.start(), CONNECT_TIMEOUT_S * 2
+            )
+            dead_letters = about((await kafka.scan(DEAD_LETTER_TOPICS)).dead_letters, referral_id)
+            raw = await kafka.records_with_key(topics.CENTRE_RESPONSES.name, referral_id)
+        finally:
+            await kafka.stop()
+    else:
+        notes.append(
+            "Kafka not read: centres' messages (who answered) and dead letters are not shown"
+        )
     records = (
         None
         if raw is None
@@ -83,7 +94,6 @@ async def read_timeline(places: Places, referral_id: str) -> Timeline:
         parts.append(await centre_part(records, routing, refused_events(dead_letters)))
     finally:
         await routing.close()
-    notes: list[str] = []
     history = {}
     if dead_letters:
         try:
