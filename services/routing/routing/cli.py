@@ -2,7 +2,8 @@
 
     aiguillage-routing-directory load [--data-dir DIR]   seed the directory (idempotent)
     aiguillage-routing-directory show [DEPARTEMENT]      sites, services, places (held/total)
-    aiguillage-routing-directory stale [DEPARTEMENT]     counts stale or to confirm soon
+    aiguillage-routing-directory stale [DEPARTEMENT]     counts stale or to confirm soon, and
+                                                         whether (when) the centre was reminded
     aiguillage-routing-decision REFERRAL_ID [--json]     every decision taken for a referral
 
 Database and schema come from the service's settings (``AIGUILLAGE_ROUTING_DATABASE_URL``,
@@ -26,6 +27,7 @@ import asyncpg
 from aiguillage_common.geography import load_geography
 from routing.adapters.directory_csv import load_directory
 from routing.adapters.postgres import read_directory, seed_directory
+from routing.adapters.reminders import reminders_sent
 from routing.domain.directory import confirmations_due
 from routing.settings import RoutingSettings
 
@@ -94,6 +96,7 @@ async def _stale(settings: RoutingSettings, departement: str | None) -> int:
     connection = await _connect(settings)
     try:
         directory = await read_directory(connection, [departement] if departement else None)
+        reminders = await reminders_sent(connection)
     finally:
         await connection.close()
     due = confirmations_due(
@@ -115,9 +118,21 @@ async def _stale(settings: RoutingSettings, departement: str | None) -> int:
         state = "STALE" if item.stale else "due  "
         print(
             f"{state} {item.site_id:<24} {item.service:<24} last confirmed "
-            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}"
+            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}, "
+            f"{_reminded(reminders.get((item.site_id, str(item.service))))}"
         )
     return len(due)
+
+
+def _reminded(latest: tuple[asyncpg.Record, bool] | None) -> str:
+    """Whether the centre was told to confirm the count on record, and when (UTC)."""
+    if latest is None:
+        return "centre not reminded yet"
+    row, current = latest
+    if not current:
+        last = f"{row['reminded_at']:%Y-%m-%d}"
+        return f"centre not reminded of this count yet (last reminder {last})"
+    return f"centre reminded {row['reminded_at']:%Y-%m-%d %H:%M} UTC ({row['reference']})"
 
 
 def directory_command() -> None:
