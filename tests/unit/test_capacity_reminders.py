@@ -9,15 +9,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Self, get_args
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.directory_notices import CapacityConfirmationDue
-from aiguillage_schemas.events.notifications import NotificationIssued
+from aiguillage_schemas.events.notifications import NotificationIssued, NotificationTopic
 from aiguillage_schemas.vocabulary import ServiceCode
+from notifications.adapters.directory import load_templates
 from notifications.domain.messages import Planner
 from notifications.use_cases.notify import issued
 from routing.domain.directory import Capacity, Centre, Directory, Site
@@ -300,3 +301,8 @@ def test_an_already_stale_count_says_since_when_and_the_drop_policy_is_told() ->
     )
     assert "est considéré comme non confirmé depuis le 20/11/2026" in notice.email_text
     assert "plus aucune orientation ne sera proposée à votre site" in notice.email_text
+
+
+def test_every_notification_topic_of_the_contract_has_a_french_template() -> None:
+    templates = load_templates()
+    assert set(get_args(NotificationTopic)) <= set(templates.topics)
