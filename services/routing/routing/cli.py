@@ -2,7 +2,8 @@
 
     aiguillage directory load [--data-dir DIR]   seed the directory (idempotent)
     aiguillage directory show [DEPARTEMENT]      sites, services, places (held/total)
-    aiguillage directory stale [DEPARTEMENT]     counts stale or to confirm soon
+    aiguillage directory stale [DEPARTEMENT]     counts stale or to confirm soon, and
+                                                 whether (when) the centre was reminded
     aiguillage decision REFERRAL_ID [--json]     every decision taken for a referral
 
 ``aiguillage-routing-directory`` and ``aiguillage-routing-decision`` are the same apps under their
@@ -34,6 +35,7 @@ from aiguillage_common.cli import (
 from aiguillage_common.geography import load_geography
 from routing.adapters.directory_csv import load_directory
 from routing.adapters.postgres import read_decisions, read_directory, seed_directory
+from routing.adapters.reminders import reminders_sent
 from routing.domain.directory import confirmations_due
 from routing.settings import RoutingSettings
 
@@ -108,11 +110,20 @@ def show(departement: Departement = None, database_url: DatabaseUrl = None) -> N
             )
 
 
+async def _read_with_reminders(settings: RoutingSettings, departement: str | None) -> Any:
+    connection = await _connect(settings)
+    try:
+        directory = await read_directory(connection, [departement] if departement else None)
+        return directory, await reminders_sent(connection)
+    finally:
+        await connection.close()
+
+
 @directory_app.command("stale")
 def stale(departement: Departement = None, database_url: DatabaseUrl = None) -> None:
-    """Counts gone stale, or to be confirmed soon."""
+    """Counts gone stale, or to be confirmed soon, and whether the centre was reminded."""
     settings = routing_settings(database_url)
-    directory = run(_read(settings, departement))
+    directory, reminders = run(_read_with_reminders(settings, departement))
     due = confirmations_due(
         directory,
         datetime.now(UTC),
@@ -132,8 +143,20 @@ def stale(departement: Departement = None, database_url: DatabaseUrl = None) -> 
         state = "STALE" if item.stale else "due  "
         print(
             f"{state} {item.site_id:<24} {item.service:<24} last confirmed "
-            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}"
+            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}, "
+            f"{_reminded(reminders.get((item.site_id, str(item.service))))}"
         )
+
+
+def _reminded(latest: tuple[asyncpg.Record, bool] | None) -> str:
+    """Whether the centre was told to confirm the count on record, and when (UTC)."""
+    if latest is None:
+        return "centre not reminded yet"
+    row, current = latest
+    if not current:
+        last = f"{row['reminded_at']:%Y-%m-%d}"
+        return f"centre not reminded of this count yet (last reminder {last})"
+    return f"centre reminded {row['reminded_at']:%Y-%m-%d %H:%M} UTC ({row['reference']})"
 
 
 def _print_decision(decision: dict[str, Any]) -> None:
