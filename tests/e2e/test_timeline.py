@@ -15,6 +15,7 @@ from typing import Any
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
+from aiguillage_schemas.events.centres import Actor
 from tests.conftest import Isolated
 from tests.support.routing_events import answer, path_report
 from tests.support.services import BIN, free_port
@@ -86,6 +87,9 @@ async def offers_told(isolated: Isolated, referral_id: str, count: int) -> None:
     )
 
 
+CENTRE_USER = Actor(kind="centre_user", id="u:timeline-test-user")
+
+
 async def test_the_timeline_tells_offer_decline_reroute_acceptance_and_completion_in_order(
     isolated: Isolated,
 ) -> None:
@@ -119,8 +123,9 @@ async def test_the_timeline_tells_offer_decline_reroute_acceptance_and_completio
     )
     second_centre = await centre_of(isolated, second_site)
     await offers_told(isolated, ref, 2)
+    # Accepted by a centre user through the portal (portal key, the user named as actor).
     await isolated.kafka.send_event(
-        responses, answer(ref, second_site, "accepted", centre=second_centre)
+        responses, answer(ref, second_site, "accepted", centre=second_centre, actor=CENTRE_USER)
     )
     await eventually(
         lambda: routing_state(isolated, ref),
@@ -208,7 +213,11 @@ async def test_the_timeline_tells_offer_decline_reroute_acceptance_and_completio
     assert f"offered to {second_site} (attempt 2" in entries[rerouted]["what"]
     assert entries[rerouted]["why"] == ["centre.declined", "no_capacity"]
     accepted = first("centre.accepted", rerouted)
-    assert entries[accepted]["actors"] == [f"centre:{second_centre}", f"site:{second_site}"]
+    assert entries[accepted]["actors"] == [
+        f"centre:{second_centre}",
+        f"site:{second_site}",
+        f"centre_user:{CENTRE_USER.id}",
+    ]
     assert "REFUSED" not in entries[accepted]["what"]
     placed = first("referral.placed", accepted)
     assert entries[placed]["actors"] == [f"centre:{second_centre}", f"site:{second_site}"]
