@@ -15,7 +15,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +33,7 @@ from aiguillage_common.codec import InvalidMessage, Problem, sha256_hex
 from aiguillage_common.failures import Dependency, transient_dependency
 from aiguillage_common.kafka import BAD_HEADERS_MARKER, tolerant_parser
 from aiguillage_common.logging import get_logger
+from aiguillage_common.unit_of_work import Claim, DuplicateClaims
 from aiguillage_schemas.events.referral_lifecycle import (
     MAX_REJECTION_ERRORS,
     Rejection,
@@ -136,9 +137,21 @@ class HoldBack(Exception):
 
 
 class BatchScope(Protocol):
-    """What the consumer sees of a batch's transaction: how many units of work joined it."""
+    """What the consumer sees of a batch's transaction: how many units of work joined it, and
+    the inbox claims it deferred to its end (see ``unit_of_work.SharedTransaction``)."""
 
     joins: int
+
+    @property
+    def claims_made(self) -> int: ...
+
+    def claims_since(self, mark: int) -> list[Claim]: ...
+
+    def know_duplicates(self, claims: Collection[Claim]) -> None: ...
+
+    def write_at_once(self) -> None: ...
+
+    async def already_handled(self, claims: Collection[Claim]) -> frozenset[Claim]: ...
 
 
 Transaction = Callable[[], AbstractAsyncContextManager[BatchScope]]
@@ -147,11 +160,38 @@ Transaction = Callable[[], AbstractAsyncContextManager[BatchScope]]
 @dataclass
 class _NoScope:
     joins: int = 0
+    claims_made: int = 0
+
+    def claims_since(self, mark: int) -> list[Claim]:
+        return []
+
+    def know_duplicates(self, claims: Collection[Claim]) -> None:
+        return None
+
+    def write_at_once(self) -> None:
+        return None
+
+    async def already_handled(self, claims: Collection[Claim]) -> frozenset[Claim]:
+        return frozenset()
 
 
 @asynccontextmanager
 async def _no_transaction() -> AsyncIterator[BatchScope]:
     yield _NoScope()
+
+
+@dataclass
+class _BatchRun:
+    """What the runs of one batch learnt, kept across rollbacks and outage retries."""
+
+    # Claims found handled before (a redelivery): answered "duplicate" from then on.
+    known: set[Claim] = field(default_factory=set)
+    # Claims made by records found poison, answered "new" without looking (deferred): a record
+    # that fails only because its event was handled already is a duplicate, not poison. Checked
+    # at the start of the next run, on a fresh transaction.
+    suspects: dict[int, list[Claim]] = field(default_factory=dict)
+    # False once the deferred writes failed for good: each record's rows are written at once.
+    deferring: bool = True
 
 
 class _Restart(Exception):
@@ -207,7 +247,8 @@ class ReliableConsumer:
 
     async def handle_batch(self, records: Sequence[InboundRecord]) -> None:
         poison: dict[int, Problem] = {}
-        await self._run_transiently(lambda: self._process_all(records, poison))
+        run = _BatchRun()  # kept across the retries of an outage
+        await self._run_transiently(lambda: self._process_all(records, poison, run))
         for index in sorted(poison):
             record, problem = records[index], poison[index]
             with _bound(self.name, record):
@@ -220,15 +261,29 @@ class ReliableConsumer:
                 )
 
     async def _process_all(
-        self, records: Sequence[InboundRecord], poison: dict[int, Problem]
+        self, records: Sequence[InboundRecord], poison: dict[int, Problem], run: _BatchRun
     ) -> None:
+        known, suspects = run.known, run.suspects
         while True:
+            ran = False
             try:
                 async with self._transaction() as scope:
+                    if not run.deferring:
+                        scope.write_at_once()
+                    if suspects:
+                        handled = await scope.already_handled(
+                            [c for made in suspects.values() for c in made]
+                        )
+                        for index, made in suspects.items():
+                            if handled.intersection(made):
+                                del poison[index]  # run again: it will find its claim taken
+                        known |= handled
+                        suspects.clear()
+                    scope.know_duplicates(known)
                     for index, record in enumerate(records):
                         if index in poison:
                             continue
-                        joins = scope.joins
+                        joins, mark = scope.joins, scope.claims_made
                         with _bound(self.name, record):
                             problem = await self._one(record)
                         if problem is not None:
@@ -237,10 +292,25 @@ class ReliableConsumer:
                                 # It may have written before failing: undo the batch and redo
                                 # it without this record. (Most poison fails before writing:
                                 # bad bytes, signature, shape; the others go on at once.)
+                                suspects[index] = scope.claims_since(mark)
                                 raise _Restart
+                    ran = True
                 return
             except _Restart:
                 continue  # rolled back; the records set aside are skipped this time
+            except DuplicateClaims as duplicates:
+                # Rolled back: some events were handled before (a redelivery). Run the batch
+                # again; their claims now say so and they change nothing.
+                known |= duplicates.claims
+                continue
+            except Exception as error:
+                if not ran or not run.deferring or transient_dependency(error) is not None:
+                    raise
+                # The writes deferred to the end of the batch failed for a reason that is not
+                # transient: run the batch again writing each record's rows at once, so the
+                # record they belong to is found and dead-lettered alone.
+                log.warning("batch.deferred_writes_failed", error_type=type(error).__name__)
+                run.deferring = False
 
     async def _one(self, record: InboundRecord) -> Problem | None:
         """None on success; the problem of a record that can never succeed; raises what is

@@ -264,6 +264,15 @@ class _Recorded:
         ]
 
 
+async def _write_recorded(
+    recorded: _Recorded, connection: asyncpg.pool.PoolConnectionProxy
+) -> None:
+    parts = recorded.parts()
+    if parts:
+        statement = _record_sql(tuple(sql for sql, _ in parts))
+        await connection.execute(statement, *(c for _, columns in parts for c in columns))
+
+
 def _append(columns: list[list[Any]], *values: Any) -> None:
     for column, value in zip(columns, values, strict=True):
         column.append(value)
@@ -370,6 +379,19 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         super().__init__(pool)
         self._recorded = _Recorded.empty()
 
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        batch = self._batch
+        if batch is not None:
+            # Inside a consumer's batch: the rows of every event of the batch go into one
+            # statement, written when the batch ends, before its commit.
+            recorded = batch.extensions.get(_Recorded)
+            if recorded is None:
+                recorded = batch.extensions[_Recorded] = _Recorded.empty()
+                batch.flushes[_Recorded] = functools.partial(_write_recorded, recorded)
+            self._recorded = recorded
+        return self
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -377,18 +399,16 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         traceback: TracebackType | None,
     ) -> None:
         recorded, self._recorded = self._recorded, _Recorded.empty()
-        parts = recorded.parts()
-        if exc_type is None and parts:
+        if self._batch is not None:
+            await super().__aexit__(exc_type, exc, traceback)  # the batch writes them
+            return
+        if exc_type is None and recorded.parts():
             try:
-                await self._write(parts)
+                await _write_recorded(recorded, self.connection)
             except BaseException as error:
                 await super().__aexit__(type(error), error, error.__traceback__)
                 raise
         await super().__aexit__(exc_type, exc, traceback)
-
-    async def _write(self, parts: list[tuple[str, list[list[Any]]]]) -> None:
-        statement = _record_sql(tuple(sql for sql, _ in parts))
-        await self.connection.execute(statement, *(c for _, columns in parts for c in columns))
 
     async def record(
         self, notification: Notification, cause_id: uuid.UUID, correlation_id: uuid.UUID
