@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -93,6 +93,15 @@ _FLUSH_OUTBOX = (
 Flush = Callable[[asyncpg.pool.PoolConnectionProxy], Awaitable[None]]
 
 
+class Deferred(Protocol):
+    """Work a batch does once, right before its commit (see ``PostgresUnitOfWork.deferred``)."""
+
+    async def run(self) -> None: ...
+
+
+D = TypeVar("D", bound=Deferred)
+
+
 @dataclass
 class SharedTransaction:
     connection: asyncpg.pool.PoolConnectionProxy
@@ -148,8 +157,11 @@ class SharedTransaction:
             if len(rows) != len(self.claims):
                 written = {(row["consumer"], row["event_id"]) for row in rows}
                 raise DuplicateClaims(set(self.claims).difference(written))
-        for write in self.flushes.values():
-            await write(self.connection)
+        done: set[object] = set()
+        while len(done) < len(self.flushes):  # a flush may add another (run in its turn)
+            key = next(key for key in self.flushes if key not in done)
+            done.add(key)
+            await self.flushes[key](self.connection)
         if self.outbox:
             columns = (list(column) for column in zip(*self.outbox, strict=True))
             await self.connection.execute(_FLUSH_OUTBOX, *columns)
@@ -231,6 +243,19 @@ class PostgresUnitOfWork:
             self._connection = None
             self._transaction = None
 
+    def deferred(self, key: object, make: Callable[[], D]) -> D | None:
+        """The batch-wide ``D`` kept under ``key``, made on first use and run once right before
+        the batch commits (after the claims are written, before the outbox rows), in a unit of
+        work that joins the batch; None outside a consumer's batch (then do the work now)."""
+        batch = self._batch
+        if batch is None:
+            return None
+        found: D | None = batch.extensions.get(key)
+        if found is None:
+            found = batch.extensions[key] = make()
+            batch.flushes[key] = _run_deferred(found)
+        return found
+
     async def claim(self, consumer: str, event_id: UUID) -> bool:
         if self._batch is not None:
             return self._batch.claim(consumer, event_id)  # checked when the batch ends
@@ -264,3 +289,10 @@ class PostgresUnitOfWork:
             json.dumps(event_headers(event)),
             encode_event(event),
         )
+
+
+def _run_deferred(deferred: Deferred) -> Flush:
+    async def run(_connection: asyncpg.pool.PoolConnectionProxy) -> None:
+        await deferred.run()
+
+    return run

@@ -7,6 +7,8 @@ the same order, inside a savepoint so a half-reserved referral leaves nothing be
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Collection, Sequence
@@ -50,23 +52,7 @@ async def read_directory(
         " ORDER BY s.site_id",
         *args,
     )
-    capacity_rows = await connection.fetch(
-        "SELECT site_id, service, places_total, places_held, eligibility, assumed, updated_at"
-        " FROM site_services WHERE is_open AND site_id = ANY($1::text[])",
-        [row["site_id"] for row in site_rows],
-    )
-    capacity: dict[tuple[str, ServiceCode], Capacity] = {}
-    services: dict[str, set[ServiceCode]] = {}
-    for row in capacity_rows:
-        service = ServiceCode(row["service"])
-        services.setdefault(row["site_id"], set()).add(service)
-        capacity[(row["site_id"], service)] = Capacity(
-            places_total=row["places_total"],
-            places_held=row["places_held"],
-            updated_at=row["updated_at"],
-            eligibility=_eligibility(row["eligibility"]),
-            assumed=row["assumed"],
-        )
+    capacity, services = await read_capacity(connection, [row["site_id"] for row in site_rows])
     centres: dict[str, Centre] = {}
     sites: list[Site] = []
     for row in site_rows:
@@ -93,6 +79,61 @@ async def read_directory(
             )
         )
     return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
+
+
+async def read_capacity(
+    connection: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection, site_ids: list[str]
+) -> tuple[dict[tuple[str, ServiceCode], Capacity], dict[str, set[ServiceCode]]]:
+    """The open services of ``site_ids`` with their places, and each site's open services."""
+    rows = await connection.fetch(
+        "SELECT site_id, service, places_total, places_held, eligibility, assumed, updated_at"
+        " FROM site_services WHERE is_open AND site_id = ANY($1::text[])",
+        site_ids,
+    )
+    capacity: dict[tuple[str, ServiceCode], Capacity] = {}
+    services: dict[str, set[ServiceCode]] = {}
+    for row in rows:
+        service = ServiceCode(row["service"])
+        services.setdefault(row["site_id"], set()).add(service)
+        capacity[(row["site_id"], service)] = Capacity(
+            places_total=row["places_total"],
+            places_held=row["places_held"],
+            updated_at=row["updated_at"],
+            eligibility=_eligibility(row["eligibility"]),
+            assumed=row["assumed"],
+        )
+    return capacity, services
+
+
+class _BatchDirectory:
+    """The sites and centres read once per consumer batch (they change a few times a year, by
+    directory updates, which forget this copy in their own batch). Places are never taken from
+    it: every snapshot reads the counts and open services of its sites afresh."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.centres = directory.centres
+        self.sites = directory.sites
+
+    def near(self, departements: Collection[str]) -> list[Site]:
+        """As ``read_directory`` selects them: serving or lying in ``departements``."""
+        wanted = frozenset(departements)
+        return [s for s in self.sites if s.departement in wanted or not s.serves.isdisjoint(wanted)]
+
+
+_INSERT_DECISION = (
+    "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
+    " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
+    " policy_version, record)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
+    " ON CONFLICT (decision_id) DO NOTHING"
+)
+
+
+async def _write_decisions(
+    rows: list[tuple[object, ...]], connection: asyncpg.pool.PoolConnectionProxy
+) -> None:
+    if rows:
+        await connection.executemany(_INSERT_DECISION, rows)  # pipelined: one round trip
 
 
 async def seed_directory(
@@ -149,7 +190,28 @@ async def seed_directory(
 class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     # -- directory -------------------------------------------------------------------------
     async def directory_snapshot(self, departements: Collection[str]) -> Directory:
-        return await read_directory(self.connection, departements)
+        batch = self._batch
+        if batch is None:
+            return await read_directory(self.connection, departements)
+        known: _BatchDirectory | None = batch.extensions.get(_BatchDirectory)
+        if known is None:
+            known = batch.extensions[_BatchDirectory] = _BatchDirectory(
+                await read_directory(self.connection)
+            )
+        near = known.near(departements)
+        capacity, services = await read_capacity(self.connection, [s.site_id for s in near])
+        sites = tuple(
+            site
+            if site.services == services.get(site.site_id, frozenset())
+            else dataclasses.replace(site, services=frozenset(services.get(site.site_id, ())))
+            for site in near
+        )
+        return Directory(centres=known.centres, sites=sites, capacity=capacity)
+
+    def _forget_directory(self) -> None:
+        """This transaction changes the directory: the batch's copy is read again."""
+        if self._batch is not None:
+            self._batch.extensions.pop(_BatchDirectory, None)
 
     async def site_ref(self, site_id: str) -> SiteRef | None:
         row = await self.connection.fetchrow(
@@ -173,6 +235,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         self, site_id: str, service: ServiceCode, places_total: int, as_of: datetime
     ) -> bool:
         """Applies a count newer than the stored one; an older (reordered) one changes nothing."""
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "UPDATE site_services SET places_total = $3, updated_at = $4, assumed = false"
             " WHERE site_id = $1 AND service = $2 AND updated_at < $4 RETURNING true",
@@ -191,6 +254,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         eligibility: Eligibility,
         as_of: datetime,
     ) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "INSERT INTO site_services (site_id, service, places_total, eligibility, updated_at)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, service) DO UPDATE SET"
@@ -207,6 +271,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         return bool(applied)
 
     async def close_service(self, site_id: str, service: ServiceCode, as_of: datetime) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "UPDATE site_services SET is_open = false, updated_at = $3"
             " WHERE site_id = $1 AND service = $2 AND updated_at < $3 RETURNING true",
@@ -229,6 +294,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         )
 
     async def add_site(self, site: Site) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
             " address_confidential, assumed, languages)"
@@ -251,6 +317,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         return bool(applied)
 
     async def close_site(self, site_id: str, as_of: datetime) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "UPDATE sites SET closed_at = $2, updated_at = clock_timestamp()"
             " WHERE site_id = $1 AND closed_at IS NULL RETURNING true",
@@ -421,12 +488,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     # -- decision records ------------------------------------------------------------------
     async def record_decision(self, row: DecisionRow) -> None:
         site, record = row.site, row.record
-        await self.connection.execute(
-            "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
-            " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
-            " policy_version, record)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
-            " ON CONFLICT (decision_id) DO NOTHING",
+        values = (
             row.referral_id,
             row.decision_id,
             row.outcome,
@@ -441,6 +503,16 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             record.policy_version if record else None,
             json.dumps(record.to_json()) if record else None,
         )
+        batch = self._batch
+        if batch is None:
+            await self.connection.execute(_INSERT_DECISION, *values)
+            return
+        # Nothing reads decision records back while routing: written with the batch's others.
+        rows: list[tuple[object, ...]] | None = batch.extensions.get(_INSERT_DECISION)
+        if rows is None:
+            rows = batch.extensions[_INSERT_DECISION] = []
+            batch.flushes[_INSERT_DECISION] = functools.partial(_write_decisions, rows)
+        rows.append(values)
 
 
 class _LostRace(Exception):
