@@ -25,27 +25,26 @@ class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
         super().__init__(pool)
         self._cipher = cipher
 
-    async def stored_fingerprint(self, referral_id: str) -> str | None:
-        value: str | None = await self.connection.fetchval(
-            "SELECT fingerprint FROM referrals WHERE referral_id = $1", referral_id
-        )
-        return value
-
     async def add_referral(
         self,
         event: ReferralSubmitted,
         admitted: Admitted,
         identity: Identity,
         outside_jurisdiction: bool,
-    ) -> None:
+    ) -> str | None:
         sealed = self._cipher.seal(event.subject, identity)
-        # The referral and its sealed identity in one statement (one round trip).
-        await self.connection.execute(
+        # One round trip: the referral and its sealed identity when the id is free, else what is
+        # stored under it. A concurrent insert of the same id waits for the other transaction
+        # (the unique index), then reads as taken.
+        stored: str | None = await self.connection.fetchval(
             "WITH referral AS (INSERT INTO referrals (referral_id, fingerprint, prescriber_id,"
             " correlation_id, submitted_event_id, accepted, outside_jurisdiction)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) RETURNING referral_id)"
-            " INSERT INTO identities (referral_id, ciphertext, wrapped_key, master_key_id)"
-            " SELECT referral_id, $8, $9, $10 FROM referral",
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)"
+            " ON CONFLICT (referral_id) DO NOTHING RETURNING referral_id),"
+            " sealed AS (INSERT INTO identities (referral_id, ciphertext, wrapped_key,"
+            " master_key_id) SELECT referral_id, $8, $9, $10 FROM referral)"
+            " SELECT fingerprint FROM referrals"
+            " WHERE referral_id = $1 AND NOT EXISTS (SELECT 1 FROM referral)",
             event.subject,
             admitted.fingerprint,
             admitted.data.prescriber_id,
@@ -57,6 +56,7 @@ class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
             sealed.wrapped_key,
             sealed.master_key_id,
         )
+        return stored
 
     async def referral(self, referral_id: str) -> StoredReferral | None:
         row = await self.connection.fetchrow(

@@ -38,15 +38,16 @@ class Outcome(StrEnum):
 
 
 class IntakeUnitOfWork(UnitOfWork, Protocol):
-    async def stored_fingerprint(self, referral_id: str) -> str | None: ...
-
     async def add_referral(
         self,
         event: ReferralSubmitted,
         admitted: Admitted,
         identity: Identity,
         outside_jurisdiction: bool,
-    ) -> None: ...
+    ) -> str | None:
+        """Store the referral and its sealed identity unless its id is taken; None when stored,
+        else the fingerprint stored under that id (nothing written)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +88,12 @@ async def submit_referral(
     async with uow:
         if not await uow.claim(CONSUMER, event.event_id):
             return Outcome.DUPLICATE
-        stored = await uow.stored_fingerprint(event.subject)
+        stored = await uow.add_referral(event, admitted, event.data.identity, foreign is not None)
         if stored == admitted.fingerprint:
             return Outcome.DUPLICATE  # resubmitted under a new event id: one effect only
         if stored is not None:
             await uow.emit(topics.rejected, _conflict(event, conflict))
             return Outcome.CONFLICTING_DUPLICATE
-        await uow.add_referral(event, admitted, event.data.identity, foreign is not None)
         await uow.emit(
             topics.accepted,
             ReferralAccepted(

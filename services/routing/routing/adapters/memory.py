@@ -204,6 +204,12 @@ class MemoryRoutingUow:
     async def save_referral(self, state: ReferralState) -> None:
         self.store.referrals[state.referral_id] = state
 
+    async def add_referral(self, state: ReferralState) -> ReferralState | None:
+        known = self.store.referrals.get(state.referral_id)
+        if known is None:
+            self.store.referrals[state.referral_id] = state
+        return known
+
     async def due_offer(self, now: datetime) -> ReferralState | None:
         due = [
             r

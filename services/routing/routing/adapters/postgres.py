@@ -1,8 +1,10 @@
 """PostgreSQL side of routing: directory, referrals, holds, waiting lists and decision records.
 
-Everything runs inside the unit of work's transaction. Reservation is a conditional UPDATE per
-needed service (``places_held < places_total``), in service order so two transactions lock rows in
-the same order, inside a savepoint so a half-reserved referral leaves nothing behind.
+Everything runs inside the unit of work's transaction. Reservation is one statement: the needed
+services' rows with room (``places_held < places_total``) are locked in service order, so two
+transactions lock rows in the same order, and taken only if every needed service has room, so a
+half-reserved referral never exists. Inside a consumer's batch, the sites are read once per batch
+(the counts at every decision) and decision records are written with the batch's other rows.
 """
 
 from __future__ import annotations
@@ -343,17 +345,22 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             " ON CONFLICT (referral_id) DO UPDATE SET status = EXCLUDED.status,"
             " site_id = EXCLUDED.site_id, attempt = EXCLUDED.attempt, tried = EXCLUDED.tried,"
             " answer_by = EXCLUDED.answer_by, updated_at = clock_timestamp()",
-            state.referral_id,
-            state.correlation_id,
-            state.accepted.model_dump_json(),
-            state.status,
-            state.site_id,
-            state.attempt,
-            list(state.tried),
-            state.urgency_rank,
-            state.arrived_at,
-            state.answer_by,
+            *_referral_values(state),
         )
+
+    async def add_referral(self, state: ReferralState) -> ReferralState | None:
+        # One round trip: inserted, or the known row read and locked (FOR UPDATE, as
+        # get_referral). A concurrent insert of the same id waits for the other transaction.
+        row = await self.connection.fetchrow(
+            "WITH added AS (INSERT INTO referrals (referral_id, correlation_id, accepted, status,"
+            " site_id, attempt, tried, urgency_rank, arrived_at, answer_by)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (referral_id) DO NOTHING RETURNING referral_id)"
+            " SELECT * FROM referrals WHERE referral_id = $1"
+            " AND NOT EXISTS (SELECT 1 FROM added) FOR UPDATE",
+            *_referral_values(state),
+        )
+        return _state(row) if row is not None else None
 
     async def due_offer(self, now: datetime) -> ReferralState | None:
         """One open offer past its deadline, locked; offers another worker holds are skipped."""
@@ -369,26 +376,27 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
     ) -> bool:
         """One place per service at the site, all or none: one statement takes the places and
-        writes the holds; a partial take (another transaction got a last place first) is rolled
-        back to a savepoint."""
+        writes the holds, or takes nothing when a service has no room left (another transaction
+        got a last place first)."""
         wanted = sorted({str(service) for service in services})
-        statement = (
-            "WITH taken AS (UPDATE site_services SET places_held = places_held + 1"
+        # All or none in one statement: the wanted rows that still have room are locked (in
+        # service order, as every reservation locks them, so two never deadlock; a row changed
+        # meanwhile is checked again once its lock is had), and taken only if all of them are.
+        taken = await self.connection.fetch(
+            "WITH free AS (SELECT site_id, service FROM site_services"
             " WHERE site_id = $2 AND service = ANY($3::text[]) AND is_open"
-            " AND places_held < places_total RETURNING site_id, service)"
+            " AND places_held < places_total ORDER BY service FOR UPDATE),"
+            " taken AS (UPDATE site_services s SET places_held = s.places_held + 1 FROM free"
+            " WHERE s.site_id = free.site_id AND s.service = free.service"
+            " AND (SELECT count(*) FROM free) = cardinality($3::text[])"
+            " RETURNING s.site_id, s.service)"
             " INSERT INTO holds (referral_id, site_id, service)"
-            " SELECT $1, site_id, service FROM taken RETURNING service"
+            " SELECT $1, site_id, service FROM taken RETURNING service",
+            referral_id,
+            site_id,
+            wanted,
         )
-        if len(wanted) == 1:  # nothing to undo when the single place is not taken
-            return len(await self.connection.fetch(statement, referral_id, site_id, wanted)) == 1
-        try:
-            async with self.connection.transaction():  # a savepoint
-                taken = await self.connection.fetch(statement, referral_id, site_id, wanted)
-                if len(taken) != len(wanted):
-                    raise _LostRace
-        except _LostRace:
-            return False
-        return True
+        return len(taken) == len(wanted)
 
     async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]:
         rows = await self.connection.fetch(
@@ -515,8 +523,19 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         rows.append(values)
 
 
-class _LostRace(Exception):
-    """Another transaction took the last place first: roll back to the savepoint."""
+def _referral_values(state: ReferralState) -> tuple[object, ...]:
+    return (
+        state.referral_id,
+        state.correlation_id,
+        state.accepted.model_dump_json(),
+        state.status,
+        state.site_id,
+        state.attempt,
+        list(state.tried),
+        state.urgency_rank,
+        state.arrived_at,
+        state.answer_by,
+    )
 
 
 def _state(row: asyncpg.Record) -> ReferralState:
