@@ -76,7 +76,7 @@ class FakeNotificationsUow(FakeUnitOfWork):
 async def _submit(store: FakeStore, event: ReferralSubmitted, geography: Geography) -> Outcome:
     return await submit_referral(
         event,
-        CONFLICT,
+        lambda: CONFLICT,
         lambda: FakeIntakeUow(store),
         geography,
         TOPICS,

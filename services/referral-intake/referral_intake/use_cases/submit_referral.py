@@ -63,7 +63,7 @@ def derived_id(event_id: uuid.UUID, purpose: str) -> uuid.UUID:
 
 async def submit_referral(
     event: ReferralSubmitted,
-    conflict: Rejection,
+    conflict: Callable[[], Rejection],
     uow_factory: Callable[[], IntakeUnitOfWork],
     geography: Geography,
     topics: Topics,
@@ -73,7 +73,8 @@ async def submit_referral(
 ) -> Outcome:
     """Admit the referral once: store it (identity sealed) and emit the identity-free event.
 
-    ``conflict`` is the rejection to send if the referral id is already taken by other content.
+    ``conflict`` makes the rejection to send if the referral id is already taken by other
+    content (made only then: it hashes the record).
     ``prescriber`` is the authenticated sender; a referral outside its jurisdiction is refused, or
     admitted and flagged when ``flag_outside_jurisdiction`` (a policy setting).
     Checks that need no database raise ``InvalidMessage`` before any transaction is opened.
@@ -92,7 +93,7 @@ async def submit_referral(
         if stored == admitted.fingerprint:
             return Outcome.DUPLICATE  # resubmitted under a new event id: one effect only
         if stored is not None:
-            await uow.emit(topics.rejected, _conflict(event, conflict))
+            await uow.emit(topics.rejected, _conflict(event, conflict()))
             return Outcome.CONFLICTING_DUPLICATE
         await uow.emit(
             topics.accepted,
