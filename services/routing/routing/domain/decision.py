@@ -21,6 +21,7 @@ referral always give the same decision and record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -71,9 +72,15 @@ class Policy:
 
     @property
     def version(self) -> str:
-        values = {k: str(v) for k, v in sorted(asdict(self).items()) if k != "name"}
-        digest = hashlib.sha256(json.dumps(values).encode()).hexdigest()[:8]
-        return f"{self.name}-{digest}"
+        return _version_of(self)
+
+
+@functools.lru_cache(maxsize=32)
+def _version_of(policy: Policy) -> str:
+    """Computed once per policy (it is frozen): every decision records it."""
+    values = {k: str(v) for k, v in sorted(asdict(policy).items()) if k != "name"}
+    digest = hashlib.sha256(json.dumps(values).encode()).hexdigest()[:8]
+    return f"{policy.name}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
