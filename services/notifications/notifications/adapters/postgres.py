@@ -200,9 +200,14 @@ cancelled AS (
 _SCHEDULE_REMINDERS = """
 scheduled AS (
     INSERT INTO reminders (reminder_id, referral_id, correlation_id, centre_id, centre_name,
-        site_id, answer_by, fire_at)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-        $7::timestamptz[], $8::timestamptz[])
+        site_id, answer_by, fire_at, state, settled_at)
+    SELECT r.reminder_id, r.referral_id, r.correlation_id, r.centre_id, r.centre_name, r.site_id,
+        r.answer_by, r.fire_at, CASE WHEN r.cancelled THEN 'cancelled' ELSE 'pending' END,
+        CASE WHEN r.cancelled THEN clock_timestamp() END
+    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+        $7::timestamptz[], $8::timestamptz[], $9::bool[])
+        AS r(reminder_id, referral_id, correlation_id, centre_id, centre_name, site_id,
+             answer_by, fire_at, cancelled)
     ON CONFLICT (reminder_id) DO NOTHING
 )"""
 _RECORD_OUTBOX = """
@@ -247,7 +252,7 @@ class _Recorded:
         def columns(width: int) -> list[list[Any]]:
             return [[] for _ in range(width)]
 
-        return cls(columns(13), columns(5), columns(5), columns(1), columns(8), set())
+        return cls(columns(13), columns(5), columns(5), columns(1), columns(9), set())
 
     def parts(self) -> list[tuple[str, list[list[Any]]]]:
         """Each part of the statement that has rows, with its columns."""
@@ -485,12 +490,13 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         return bool(inserted)
 
     async def cancel_reminders(self, referral_id: str) -> None:
-        # A reminder scheduled earlier in this unit of work is cancelled before it is written.
+        # A reminder scheduled earlier in this unit of work (or batch) and not written yet is
+        # written as cancelled, as if it had been written and then cancelled (one statement does
+        # not see the rows it inserts, so the UPDATE below would not reach it).
         reminders = self._recorded.reminders
-        for index in reversed(range(len(reminders[0]))):
+        for index in range(len(reminders[0])):
             if reminders[1][index] == referral_id:
-                for column in reminders:
-                    del column[index]
+                reminders[8][index] = True
         self._recorded.cancel_reminders[0].append(referral_id)
 
     async def schedule_reminder(self, reminder: Reminder) -> None:
@@ -504,6 +510,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
             reminder.site_id,
             reminder.answer_by,
             reminder.fire_at,
+            False,  # cancelled before it is written (cancel_reminders)
         )
 
     async def reclaim_from_dead_workers(self, worker_id: uuid.UUID) -> list[Reclaimed]:
