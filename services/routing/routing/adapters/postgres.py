@@ -95,7 +95,7 @@ async def read_capacity(
     capacity: dict[tuple[str, ServiceCode], Capacity] = {}
     services: dict[str, set[ServiceCode]] = {}
     for row in rows:
-        service = ServiceCode(row["service"])
+        service = _SERVICES[row["service"]]  # a dict lookup: an Enum call costs a microsecond
         services.setdefault(row["site_id"], set()).add(service)
         capacity[(row["site_id"], service)] = Capacity(
             places_total=row["places_total"],
@@ -107,10 +107,15 @@ async def read_capacity(
     return capacity, services
 
 
+_SERVICES = {service.value: service for service in ServiceCode}
+
+
 class _BatchDirectory:
     """The sites and centres read once per consumer batch (they change a few times a year, by
     directory updates, which forget this copy in their own batch). Places are never taken from
-    it: every snapshot reads the counts and open services of its sites afresh."""
+    it: every snapshot reads the counts and open services of its sites afresh. The first
+    snapshot of a batch reads its territory only (a batch of one record, at low rates, needs no
+    more); the second reads every site once for the rest of the batch."""
 
     def __init__(self, directory: Directory) -> None:
         self.centres = directory.centres
@@ -122,6 +127,7 @@ class _BatchDirectory:
         return [s for s in self.sites if s.departement in wanted or not s.serves.isdisjoint(wanted)]
 
 
+_FIRST_SNAPSHOT = "routing.first_directory_snapshot"  # the batch has read one territory
 _INSERT_DECISION = (
     "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
     " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
@@ -197,6 +203,9 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             return await read_directory(self.connection, departements)
         known: _BatchDirectory | None = batch.extensions.get(_BatchDirectory)
         if known is None:
+            if _FIRST_SNAPSHOT not in batch.extensions:
+                batch.extensions[_FIRST_SNAPSHOT] = True
+                return await read_directory(self.connection, departements)
             known = batch.extensions[_BatchDirectory] = _BatchDirectory(
                 await read_directory(self.connection)
             )
@@ -214,6 +223,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         """This transaction changes the directory: the batch's copy is read again."""
         if self._batch is not None:
             self._batch.extensions.pop(_BatchDirectory, None)
+            self._batch.extensions.pop(_FIRST_SNAPSHOT, None)
 
     async def site_ref(self, site_id: str) -> SiteRef | None:
         row = await self.connection.fetchrow(
