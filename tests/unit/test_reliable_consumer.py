@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Collection
 
 import asyncpg
 import pytest
+from faststream.kafka import KafkaBroker
 
 from aiguillage_common.codec import InvalidMessage, Problem
-from aiguillage_common.consumer import HoldBack, InboundRecord, ReliableConsumer, RetryPolicy
+from aiguillage_common.consumer import (
+    HoldBack,
+    InboundRecord,
+    ReliableConsumer,
+    RetryPolicy,
+    subscribe,
+)
 from aiguillage_common.failures import is_transient
 from aiguillage_common.unit_of_work import Claim, DuplicateClaims
 from aiguillage_schemas.vocabulary import RejectionReason
@@ -376,3 +385,40 @@ async def test_an_outage_at_the_end_of_a_batch_is_retried_not_written_at_once() 
     await consumer.handle_batch(records)
     assert attempts == [True, True]  # retried as a batch, still deferring
     assert transactions.committed == [0, 1, 2]
+
+
+class _Getmany:
+    """A consumer whose getmany waits its timeout and returns nothing, or returns records."""
+
+    def __init__(self, records: dict[object, list[object]] | None = None) -> None:
+        self.records = records or {}
+        self.calls = 0
+
+    async def getmany(self, timeout_ms: int, max_records: int | None) -> dict[object, list[object]]:
+        self.calls += 1
+        if not self.records:
+            await asyncio.sleep(timeout_ms / 1000)
+        return self.records
+
+
+async def test_an_idle_poll_goes_round_without_sleeping_again_and_records_come_at_once() -> None:
+    broker = KafkaBroker("127.0.0.1:1")
+    consumer = ReliableConsumer("c", lambda r: asyncio.sleep(0), DeadLetters(), FAST, 1.0)
+    subscribe(
+        broker,
+        consumer,
+        topic="t",
+        group_id="g",
+        documented_payload=dict,
+        description="d",
+        max_records=10,
+    )
+    (subscriber,) = broker.subscribers
+    subscriber.batch_timeout_ms = 50  # type: ignore[attr-defined]
+    idle = _Getmany()
+    started = time.monotonic()
+    assert await subscriber.get_msg(idle) == ()  # type: ignore[attr-defined]
+    # FastStream's own get_msg sleeps the timeout again after an empty poll (100 ms here).
+    assert time.monotonic() - started < 0.09
+    busy = _Getmany({"tp": ["r1", "r2"], "tp2": ["r3"]})
+    assert await subscriber.get_msg(busy) == ("r1", "r2", "r3")  # type: ignore[attr-defined]
