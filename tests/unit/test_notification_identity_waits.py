@@ -235,3 +235,31 @@ def test_the_identity_wait_fallback_says_the_identity_follows_not_that_the_syste
     assert body is not None
     assert IDENTITY_WAIT_NOTICE in body.get_content()
     assert "n'a pas pu être joint" not in body.get_content()
+
+
+def test_intake_a_little_behind_is_asked_again_within_a_second_then_less_and_less_often() -> None:
+    # 409: intake has not read the offer from referrals.routed yet; it usually catches up in well
+    # under a second, so the first tries come at 0.1-0.2 s, 0.2-0.4 s, 0.4-0.8 s...
+    lagging = AttemptResult("held", 3, "identity_unavailable", identity_release="http_409")
+    rng = random.Random(5)
+    delays = []
+    for waits in range(12):
+        history = History(identity_waits=waits, identity_wait_since=NOW if waits else None)
+        decision = decide(lagging, history, POLICY, NOW, rng, IdentityWaitPolicy())
+        assert decision.state == "pending"
+        assert decision.held
+        assert decision.next_attempt_at is not None
+        delays.append((decision.next_attempt_at - NOW).total_seconds())
+    assert 0.1 <= delays[0] <= 0.2
+    assert 0.2 <= delays[1] <= 0.4
+    assert sum(delays[:3]) < 1.5
+    ceilings = [0.2 * 2**n for n in range(12)]
+    assert all(c / 2 <= d <= c for c, d in zip(ceilings, delays, strict=True))
+
+
+def test_intake_unreachable_keeps_the_slow_identity_schedule() -> None:
+    for release in ("http_503", "connecterror", "timeout"):
+        held = AttemptResult("held", 3, "identity_unavailable", identity_release=release)
+        decision = decide(held, History(), POLICY, NOW, random.Random(2), IdentityWaitPolicy())
+        assert decision.next_attempt_at is not None
+        assert 2.5 <= (decision.next_attempt_at - NOW).total_seconds() <= 5.0

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection
 
 import asyncpg
 import pytest
+from faststream.kafka import KafkaBroker
 
 from aiguillage_common.codec import InvalidMessage, Problem
-from aiguillage_common.consumer import HoldBack, InboundRecord, ReliableConsumer, RetryPolicy
+from aiguillage_common.consumer import (
+    HoldBack,
+    InboundRecord,
+    ReliableConsumer,
+    RetryPolicy,
+    subscribe,
+)
 from aiguillage_common.failures import is_transient
+from aiguillage_common.unit_of_work import Claim, DuplicateClaims
 from aiguillage_schemas.vocabulary import RejectionReason
 
 RECORD = InboundRecord("t", 2, 41, b"ref-abcdef", b"{}", {"correlation_id": "nope"})
@@ -150,27 +161,74 @@ def test_derived_ids_are_stable_per_record() -> None:
 
 
 class Transactions:
-    """A fake transaction that records what was committed, and rolls back on an exception."""
+    """A fake batch transaction that records what was committed and rolls back on an exception;
+    like ``unit_of_work.SharedTransaction`` it defers the inbox claims to its end, where claims
+    of events already in ``inbox`` raise ``DuplicateClaims``, and it can fail its deferred
+    writes (``fail_deferred``) unless told to write at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, inbox: set[Claim] | None = None) -> None:
         self.pending: list[int] = []
         self.committed: list[int] = []
         self.rollbacks = 0
         self.joins = 0
+        self.inbox: set[Claim] = inbox or set()
+        self.claims: dict[Claim, None] = {}
+        self.known: frozenset[Claim] = frozenset()
+        self.deferring = True
+        self.fail_deferred: Exception | None = None
+        self.at_once_failure: tuple[int, Exception] | None = None
 
     def write(self, offset: int) -> None:
         self.joins += 1  # as a unit of work joining the batch's transaction does
         self.pending.append(offset)
+        if not self.deferring and self.at_once_failure and self.at_once_failure[0] == offset:
+            raise self.at_once_failure[1]
+
+    def claim(self, event: str) -> bool:
+        self.joins += 1
+        key = ("c", uuid.uuid5(uuid.NAMESPACE_URL, event))
+        if not self.deferring:
+            if key in self.inbox or key in self.claims:
+                return False
+            self.claims[key] = None
+            return True
+        if key in self.known or key in self.claims:
+            return False
+        self.claims[key] = None
+        return True
+
+    @property
+    def claims_made(self) -> int:
+        return len(self.claims)
+
+    def claims_since(self, mark: int) -> list[Claim]:
+        return list(self.claims)[mark:]
+
+    def know_duplicates(self, claims: Collection[Claim]) -> None:
+        self.known = frozenset(claims)
+
+    def write_at_once(self) -> None:
+        self.deferring = False
+
+    async def already_handled(self, claims: Collection[Claim]) -> frozenset[Claim]:
+        return frozenset(self.inbox.intersection(claims))
 
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[Transactions]:
-        self.pending = []
+        self.pending, self.claims, self.deferring = [], {}, True
         try:
             yield self
+            if self.deferring and self.claims:
+                seen = self.inbox.intersection(self.claims)
+                if seen:
+                    raise DuplicateClaims(seen)
+            if self.deferring and self.fail_deferred is not None:
+                raise self.fail_deferred
         except BaseException:
             self.rollbacks += 1
             raise
         self.committed.extend(self.pending)
+        self.inbox.update(self.claims)
 
 
 async def test_a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_commit_once() -> None:
@@ -226,3 +284,141 @@ async def test_an_outage_mid_batch_retries_the_whole_batch_and_commits_nothing_t
     await consumer.handle_batch(records)
     assert transactions.committed == [0, 1, 2, 3]
     assert transactions.rollbacks == 2
+
+
+def _event(offset: int) -> Claim:
+    return ("c", uuid.uuid5(uuid.NAMESPACE_URL, f"event-{offset}"))
+
+
+async def test_a_redelivered_batch_changes_nothing_twice_though_its_claims_are_deferred() -> None:
+    # Offsets 0-2 were handled (committed) before a crash that lost the offset commit; 3-4 new.
+    transactions = Transactions(inbox={_event(0), _event(1), _event(2)})
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(5)]
+    handled: list[int] = []
+
+    async def process(record: InboundRecord) -> None:
+        if transactions.claim(f"event-{record.offset}"):
+            transactions.write(record.offset)
+            handled.append(record.offset)
+
+    dead = DeadLetters()
+    consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert transactions.committed == [3, 4]  # the effects of the new events, once
+    assert transactions.rollbacks == 1  # the run that took the old events for new ones
+    assert handled[-2:] == [3, 4]
+    assert dead.got == []
+    assert transactions.inbox == {_event(offset) for offset in range(5)}
+
+
+async def test_a_record_failing_only_because_its_event_was_handled_is_not_dead_lettered() -> None:
+    # A redelivered event whose use case, believing it new, finds the state moved on and
+    # refuses it: the claim, checked on the next run, says it is a duplicate.
+    transactions = Transactions(inbox={_event(1)})
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(3)]
+
+    async def process(record: InboundRecord) -> None:
+        if not transactions.claim(f"event-{record.offset}"):
+            return
+        if record.offset == 1:
+            raise InvalidMessage(Problem(RejectionReason.INVALID_VALUE, "state moved on"))
+        transactions.write(record.offset)
+
+    dead = DeadLetters()
+    consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert dead.got == []
+    assert transactions.committed == [0, 2]
+
+
+async def test_a_genuine_poison_record_that_claimed_is_still_dead_lettered_alone() -> None:
+    transactions = Transactions()
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(3)]
+
+    async def process(record: InboundRecord) -> None:
+        if not transactions.claim(f"event-{record.offset}"):
+            return
+        if record.offset == 1:
+            raise InvalidMessage(Problem(RejectionReason.INVALID_VALUE, "never valid"))
+        transactions.write(record.offset)
+
+    dead = DeadLetters()
+    consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert [r.offset for r, _ in dead.got] == [1]
+    assert transactions.committed == [0, 2]
+    assert transactions.inbox == {_event(0), _event(2)}  # the poison's claim rolled back
+
+
+async def test_deferred_writes_failing_for_good_find_the_record_they_belong_to() -> None:
+    # A write deferred to the end of the batch breaks a constraint: the batch runs again
+    # writing at once, the record whose write fails is dead-lettered alone, the rest commit.
+    transactions = Transactions()
+    transactions.fail_deferred = asyncpg.UniqueViolationError("duplicate key")
+    transactions.at_once_failure = (2, asyncpg.UniqueViolationError("duplicate key"))
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(4)]
+
+    async def process(record: InboundRecord) -> None:
+        transactions.write(record.offset)
+
+    dead = DeadLetters()
+    consumer = ReliableConsumer("c", process, dead, FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert [(r.offset, p.reason) for r, p in dead.got] == [(2, RejectionReason.PROCESSING_ERROR)]
+    assert transactions.committed == [0, 1, 3]
+
+
+async def test_an_outage_at_the_end_of_a_batch_is_retried_not_written_at_once() -> None:
+    transactions = Transactions()
+    transactions.fail_deferred = asyncpg.CannotConnectNowError()
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(3)]
+    attempts: list[bool] = []
+
+    async def process(record: InboundRecord) -> None:
+        if record.offset == 0:
+            attempts.append(transactions.deferring)
+            if len(attempts) == 2:
+                transactions.fail_deferred = None  # the database is back
+        transactions.write(record.offset)
+
+    consumer = ReliableConsumer("c", process, DeadLetters(), FAST, 1.0, transaction=transactions)
+    await consumer.handle_batch(records)
+    assert attempts == [True, True]  # retried as a batch, still deferring
+    assert transactions.committed == [0, 1, 2]
+
+
+class _Getmany:
+    """A consumer whose getmany waits its timeout and returns nothing, or returns records."""
+
+    def __init__(self, records: dict[object, list[object]] | None = None) -> None:
+        self.records = records or {}
+        self.calls = 0
+
+    async def getmany(self, timeout_ms: int, max_records: int | None) -> dict[object, list[object]]:
+        self.calls += 1
+        if not self.records:
+            await asyncio.sleep(timeout_ms / 1000)
+        return self.records
+
+
+async def test_an_idle_poll_goes_round_without_sleeping_again_and_records_come_at_once() -> None:
+    broker = KafkaBroker("127.0.0.1:1")
+    consumer = ReliableConsumer("c", lambda r: asyncio.sleep(0), DeadLetters(), FAST, 1.0)
+    subscribe(
+        broker,
+        consumer,
+        topic="t",
+        group_id="g",
+        documented_payload=dict,
+        description="d",
+        max_records=10,
+    )
+    (subscriber,) = broker.subscribers
+    subscriber.batch_timeout_ms = 50  # type: ignore[attr-defined]
+    idle = _Getmany()
+    started = time.monotonic()
+    assert await subscriber.get_msg(idle) == ()  # type: ignore[attr-defined]
+    # FastStream's own get_msg sleeps the timeout again after an empty poll (100 ms here).
+    assert time.monotonic() - started < 0.09
+    busy = _Getmany({"tp": ["r1", "r2"], "tp2": ["r3"]})
+    assert await subscriber.get_msg(busy) == ("r1", "r2", "r3")  # type: ignore[attr-defined]

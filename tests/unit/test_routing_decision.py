@@ -4,6 +4,7 @@ capacity and its freshness, preference and the decision record."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 
 from aiguillage_common.geography import Geography
@@ -204,6 +205,18 @@ def test_the_record_explains_every_candidate_with_the_policy_version(
     }
     assert any("too_far" in c.excluded for c in record.candidates)
     assert all(c.excluded for c in record.candidates if c.site_id.startswith("HDF-CREIL"))
+
+
+def test_the_stored_record_says_everything_the_decision_record_holds(
+    directory: Directory, geography: Geography
+) -> None:
+    # The JSON stored with each decision (``aiguillage-routing-decision`` reads it back) is the
+    # record's every field, as dataclasses.asdict would give it, with its time as ISO text.
+    record = decide(_referral("59350", "59"), directory, geography, now=NOW).record
+    expected = dataclasses.asdict(record)
+    expected["decided_at"] = record.decided_at.isoformat()
+    assert json.dumps(record.to_json(), sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert len(record.candidates) > 1
 
 
 def test_same_state_and_referral_give_the_same_decision(

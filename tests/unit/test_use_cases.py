@@ -44,17 +44,19 @@ CONFLICT = Rejection(
 
 
 class FakeIntakeUow(FakeUnitOfWork):
-    async def stored_fingerprint(self, referral_id: str) -> str | None:
-        return next((fp for rid, fp in self.store.rows("referrals") if rid == referral_id), None)
-
     async def add_referral(
         self,
         event: ReferralSubmitted,
         admitted: Admitted,
         identity: Identity,
         outside_jurisdiction: bool,
-    ) -> None:
-        self.write("referrals", (event.subject, admitted.fingerprint))
+    ) -> str | None:
+        stored = next(
+            (fp for rid, fp in self.store.rows("referrals") if rid == event.subject), None
+        )
+        if stored is None:
+            self.write("referrals", (event.subject, admitted.fingerprint))
+        return stored
 
 
 class FakeNotificationsUow(FakeDigests, FakeUnitOfWork):
@@ -74,7 +76,7 @@ class FakeNotificationsUow(FakeDigests, FakeUnitOfWork):
 async def _submit(store: FakeStore, event: ReferralSubmitted, geography: Geography) -> Outcome:
     return await submit_referral(
         event,
-        CONFLICT,
+        lambda: CONFLICT,
         lambda: FakeIntakeUow(store),
         geography,
         TOPICS,

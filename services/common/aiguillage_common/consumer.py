@@ -15,24 +15,27 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.middlewares import AckPolicy
 
 from aiguillage_common.codec import InvalidMessage, Problem, sha256_hex
 from aiguillage_common.failures import Dependency, transient_dependency
 from aiguillage_common.kafka import BAD_HEADERS_MARKER, tolerant_parser
 from aiguillage_common.logging import get_logger
+from aiguillage_common.unit_of_work import Claim, DuplicateClaims
 from aiguillage_schemas.events.referral_lifecycle import (
     MAX_REJECTION_ERRORS,
     Rejection,
@@ -136,9 +139,21 @@ class HoldBack(Exception):
 
 
 class BatchScope(Protocol):
-    """What the consumer sees of a batch's transaction: how many units of work joined it."""
+    """What the consumer sees of a batch's transaction: how many units of work joined it, and
+    the inbox claims it deferred to its end (see ``unit_of_work.SharedTransaction``)."""
 
     joins: int
+
+    @property
+    def claims_made(self) -> int: ...
+
+    def claims_since(self, mark: int) -> list[Claim]: ...
+
+    def know_duplicates(self, claims: Collection[Claim]) -> None: ...
+
+    def write_at_once(self) -> None: ...
+
+    async def already_handled(self, claims: Collection[Claim]) -> frozenset[Claim]: ...
 
 
 Transaction = Callable[[], AbstractAsyncContextManager[BatchScope]]
@@ -147,11 +162,38 @@ Transaction = Callable[[], AbstractAsyncContextManager[BatchScope]]
 @dataclass
 class _NoScope:
     joins: int = 0
+    claims_made: int = 0
+
+    def claims_since(self, mark: int) -> list[Claim]:
+        return []
+
+    def know_duplicates(self, claims: Collection[Claim]) -> None:
+        return None
+
+    def write_at_once(self) -> None:
+        return None
+
+    async def already_handled(self, claims: Collection[Claim]) -> frozenset[Claim]:
+        return frozenset()
 
 
 @asynccontextmanager
 async def _no_transaction() -> AsyncIterator[BatchScope]:
     yield _NoScope()
+
+
+@dataclass
+class _BatchRun:
+    """What the runs of one batch learnt, kept across rollbacks and outage retries."""
+
+    # Claims found handled before (a redelivery): answered "duplicate" from then on.
+    known: set[Claim] = field(default_factory=set)
+    # Claims made by records found poison, answered "new" without looking (deferred): a record
+    # that fails only because its event was handled already is a duplicate, not poison. Checked
+    # at the start of the next run, on a fresh transaction.
+    suspects: dict[int, list[Claim]] = field(default_factory=dict)
+    # False once the deferred writes failed for good: each record's rows are written at once.
+    deferring: bool = True
 
 
 class _Restart(Exception):
@@ -207,7 +249,8 @@ class ReliableConsumer:
 
     async def handle_batch(self, records: Sequence[InboundRecord]) -> None:
         poison: dict[int, Problem] = {}
-        await self._run_transiently(lambda: self._process_all(records, poison))
+        run = _BatchRun()  # kept across the retries of an outage
+        await self._run_transiently(lambda: self._process_all(records, poison, run))
         for index in sorted(poison):
             record, problem = records[index], poison[index]
             with _bound(self.name, record):
@@ -220,15 +263,29 @@ class ReliableConsumer:
                 )
 
     async def _process_all(
-        self, records: Sequence[InboundRecord], poison: dict[int, Problem]
+        self, records: Sequence[InboundRecord], poison: dict[int, Problem], run: _BatchRun
     ) -> None:
+        known, suspects = run.known, run.suspects
         while True:
+            ran = False
             try:
                 async with self._transaction() as scope:
+                    if not run.deferring:
+                        scope.write_at_once()
+                    if suspects:
+                        handled = await scope.already_handled(
+                            [c for made in suspects.values() for c in made]
+                        )
+                        for index, made in suspects.items():
+                            if handled.intersection(made):
+                                del poison[index]  # run again: it will find its claim taken
+                        known |= handled
+                        suspects.clear()
+                    scope.know_duplicates(known)
                     for index, record in enumerate(records):
                         if index in poison:
                             continue
-                        joins = scope.joins
+                        joins, mark = scope.joins, scope.claims_made
                         with _bound(self.name, record):
                             problem = await self._one(record)
                         if problem is not None:
@@ -237,10 +294,25 @@ class ReliableConsumer:
                                 # It may have written before failing: undo the batch and redo
                                 # it without this record. (Most poison fails before writing:
                                 # bad bytes, signature, shape; the others go on at once.)
+                                suspects[index] = scope.claims_since(mark)
                                 raise _Restart
+                    ran = True
                 return
             except _Restart:
                 continue  # rolled back; the records set aside are skipped this time
+            except DuplicateClaims as duplicates:
+                # Rolled back: some events were handled before (a redelivery). Run the batch
+                # again; their claims now say so and they change nothing.
+                known |= duplicates.claims
+                continue
+            except Exception as error:
+                if not ran or not run.deferring or transient_dependency(error) is not None:
+                    raise
+                # The writes deferred to the end of the batch failed for a reason that is not
+                # transient: run the batch again writing each record's rows at once, so the
+                # record they belong to is found and dead-lettered alone.
+                log.warning("batch.deferred_writes_failed", error_type=type(error).__name__)
+                run.deferring = False
 
     async def _one(self, record: InboundRecord) -> Problem | None:
         """None on success; the problem of a record that can never succeed; raises what is
@@ -403,17 +475,55 @@ def subscribe(
     # One record is one event: the document shows the record's payload, not the batch.
     on_batch.__annotations__ = {"message": documented_payload, "return": None}
     on_batch.__name__ = f"consume_{topic.replace('.', '_').replace('-', '_')}"
-    broker.subscriber(
+    subscriber = broker.subscriber(
         topic,
         group_id=group_id,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         batch=True,
         max_records=max_records,
-        # getmany returns at once when records are there; this only bounds an idle poll.
-        batch_timeout_ms=200,
+        # getmany returns at once when records are there; this only bounds an idle poll (see
+        # _PromptBatchSubscriber: no sleep after an empty one).
+        batch_timeout_ms=IDLE_POLL_MS,
         parser=tolerant_parser,
         decoder=_whole_message,
         title=f"{topic}:{consumer.name}",
         description=description,
-    )(on_batch)
+    )
+    subscriber(on_batch)
+    prompt(subscriber)
+
+
+# How long an idle poll waits for records before the consume loop goes round again.
+IDLE_POLL_MS = 500
+
+
+class _PromptBatchSubscriber(BatchSubscriber):
+    """FastStream's batch subscriber, without the sleep after an empty poll.
+
+    ``BatchSubscriber.get_msg`` (faststream 0.7) sleeps ``batch_timeout_ms`` again after a
+    ``getmany`` that returned nothing, and a record arriving during that sleep waits for it: up to
+    that long per hop at low rates. A short timeout bounds the wait but makes every idle
+    subscriber go round its loop dozens of times a second (measured: +24 ms of CPU per second per
+    service with 20 ms). Without the sleep, ``getmany`` itself waits (returning as soon as
+    records are fetched, which aiokafka does in the background), so an idle subscriber goes
+    round twice a second and a record waits for nothing."""
+
+    __slots__ = ()
+
+    async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+        started = time.monotonic()
+        messages = await consumer.getmany(
+            timeout_ms=self.batch_timeout_ms, max_records=self.max_records
+        )
+        if not messages and time.monotonic() - started < self.batch_timeout_ms / 10_000:
+            # Empty at once (a consumer closing): never spin; the loop checks it is running.
+            await asyncio.sleep(0.05)
+        return tuple(chain.from_iterable(messages.values()))
+
+
+def prompt(subscriber: Any) -> None:
+    """Make a FastStream batch subscriber one that does not sleep after an empty poll."""
+    if type(subscriber) is not BatchSubscriber:  # another FastStream: keep its own, say so
+        raise TypeError(f"expected faststream's BatchSubscriber, got {type(subscriber)!r}")
+    subscriber.__class__ = _PromptBatchSubscriber

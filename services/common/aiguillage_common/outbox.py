@@ -1,8 +1,12 @@
 """Relays committed outbox rows to Kafka, in order, and marks them sent.
 
-One relay at a time per schema (a transaction-scoped advisory lock), so that two instances of a
-service never publish the same rows concurrently or out of order. The relay wakes on NOTIFY from
-the outbox trigger for low latency and polls as a fallback. A crash between the Kafka
+One relay at a time per schema: the relay publishing holds a session-level advisory lock on the
+connection it listens on, so that two instances of a service never publish the same rows
+concurrently or out of order; PostgreSQL releases it when that connection goes (a crash, a
+restart of either side), and another instance's relay takes it at its next wake-up. Holding it
+for the connection's life rather than per pass makes a pass two statements (read the unsent
+rows, mark them sent) instead of five (BEGIN, lock, read, mark, COMMIT). The relay wakes on
+NOTIFY from the outbox trigger for low latency and polls as a fallback. A crash between the Kafka
 acknowledgement and the UPDATE re-publishes the same event ids, which consumers deduplicate.
 """
 
@@ -45,6 +49,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
+        self._holding = False  # the relay lock, held by the listener connection's session
 
     @property
     def channel(self) -> str:
@@ -69,8 +74,10 @@ class OutboxRelay:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.remove_listener(self.channel, self._on_notify)
+            # Released to the pool, the connection is reset: its session lock goes with it.
             await self._pool.release(self._listener)
             self._listener = None
+            self._holding = False
 
     async def _ensure_listener(self) -> None:
         """(Re)open the LISTEN connection: after a PostgreSQL restart the old one is gone, and
@@ -81,6 +88,7 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self._pool.release(self._listener)
             self._listener = None
+        self._holding = False  # a new session holds no lock
         listener = await self._pool.acquire()
         await listener.add_listener(self.channel, self._on_notify)
         self._listener = listener
@@ -119,35 +127,41 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
 
     async def relay_once(self) -> int:
-        """Publish one batch of unsent rows; returns how many were published."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            locked = await connection.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('outbox:' || current_schema()))"
+        """Publish one batch of unsent rows; returns how many were published (0 when another
+        instance's relay holds the lock)."""
+        connection = self._listener
+        if connection is None:
+            raise asyncpg.InterfaceError("the outbox relay is not connected")
+        if not self._holding:
+            self._holding = bool(
+                await connection.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext('outbox:' || current_schema()))"
+                )
             )
-            if not locked:
+            if not self._holding:
                 return 0
-            rows = await connection.fetch(
-                "SELECT id, topic, key, headers, payload FROM outbox "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1",
-                self._batch_size,
-            )
-            if not rows:
-                return 0
-            await self._publisher.publish_batch(
-                [
-                    OutgoingRecord(
-                        topic=row["topic"],
-                        key=row["key"],
-                        value=bytes(row["payload"]),
-                        headers=json.loads(row["headers"]),
-                    )
-                    for row in rows
-                ]
-            )
-            await connection.execute(
-                "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
-                [row["id"] for row in rows],
-            )
+        rows = await connection.fetch(
+            "SELECT id, topic, key, headers, payload FROM outbox "
+            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        await self._publisher.publish_batch(
+            [
+                OutgoingRecord(
+                    topic=row["topic"],
+                    key=row["key"],
+                    value=bytes(row["payload"]),
+                    headers=json.loads(row["headers"]),
+                )
+                for row in rows
+            ]
+        )
+        await connection.execute(
+            "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
+            [row["id"] for row in rows],
+        )
         log.debug("outbox.relayed", count=len(rows))
         return len(rows)
 

@@ -64,10 +64,10 @@ class NotificationsSettings(ServiceSettings):
     delivery_max_attempts: int = 8
     delivery_base_delay_s: float = 2.0
     delivery_max_delay_s: float = 600.0
-    delivery_batch_size: int = 20
+    delivery_batch_size: int = 64
     delivery_poll_interval_s: float = 1.0
     # Sends in flight per worker and channel: what a crash (kill -9) may repeat at most.
-    delivery_email_concurrency: int = Field(default=1, ge=1)
+    delivery_email_concurrency: int = Field(default=8, ge=1)
     delivery_webhook_concurrency: int = Field(default=4, ge=1)
 
     # A webhook that must carry the identity while intake cannot give it is held, not failed:

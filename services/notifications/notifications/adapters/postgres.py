@@ -226,9 +226,14 @@ cancelled AS (
 _SCHEDULE_REMINDERS = """
 scheduled AS (
     INSERT INTO reminders (reminder_id, referral_id, correlation_id, centre_id, centre_name,
-        site_id, answer_by, fire_at)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-        $7::timestamptz[], $8::timestamptz[])
+        site_id, answer_by, fire_at, state, settled_at)
+    SELECT r.reminder_id, r.referral_id, r.correlation_id, r.centre_id, r.centre_name, r.site_id,
+        r.answer_by, r.fire_at, CASE WHEN r.cancelled THEN 'cancelled' ELSE 'pending' END,
+        CASE WHEN r.cancelled THEN clock_timestamp() END
+    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+        $7::timestamptz[], $8::timestamptz[], $9::bool[])
+        AS r(reminder_id, referral_id, correlation_id, centre_id, centre_name, site_id,
+             answer_by, fire_at, cancelled)
     ON CONFLICT (reminder_id) DO NOTHING
 )"""
 _RECORD_OUTBOX = """
@@ -273,7 +278,7 @@ class _Recorded:
         def columns(width: int) -> list[list[Any]]:
             return [[] for _ in range(width)]
 
-        return cls(columns(13), columns(5), columns(5), columns(1), columns(8), set())
+        return cls(columns(13), columns(5), columns(5), columns(1), columns(9), set())
 
     def parts(self) -> list[tuple[str, list[list[Any]]]]:
         """Each part of the statement that has rows, with its columns."""
@@ -288,6 +293,15 @@ class _Recorded:
             )
             if columns[0]
         ]
+
+
+async def _write_recorded(
+    recorded: _Recorded, connection: asyncpg.pool.PoolConnectionProxy
+) -> None:
+    parts = recorded.parts()
+    if parts:
+        statement = _record_sql(tuple(sql for sql, _ in parts))
+        await connection.execute(statement, *(c for _, columns in parts for c in columns))
 
 
 def _append(columns: list[list[Any]], *values: Any) -> None:
@@ -396,6 +410,19 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         super().__init__(pool)
         self._recorded = _Recorded.empty()
 
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        batch = self._batch
+        if batch is not None:
+            # Inside a consumer's batch: the rows of every event of the batch go into one
+            # statement, written when the batch ends, before its commit.
+            recorded = batch.extensions.get(_Recorded)
+            if recorded is None:
+                recorded = batch.extensions[_Recorded] = _Recorded.empty()
+                batch.flushes[_Recorded] = functools.partial(_write_recorded, recorded)
+            self._recorded = recorded
+        return self
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -403,18 +430,16 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         traceback: TracebackType | None,
     ) -> None:
         recorded, self._recorded = self._recorded, _Recorded.empty()
-        parts = recorded.parts()
-        if exc_type is None and parts:
+        if self._batch is not None:
+            await super().__aexit__(exc_type, exc, traceback)  # the batch writes them
+            return
+        if exc_type is None and recorded.parts():
             try:
-                await self._write(parts)
+                await _write_recorded(recorded, self.connection)
             except BaseException as error:
                 await super().__aexit__(type(error), error, error.__traceback__)
                 raise
         await super().__aexit__(exc_type, exc, traceback)
-
-    async def _write(self, parts: list[tuple[str, list[list[Any]]]]) -> None:
-        statement = _record_sql(tuple(sql for sql, _ in parts))
-        await self.connection.execute(statement, *(c for _, columns in parts for c in columns))
 
     async def record(
         self, notification: Notification, cause_id: uuid.UUID, correlation_id: uuid.UUID
@@ -548,12 +573,13 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         )
 
     async def cancel_reminders(self, referral_id: str) -> None:
-        # A reminder scheduled earlier in this unit of work is cancelled before it is written.
+        # A reminder scheduled earlier in this unit of work (or batch) and not written yet is
+        # written as cancelled, as if it had been written and then cancelled (one statement does
+        # not see the rows it inserts, so the UPDATE below would not reach it).
         reminders = self._recorded.reminders
-        for index in reversed(range(len(reminders[0]))):
+        for index in range(len(reminders[0])):
             if reminders[1][index] == referral_id:
-                for column in reminders:
-                    del column[index]
+                reminders[8][index] = True
         self._recorded.cancel_reminders[0].append(referral_id)
 
     async def schedule_reminder(self, reminder: Reminder) -> None:
@@ -567,6 +593,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
             reminder.site_id,
             reminder.answer_by,
             reminder.fire_at,
+            False,  # cancelled before it is written (cancel_reminders)
         )
 
     async def reclaim_from_dead_workers(self, worker_id: uuid.UUID) -> list[Reclaimed]:

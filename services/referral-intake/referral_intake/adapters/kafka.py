@@ -234,7 +234,9 @@ class IntakeHandler:
         if isinstance(event, ReferralSubmitted):
             return await submit_referral(
                 event,
-                record.rejection(conflict_problem(prescriber.prescriber_id), event.event_id),
+                lambda: record.rejection(
+                    conflict_problem(prescriber.prescriber_id), event.event_id
+                ),
                 self._uow_factory,
                 self._geography,
                 self._topics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -24,23 +25,26 @@ class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
         super().__init__(pool)
         self._cipher = cipher
 
-    async def stored_fingerprint(self, referral_id: str) -> str | None:
-        value: str | None = await self.connection.fetchval(
-            "SELECT fingerprint FROM referrals WHERE referral_id = $1", referral_id
-        )
-        return value
-
     async def add_referral(
         self,
         event: ReferralSubmitted,
         admitted: Admitted,
         identity: Identity,
         outside_jurisdiction: bool,
-    ) -> None:
-        await self.connection.execute(
-            "INSERT INTO referrals (referral_id, fingerprint, prescriber_id, correlation_id,"
-            " submitted_event_id, accepted, outside_jurisdiction)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+    ) -> str | None:
+        sealed = self._cipher.seal(event.subject, identity)
+        # One round trip: the referral and its sealed identity when the id is free, else what is
+        # stored under it. A concurrent insert of the same id waits for the other transaction
+        # (the unique index), then reads as taken.
+        stored: str | None = await self.connection.fetchval(
+            "WITH referral AS (INSERT INTO referrals (referral_id, fingerprint, prescriber_id,"
+            " correlation_id, submitted_event_id, accepted, outside_jurisdiction)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)"
+            " ON CONFLICT (referral_id) DO NOTHING RETURNING referral_id),"
+            " sealed AS (INSERT INTO identities (referral_id, ciphertext, wrapped_key,"
+            " master_key_id) SELECT referral_id, $8, $9, $10 FROM referral)"
+            " SELECT fingerprint FROM referrals"
+            " WHERE referral_id = $1 AND NOT EXISTS (SELECT 1 FROM referral)",
             event.subject,
             admitted.fingerprint,
             admitted.data.prescriber_id,
@@ -48,8 +52,11 @@ class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
             event.event_id,
             admitted.data.model_dump_json(),
             outside_jurisdiction,
+            sealed.ciphertext,
+            sealed.wrapped_key,
+            sealed.master_key_id,
         )
-        await self._seal(event.subject, identity, insert=True)
+        return stored
 
     async def referral(self, referral_id: str) -> StoredReferral | None:
         row = await self.connection.fetchrow(
@@ -169,18 +176,44 @@ async def purge_closed(pool: asyncpg.Pool, older_than_days: int, now: datetime) 
     return purged
 
 
+_SET_HOLDER = (
+    "INSERT INTO identity_holders (referral_id, centre_id, state, event_id)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (referral_id) DO UPDATE SET"
+    " centre_id = excluded.centre_id, state = excluded.state,"
+    " event_id = excluded.event_id, updated_at = clock_timestamp()"
+)
+
+
+async def _write_holders(
+    holders: dict[str, tuple[str, str | None, str | None, UUID]],
+    connection: asyncpg.pool.PoolConnectionProxy,
+) -> None:
+    if holders:
+        await connection.executemany(_SET_HOLDER, list(holders.values()))  # one round trip
+
+
 class PostgresHoldersUnitOfWork(PostgresUnitOfWork):
     async def set_holder(self, referral_id: str, holder: Holder | None, event_id: UUID) -> None:
-        await self.connection.execute(
-            "INSERT INTO identity_holders (referral_id, centre_id, state, event_id)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (referral_id) DO UPDATE SET"
-            " centre_id = excluded.centre_id, state = excluded.state,"
-            " event_id = excluded.event_id, updated_at = clock_timestamp()",
+        values = (
             referral_id,
             holder.centre_id if holder else None,
             holder.state if holder else None,
             event_id,
         )
+        batch = self._batch
+        if batch is None:
+            await self.connection.execute(_SET_HOLDER, *values)
+            return
+        # Nothing reads holders back while tracking them: the batch writes each referral's
+        # last holder when it ends (what one statement per event would have left).
+        holders: dict[str, tuple[str, str | None, str | None, UUID]] | None = batch.extensions.get(
+            _SET_HOLDER
+        )
+        if holders is None:
+            holders = batch.extensions[_SET_HOLDER] = {}
+            batch.flushes[_SET_HOLDER] = functools.partial(_write_holders, holders)
+        holders.pop(referral_id, None)  # kept in the order of the last change
+        holders[referral_id] = values
 
 
 class PostgresReleaseUnitOfWork(PostgresUnitOfWork):

@@ -38,15 +38,16 @@ class Outcome(StrEnum):
 
 
 class IntakeUnitOfWork(UnitOfWork, Protocol):
-    async def stored_fingerprint(self, referral_id: str) -> str | None: ...
-
     async def add_referral(
         self,
         event: ReferralSubmitted,
         admitted: Admitted,
         identity: Identity,
         outside_jurisdiction: bool,
-    ) -> None: ...
+    ) -> str | None:
+        """Store the referral and its sealed identity unless its id is taken; None when stored,
+        else the fingerprint stored under that id (nothing written)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ def derived_id(event_id: uuid.UUID, purpose: str) -> uuid.UUID:
 
 async def submit_referral(
     event: ReferralSubmitted,
-    conflict: Rejection,
+    conflict: Callable[[], Rejection],
     uow_factory: Callable[[], IntakeUnitOfWork],
     geography: Geography,
     topics: Topics,
@@ -72,7 +73,8 @@ async def submit_referral(
 ) -> Outcome:
     """Admit the referral once: store it (identity sealed) and emit the identity-free event.
 
-    ``conflict`` is the rejection to send if the referral id is already taken by other content.
+    ``conflict`` makes the rejection to send if the referral id is already taken by other
+    content (made only then: it hashes the record).
     ``prescriber`` is the authenticated sender; a referral outside its jurisdiction is refused, or
     admitted and flagged when ``flag_outside_jurisdiction`` (a policy setting).
     Checks that need no database raise ``InvalidMessage`` before any transaction is opened.
@@ -87,13 +89,12 @@ async def submit_referral(
     async with uow:
         if not await uow.claim(CONSUMER, event.event_id):
             return Outcome.DUPLICATE
-        stored = await uow.stored_fingerprint(event.subject)
+        stored = await uow.add_referral(event, admitted, event.data.identity, foreign is not None)
         if stored == admitted.fingerprint:
             return Outcome.DUPLICATE  # resubmitted under a new event id: one effect only
         if stored is not None:
-            await uow.emit(topics.rejected, _conflict(event, conflict))
+            await uow.emit(topics.rejected, _conflict(event, conflict()))
             return Outcome.CONFLICTING_DUPLICATE
-        await uow.add_referral(event, admitted, event.data.identity, foreign is not None)
         await uow.emit(
             topics.accepted,
             ReferralAccepted(

@@ -7,13 +7,15 @@ service's own use cases on a simulated year). One process, one transaction at a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from aiguillage_common.unit_of_work import D
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.routing_decisions import SiteRef
 from aiguillage_schemas.vocabulary import ServiceCode
@@ -51,6 +53,8 @@ class RoutingStore:
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seq: int = 0
     commits: int = 0
+    # Set while a consumer's batch runs (``batch``): what its units of work defer to its end.
+    batch_deferred: dict[object, Any] | None = None
 
     def __post_init__(self) -> None:
         self.directory = dataclasses.replace(self.directory, capacity=dict(self.directory.capacity))
@@ -86,6 +90,20 @@ class RoutingStore:
         self.capacity[key] = dataclasses.replace(self.capacity[key], **changes)
 
 
+@contextlib.asynccontextmanager
+async def batch(store: RoutingStore) -> AsyncIterator[None]:
+    """Units of work opened inside run as in one consumer batch: what they defer (``deferred``)
+    runs once when the block ends, as the PostgreSQL adapter does before the batch commits."""
+    store.batch_deferred = {}
+    try:
+        yield
+        pending, store.batch_deferred = store.batch_deferred, None
+        for deferred in pending.values():
+            await deferred.run()  # as the batch ends: no longer deferred
+    finally:
+        store.batch_deferred = None
+
+
 class MemoryRoutingUow:
     def __init__(self, store: RoutingStore) -> None:
         self.store = store
@@ -106,6 +124,15 @@ class MemoryRoutingUow:
             self.store.restore(self._saved)
         elif exc_type is None:
             self.store.commits += 1
+
+    def deferred(self, key: object, make: Callable[[], D]) -> D | None:
+        pending = self.store.batch_deferred
+        if pending is None:
+            return None
+        found: D | None = pending.get(key)
+        if found is None:
+            found = pending[key] = make()
+        return found
 
     async def claim(self, consumer: str, event_id: uuid.UUID) -> bool:
         if (consumer, event_id) in self.store.claims:
@@ -176,6 +203,12 @@ class MemoryRoutingUow:
 
     async def save_referral(self, state: ReferralState) -> None:
         self.store.referrals[state.referral_id] = state
+
+    async def add_referral(self, state: ReferralState) -> ReferralState | None:
+        known = self.store.referrals.get(state.referral_id)
+        if known is None:
+            self.store.referrals[state.referral_id] = state
+        return known
 
     async def due_offer(self, now: datetime) -> ReferralState | None:
         due = [

@@ -1,12 +1,16 @@
 """PostgreSQL side of routing: directory, referrals, holds, waiting lists and decision records.
 
-Everything runs inside the unit of work's transaction. Reservation is a conditional UPDATE per
-needed service (``places_held < places_total``), in service order so two transactions lock rows in
-the same order, inside a savepoint so a half-reserved referral leaves nothing behind.
+Everything runs inside the unit of work's transaction. Reservation is one statement: the needed
+services' rows with room (``places_held < places_total``) are locked in service order, so two
+transactions lock rows in the same order, and taken only if every needed service has room, so a
+half-reserved referral never exists. Inside a consumer's batch, the sites are read once per batch
+(the counts at every decision) and decision records are written with the batch's other rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Collection, Sequence
@@ -51,23 +55,7 @@ async def read_directory(
         " ORDER BY s.site_id",
         *args,
     )
-    capacity_rows = await connection.fetch(
-        "SELECT site_id, service, places_total, places_held, eligibility, assumed, updated_at"
-        " FROM site_services WHERE is_open AND site_id = ANY($1::text[])",
-        [row["site_id"] for row in site_rows],
-    )
-    capacity: dict[tuple[str, ServiceCode], Capacity] = {}
-    services: dict[str, set[ServiceCode]] = {}
-    for row in capacity_rows:
-        service = ServiceCode(row["service"])
-        services.setdefault(row["site_id"], set()).add(service)
-        capacity[(row["site_id"], service)] = Capacity(
-            places_total=row["places_total"],
-            places_held=row["places_held"],
-            updated_at=row["updated_at"],
-            eligibility=_eligibility(row["eligibility"]),
-            assumed=row["assumed"],
-        )
+    capacity, services = await read_capacity(connection, [row["site_id"] for row in site_rows])
     centres: dict[str, Centre] = {}
     sites: list[Site] = []
     for row in site_rows:
@@ -120,6 +108,67 @@ async def read_decisions(
         }
         for row in rows
     ]
+
+
+async def read_capacity(
+    connection: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection, site_ids: list[str]
+) -> tuple[dict[tuple[str, ServiceCode], Capacity], dict[str, set[ServiceCode]]]:
+    """The open services of ``site_ids`` with their places, and each site's open services."""
+    rows = await connection.fetch(
+        "SELECT site_id, service, places_total, places_held, eligibility, assumed, updated_at"
+        " FROM site_services WHERE is_open AND site_id = ANY($1::text[])",
+        site_ids,
+    )
+    capacity: dict[tuple[str, ServiceCode], Capacity] = {}
+    services: dict[str, set[ServiceCode]] = {}
+    for row in rows:
+        service = _SERVICES[row["service"]]  # a dict lookup: an Enum call costs a microsecond
+        services.setdefault(row["site_id"], set()).add(service)
+        capacity[(row["site_id"], service)] = Capacity(
+            places_total=row["places_total"],
+            places_held=row["places_held"],
+            updated_at=row["updated_at"],
+            eligibility=_eligibility(row["eligibility"]),
+            assumed=row["assumed"],
+        )
+    return capacity, services
+
+
+_SERVICES = {service.value: service for service in ServiceCode}
+
+
+class _BatchDirectory:
+    """The sites and centres read once per consumer batch (they change a few times a year, by
+    directory updates, which forget this copy in their own batch). Places are never taken from
+    it: every snapshot reads the counts and open services of its sites afresh. The first
+    snapshot of a batch reads its territory only (a batch of one record, at low rates, needs no
+    more); the second reads every site once for the rest of the batch."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.centres = directory.centres
+        self.sites = directory.sites
+
+    def near(self, departements: Collection[str]) -> list[Site]:
+        """As ``read_directory`` selects them: serving or lying in ``departements``."""
+        wanted = frozenset(departements)
+        return [s for s in self.sites if s.departement in wanted or not s.serves.isdisjoint(wanted)]
+
+
+_FIRST_SNAPSHOT = "routing.first_directory_snapshot"  # the batch has read one territory
+_INSERT_DECISION = (
+    "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
+    " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
+    " policy_version, record)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
+    " ON CONFLICT (decision_id) DO NOTHING"
+)
+
+
+async def _write_decisions(
+    rows: list[tuple[object, ...]], connection: asyncpg.pool.PoolConnectionProxy
+) -> None:
+    if rows:
+        await connection.executemany(_INSERT_DECISION, rows)  # pipelined: one round trip
 
 
 async def seed_directory(
@@ -176,7 +225,32 @@ async def seed_directory(
 class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     # -- directory -------------------------------------------------------------------------
     async def directory_snapshot(self, departements: Collection[str]) -> Directory:
-        return await read_directory(self.connection, departements)
+        batch = self._batch
+        if batch is None:
+            return await read_directory(self.connection, departements)
+        known: _BatchDirectory | None = batch.extensions.get(_BatchDirectory)
+        if known is None:
+            if _FIRST_SNAPSHOT not in batch.extensions:
+                batch.extensions[_FIRST_SNAPSHOT] = True
+                return await read_directory(self.connection, departements)
+            known = batch.extensions[_BatchDirectory] = _BatchDirectory(
+                await read_directory(self.connection)
+            )
+        near = known.near(departements)
+        capacity, services = await read_capacity(self.connection, [s.site_id for s in near])
+        sites = tuple(
+            site
+            if site.services == services.get(site.site_id, frozenset())
+            else dataclasses.replace(site, services=frozenset(services.get(site.site_id, ())))
+            for site in near
+        )
+        return Directory(centres=known.centres, sites=sites, capacity=capacity)
+
+    def _forget_directory(self) -> None:
+        """This transaction changes the directory: the batch's copy is read again."""
+        if self._batch is not None:
+            self._batch.extensions.pop(_BatchDirectory, None)
+            self._batch.extensions.pop(_FIRST_SNAPSHOT, None)
 
     async def site_ref(self, site_id: str) -> SiteRef | None:
         row = await self.connection.fetchrow(
@@ -200,6 +274,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         self, site_id: str, service: ServiceCode, places_total: int, as_of: datetime
     ) -> bool:
         """Applies a count newer than the stored one; an older (reordered) one changes nothing."""
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "UPDATE site_services SET places_total = $3, updated_at = $4, assumed = false"
             " WHERE site_id = $1 AND service = $2 AND updated_at < $4 RETURNING true",
@@ -218,6 +293,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         eligibility: Eligibility,
         as_of: datetime,
     ) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "INSERT INTO site_services (site_id, service, places_total, eligibility, updated_at)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, service) DO UPDATE SET"
@@ -234,6 +310,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         return bool(applied)
 
     async def close_service(self, site_id: str, service: ServiceCode, as_of: datetime) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "UPDATE site_services SET is_open = false, updated_at = $3"
             " WHERE site_id = $1 AND service = $2 AND updated_at < $3 RETURNING true",
@@ -256,6 +333,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         )
 
     async def add_site(self, site: Site) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
             " address_confidential, assumed, languages)"
@@ -278,6 +356,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         return bool(applied)
 
     async def close_site(self, site_id: str, as_of: datetime) -> bool:
+        self._forget_directory()
         applied = await self.connection.fetchval(
             "UPDATE sites SET closed_at = $2, updated_at = clock_timestamp()"
             " WHERE site_id = $1 AND closed_at IS NULL RETURNING true",
@@ -303,17 +382,22 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             " ON CONFLICT (referral_id) DO UPDATE SET status = EXCLUDED.status,"
             " site_id = EXCLUDED.site_id, attempt = EXCLUDED.attempt, tried = EXCLUDED.tried,"
             " answer_by = EXCLUDED.answer_by, updated_at = clock_timestamp()",
-            state.referral_id,
-            state.correlation_id,
-            state.accepted.model_dump_json(),
-            state.status,
-            state.site_id,
-            state.attempt,
-            list(state.tried),
-            state.urgency_rank,
-            state.arrived_at,
-            state.answer_by,
+            *_referral_values(state),
         )
+
+    async def add_referral(self, state: ReferralState) -> ReferralState | None:
+        # One round trip: inserted, or the known row read and locked (FOR UPDATE, as
+        # get_referral). A concurrent insert of the same id waits for the other transaction.
+        row = await self.connection.fetchrow(
+            "WITH added AS (INSERT INTO referrals (referral_id, correlation_id, accepted, status,"
+            " site_id, attempt, tried, urgency_rank, arrived_at, answer_by)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (referral_id) DO NOTHING RETURNING referral_id)"
+            " SELECT * FROM referrals WHERE referral_id = $1"
+            " AND NOT EXISTS (SELECT 1 FROM added) FOR UPDATE",
+            *_referral_values(state),
+        )
+        return _state(row) if row is not None else None
 
     async def due_offer(self, now: datetime) -> ReferralState | None:
         """One open offer past its deadline, locked; offers another worker holds are skipped."""
@@ -329,26 +413,27 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
     ) -> bool:
         """One place per service at the site, all or none: one statement takes the places and
-        writes the holds; a partial take (another transaction got a last place first) is rolled
-        back to a savepoint."""
+        writes the holds, or takes nothing when a service has no room left (another transaction
+        got a last place first)."""
         wanted = sorted({str(service) for service in services})
-        statement = (
-            "WITH taken AS (UPDATE site_services SET places_held = places_held + 1"
+        # All or none in one statement: the wanted rows that still have room are locked (in
+        # service order, as every reservation locks them, so two never deadlock; a row changed
+        # meanwhile is checked again once its lock is had), and taken only if all of them are.
+        taken = await self.connection.fetch(
+            "WITH free AS (SELECT site_id, service FROM site_services"
             " WHERE site_id = $2 AND service = ANY($3::text[]) AND is_open"
-            " AND places_held < places_total RETURNING site_id, service)"
+            " AND places_held < places_total ORDER BY service FOR UPDATE),"
+            " taken AS (UPDATE site_services s SET places_held = s.places_held + 1 FROM free"
+            " WHERE s.site_id = free.site_id AND s.service = free.service"
+            " AND (SELECT count(*) FROM free) = cardinality($3::text[])"
+            " RETURNING s.site_id, s.service)"
             " INSERT INTO holds (referral_id, site_id, service)"
-            " SELECT $1, site_id, service FROM taken RETURNING service"
+            " SELECT $1, site_id, service FROM taken RETURNING service",
+            referral_id,
+            site_id,
+            wanted,
         )
-        if len(wanted) == 1:  # nothing to undo when the single place is not taken
-            return len(await self.connection.fetch(statement, referral_id, site_id, wanted)) == 1
-        try:
-            async with self.connection.transaction():  # a savepoint
-                taken = await self.connection.fetch(statement, referral_id, site_id, wanted)
-                if len(taken) != len(wanted):
-                    raise _LostRace
-        except _LostRace:
-            return False
-        return True
+        return len(taken) == len(wanted)
 
     async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]:
         rows = await self.connection.fetch(
@@ -448,12 +533,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     # -- decision records ------------------------------------------------------------------
     async def record_decision(self, row: DecisionRow) -> None:
         site, record = row.site, row.record
-        await self.connection.execute(
-            "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
-            " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
-            " policy_version, record)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
-            " ON CONFLICT (decision_id) DO NOTHING",
+        values = (
             row.referral_id,
             row.decision_id,
             row.outcome,
@@ -468,10 +548,31 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             record.policy_version if record else None,
             json.dumps(record.to_json()) if record else None,
         )
+        batch = self._batch
+        if batch is None:
+            await self.connection.execute(_INSERT_DECISION, *values)
+            return
+        # Nothing reads decision records back while routing: written with the batch's others.
+        rows: list[tuple[object, ...]] | None = batch.extensions.get(_INSERT_DECISION)
+        if rows is None:
+            rows = batch.extensions[_INSERT_DECISION] = []
+            batch.flushes[_INSERT_DECISION] = functools.partial(_write_decisions, rows)
+        rows.append(values)
 
 
-class _LostRace(Exception):
-    """Another transaction took the last place first: roll back to the savepoint."""
+def _referral_values(state: ReferralState) -> tuple[object, ...]:
+    return (
+        state.referral_id,
+        state.correlation_id,
+        state.accepted.model_dump_json(),
+        state.status,
+        state.site_id,
+        state.attempt,
+        list(state.tried),
+        state.urgency_rank,
+        state.arrived_at,
+        state.answer_by,
+    )
 
 
 def _state(row: asyncpg.Record) -> ReferralState:

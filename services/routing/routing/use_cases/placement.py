@@ -189,7 +189,45 @@ async def retell(
     first_words: Mapping[str, str] | None = None,
 ) -> int:
     """Tell every waiting referral whose position changed (or was never told) its true position,
-    for the queues a referral living in ``homes`` can be part of. Returns how many were told."""
+    for the queues a referral living in ``homes`` can be part of. Returns how many were told.
+
+    Inside a consumer's batch the positions are told once, when the batch ends (for every home
+    the batch touched): positions taken and left within one transaction were never committed, so
+    nobody is told a position that lasted only until the next record of the batch. A burst that
+    puts urgent referrals ahead of a queue then tells each waiting referral once per batch, not
+    once per arrival. Returns 0 then (told later)."""
+    if not homes:
+        return 0
+    later = uow.deferred(_Retelling, lambda: _Retelling(ctx, cause))
+    if later is None:
+        return await _retell_now(uow, ctx, homes, cause, first_words)
+    later.homes.update(homes)
+    later.first_words.update(first_words or {})
+    return 0
+
+
+@dataclasses.dataclass
+class _Retelling:
+    """The positions a batch tells when it ends: the homes it touched, the first words of the
+    referrals it put on a waiting list, and its first cause (the notices' ids derive from it)."""
+
+    ctx: RoutingContext
+    cause: uuid.UUID
+    homes: set[str] = dataclasses.field(default_factory=set)
+    first_words: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    async def run(self) -> None:
+        async with self.ctx.uow_factory() as uow:
+            await _retell_now(uow, self.ctx, self.homes, self.cause, self.first_words)
+
+
+async def _retell_now(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    homes: Collection[str],
+    cause: uuid.UUID,
+    first_words: Mapping[str, str] | None = None,
+) -> int:
     if not homes:
         return 0
     geography = ctx.geography

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from aiguillage_common.geography import Geography
-from aiguillage_common.unit_of_work import UnitOfWork
+from aiguillage_common.unit_of_work import D, UnitOfWork
 from aiguillage_schemas.events.routing_decisions import SiteRef
 from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.decision import DecisionRecord, Policy
@@ -56,6 +56,11 @@ class DecisionRow:
 
 
 class RoutingUnitOfWork(UnitOfWork, Protocol):
+    def deferred(self, key: object, make: Callable[[], D]) -> D | None:
+        """Inside a consumer's batch: the batch-wide ``D`` under ``key``, run once right before
+        the batch commits; None outside a batch (see ``PostgresUnitOfWork.deferred``)."""
+        ...
+
     async def directory_snapshot(self, departements: Collection[str]) -> Directory: ...
     async def site_ref(self, site_id: str) -> SiteRef | None: ...
     async def set_capacity(
@@ -75,6 +80,11 @@ class RoutingUnitOfWork(UnitOfWork, Protocol):
     async def add_site(self, site: Site) -> bool: ...
     async def close_site(self, site_id: str, as_of: datetime) -> bool: ...
     async def get_referral(self, referral_id: str) -> ReferralState | None: ...
+    async def add_referral(self, state: ReferralState) -> ReferralState | None:
+        """Store a new referral; None when stored, else the one already known under its id
+        (unchanged, locked as ``get_referral`` locks it)."""
+        ...
+
     async def save_referral(self, state: ReferralState) -> None: ...
     async def due_offer(self, now: datetime) -> ReferralState | None: ...
     async def reserve(

@@ -19,9 +19,6 @@ async def route_referral(event: ReferralAccepted, ctx: RoutingContext) -> Referr
     async with ctx.uow_factory() as uow:
         if not await uow.claim(CONSUMER, event.event_id):
             return None
-        known = await uow.get_referral(event.subject)
-        if known is not None:
-            return known  # a second acceptance of the same referral changes nothing
         # The row must exist before holds reference it. Its status is provisional: place()
         # always overwrites it in this same transaction (offered, waitlisted or unroutable).
         ref = ReferralState(
@@ -35,7 +32,9 @@ async def route_referral(event: ReferralAccepted, ctx: RoutingContext) -> Referr
             urgency_rank=urgency_rank(event.data),
             arrived_at=event.occurred_at,
         )
-        await uow.save_referral(ref)
+        known = await uow.add_referral(ref)
+        if known is not None:
+            return known  # a second acceptance of the same referral changes nothing
         return await place(uow, ctx, ref, event.event_id, now)
 
 
