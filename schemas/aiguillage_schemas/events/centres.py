@@ -19,8 +19,24 @@ from aiguillage_schemas.vocabulary import ServiceCode
 
 SiteId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
 CentreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
+ActorId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,63}$")]
 DeclineReason = Literal["no_capacity", "not_eligible", "victim_site_conflict", "other"]
 Eligibility = Literal["judicial_only", "all"]
+
+
+class Actor(Contract):
+    """Who acted, pseudonymously: required when a shared key (the portal's) speaks for a centre,
+    so routing and the audit trail know which user answered; never a name or an e-mail."""
+
+    kind: Literal["centre_user", "operator", "centre_system"]
+    id: ActorId = Field(
+        description="Pseudonymous id of the acting user or system, e.g. 'u:<uuid>'."
+    )
+
+
+ACTOR_FIELD_DOC = (
+    "Who acted; required with a shared (portal) key, optional with a centre's own key."
+)
 
 
 class OfferAnsweredData(Contract):
@@ -33,6 +49,7 @@ class OfferAnsweredData(Contract):
     decline_text: str | None = Field(
         default=None, max_length=200, description="Only with decline_reason 'other'; never logged."
     )
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class OfferAnswered(Envelope):
@@ -57,6 +74,7 @@ class PathReportData(Contract):
     justified: bool | None = None
     termination_reason: TerminationReason | None = None
     module: ServiceCode | None = None
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class PathReport(Envelope):
@@ -78,6 +96,7 @@ class CapacityUpdatedData(Contract):
         ge=0, le=10_000, description="Places the site has for this service (taken and free)."
     )
     as_of: AwareDatetime = Field(description="When the centre counted; older updates are ignored.")
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class CapacityUpdated(Envelope):
@@ -95,6 +114,7 @@ class ServiceOpenedData(Contract):
     places_total: int = Field(ge=0, le=10_000)
     eligibility: Eligibility = "all"
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class ServiceOpened(Envelope):
@@ -110,6 +130,7 @@ class ServiceClosedData(Contract):
     site_id: SiteId
     service: ServiceCode
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class ServiceClosed(Envelope):
@@ -131,6 +152,7 @@ class SiteAddedData(Contract):
         default_factory=lambda: ["fr"]
     )
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class SiteAdded(Envelope):
@@ -145,6 +167,7 @@ class SiteAdded(Envelope):
 class SiteClosedData(Contract):
     site_id: SiteId
     as_of: AwareDatetime
+    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
 
 
 class SiteClosed(Envelope):
