@@ -353,7 +353,7 @@ class PortalStore:
         user_id: UUID,
         password_hash: str,
         totp_secret: str,
-        totp_step: int,
+        totp_step: int | None,
         now: datetime,
         client_address: str,
     ) -> bool:

@@ -83,9 +83,14 @@ def _paris(value: datetime | None) -> str:
     return value.astimezone(PARIS).strftime("%d/%m/%Y à %H:%M")
 
 
-def _day(value: date | datetime | None) -> str:
-    if value is None:
+def _day(value: date | datetime | str | None) -> str:
+    if value is None or value == "":
         return ""
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         value = value.astimezone(PARIS).date()
     return value.strftime("%d/%m/%Y")

@@ -221,3 +221,30 @@ def check_enrolment(
     if step is None:
         return "Le code à usage unique est incorrect : vérifiez l'heure de votre appareil.", None
     return None, step
+
+
+async def create_enrolled_user(
+    store: Any,
+    email: str,
+    display_name: str,
+    role: Role,
+    centre_id: str | None,
+    prescriber_id: str | None,
+    password: str,
+    now: datetime,
+    hash_password: Callable[[str], str],
+) -> tuple[UUID, str]:
+    """A user ready to sign in, without the enrolment page: for the demo and the tests, which
+    print or compute the TOTP codes. Returns (user id, TOTP secret)."""
+    created = await create_user(
+        store, email, display_name, role, centre_id, prescriber_id, now, timedelta(minutes=5)
+    )
+    key = digest(created.enrolment_token)
+    found = await store.enrolment(key, now)
+    if found is None:
+        raise AccountRefused("enrolment vanished")
+    _, secret = found
+    await store.complete_enrolment(
+        key, created.user_id, hash_password(password), secret, None, now, "provisioning"
+    )
+    return created.user_id, secret
