@@ -624,3 +624,30 @@ def test_no_health_or_judicial_label_ever_reaches_an_email(
     for notification in notifications:
         mail = f"{notification.title}\n{notification.email_text}\n{notification.email_html}"
         assert not [label for label in forbidden if label in mail]
+
+
+def test_offers_and_reminders_link_to_the_offer_page_in_the_portal() -> None:
+    settings = NotificationsSettings(
+        webhook_url_template="http://hooks.test/{kind}/{id}", smtp_host="smtp.test"
+    )
+    planner = Planner(
+        load_recipients(settings, "outbound"),
+        load_templates(),
+        timedelta(hours=24),
+        portal_url="https://portail.aiguillage.example/",
+    )
+    now = datetime.now(UTC)
+    plan = planner.plan(routed(answer_by=now + timedelta(days=3)), now)
+    [offer] = [n for n in plan.notifications if n.topic == "referral_offered"]
+    link = f"https://portail.aiguillage.example/centre/offres/{REF}"
+    assert offer.facts["offer_url"] == link  # in the webhook's facts
+    assert link in offer.email_text and link in offer.body
+    assert plan.reminder is not None
+    reminder = planner.reminder_notification(plan.reminder)
+    assert link in reminder.email_text
+    # The prescriber's notice has no link to a centre's page.
+    assert all(link not in n.email_text for n in plan.notifications if n is not offer)
+    # Without a portal, the old words and no link.
+    bare = notifications_planner().plan(routed(answer_by=now + timedelta(days=3)), now)
+    [plain] = [n for n in bare.notifications if n.topic == "referral_offered"]
+    assert "espace sécurisé" in plain.email_text and "/centre/offres/" not in plain.email_text

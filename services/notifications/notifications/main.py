@@ -62,6 +62,7 @@ def create_app(
         load_recipients(settings, outbound_topic),
         load_templates(),
         timedelta(seconds=settings.reminder_before_s),
+        settings.portal_url,
     )
 
     # The delivery worker needs the pool, so it is built at startup from a factory that

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import quote
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -179,11 +180,25 @@ class _Draft:
 
 class Planner:
     def __init__(
-        self, recipients: Recipients, templates: Templates, reminder_before: timedelta
+        self,
+        recipients: Recipients,
+        templates: Templates,
+        reminder_before: timedelta,
+        portal_url: str = "",
     ) -> None:
         self._recipients = recipients
         self._templates = templates
         self._reminder_before = reminder_before
+        # The portal's public address: offers and reminders link to the offer's page there.
+        self._portal_url = portal_url.rstrip("/")
+
+    def offer_facts(self, referral_id: str) -> dict[str, str]:
+        """Where the centre reads and answers the offer: the deep link to its page in the portal
+        (the pseudonymous reference only, never anything about the person)."""
+        if not self._portal_url:
+            return {"offer_url": "", "where": "dans votre espace sécurisé"}
+        url = f"{self._portal_url}/centre/offres/{quote(referral_id, safe='')}"
+        return {"offer_url": url, "where": f"dans le portail Aiguillage : {url}"}
 
     def plan(self, event: InboundEvent, now: datetime) -> Plan:
         drafts = self._drafts(event)
@@ -224,6 +239,7 @@ class Planner:
                 "site_id": reminder.site_id,
                 "centre_name": reminder.centre_name,
                 "answer_by": french_datetime(reminder.answer_by),
+                **self.offer_facts(reminder.referral_id),
             },
         )
         common = {"reference": reminder.referral_id, "correlation_id": str(reminder.correlation_id)}
@@ -384,6 +400,7 @@ class Planner:
                 "answer_by": answer_by,
                 "services": ", ".join(SERVICE_LABELS.get(s, str(s)) for s in data.services),
                 "attempt": str(data.attempt),
+                **self.offer_facts(event.subject),
             },
         )
         facts = self._site_facts(site)
