@@ -641,7 +641,8 @@ def test_offers_and_reminders_link_to_the_offer_page_in_the_portal() -> None:
     [offer] = [n for n in plan.notifications if n.topic == "referral_offered"]
     link = f"https://portail.aiguillage.example/centre/offres/{REF}"
     assert offer.facts["offer_url"] == link  # in the webhook's facts
-    assert link in offer.email_text and link in offer.body
+    assert link in offer.email_text
+    assert link in offer.body
     assert plan.reminder is not None
     reminder = planner.reminder_notification(plan.reminder)
     assert link in reminder.email_text
@@ -650,4 +651,5 @@ def test_offers_and_reminders_link_to_the_offer_page_in_the_portal() -> None:
     # Without a portal, the old words and no link.
     bare = notifications_planner().plan(routed(answer_by=now + timedelta(days=3)), now)
     [plain] = [n for n in bare.notifications if n.topic == "referral_offered"]
-    assert "espace sécurisé" in plain.email_text and "/centre/offres/" not in plain.email_text
+    assert "espace sécurisé" in plain.email_text
+    assert "/centre/offres/" not in plain.email_text

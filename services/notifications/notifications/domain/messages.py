@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from urllib.parse import quote
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from aiguillage_schemas.events.notifications import (
