@@ -82,8 +82,6 @@ def create_app(
         directory_updates=settings.topic(topics.DIRECTORY_UPDATES.name),
     )
     secret = settings.signing_secret.get_secret_value().encode("utf-8")
-    if not secret:
-        log.warning("portal.unsigned", detail="AIGUILLAGE_PORTAL_SIGNING_SECRET is not set")
 
     def register(broker: KafkaBroker, runtime: Runtime) -> None:
         def uow() -> PortalUnitOfWork:
@@ -128,6 +126,9 @@ def create_app(
         )
 
     def workers(runtime: Runtime) -> list[BackgroundWorker]:
+        if not secret:
+            # Routing refuses unsigned records: say so at start, not at the first refusal.
+            log.warning("portal.unsigned", detail="AIGUILLAGE_PORTAL_SIGNING_SECRET is not set")
         pool = runtime.require_pool()
         store = PortalStore(pool)
         client = httpx.AsyncClient()
