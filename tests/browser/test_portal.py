@@ -18,8 +18,11 @@ from playwright.async_api import Browser, Page
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
+from aiguillage_schemas.signing import KEY_ID_HEADER, signature_matches
 from tests.browser.conftest import (
     PASSWORD,
+    PORTAL_KEY_ID,
+    PORTAL_SECRET,
     SCREENSHOTS,
     Portal,
     new_context,
@@ -208,6 +211,25 @@ async def test_centre_and_prescriber_follow_a_referral_through_the_portal(
     response = await spip.goto(f"{portal.url}/centre/offres/{accepted.subject}")
     assert response is not None
     assert response.status == 403
+
+    # --- what the portal published is signed with its key and names the user -----------------
+    responses = await portal.isolated.kafka.read_all(portal.isolated.topic(topics.CENTRE_RESPONSES))
+    updates = await portal.isolated.kafka.read_all(portal.isolated.topic(topics.DIRECTORY_UPDATES))
+    published = [*responses, *updates]
+    assert {r.json()["event_type"] for r in published} == {
+        "centre.offer_answered",
+        "centre.path_report",
+        "directory.capacity_updated",
+    }
+    centre_user = await portal.pool.fetchval(
+        "SELECT user_id FROM users WHERE email = $1", f"agent-{token}@centre.example"
+    )
+    for record in published:
+        assert record.headers[KEY_ID_HEADER] == PORTAL_KEY_ID
+        assert signature_matches(PORTAL_SECRET.encode(), record.headers, record.value)
+        assert record.json()["data"]["actor"] == {"kind": "centre_user", "id": f"u:{centre_user}"}
+        for value in canaries.values():
+            assert value.encode() not in record.value
 
     # --- the identity: on the holding centre's offer page only --------------------------------
     for html in other_pages:

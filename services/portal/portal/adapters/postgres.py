@@ -524,6 +524,20 @@ class PortalStore:
             )
         )
 
+    async def centre_history(self, referral_id: str, centre_id: str) -> list[Row]:
+        """What a centre reads of a referral's history: its own sites' steps and those naming
+        no site, not which other centres were offered it or declined it."""
+        return list(
+            await self.pool.fetch(
+                "SELECT h.occurred_at, h.kind, h.summary, h.site_id FROM referral_history h"
+                " WHERE h.referral_id = $1 AND (h.site_id IS NULL OR h.site_id IN"
+                " (SELECT site_id FROM sites WHERE centre_id = $2))"
+                " ORDER BY h.occurred_at, h.recorded_at",
+                referral_id,
+                centre_id,
+            )
+        )
+
     async def centre_referrals(self, centre_id: str) -> list[Row]:
         return list(
             await self.pool.fetch(

@@ -444,7 +444,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             {
                 "r": row,
                 "identity": identity,
-                "history": await deps.store.history(referral_id),
+                "history": await deps.store.centre_history(referral_id, principal.centre_id or ""),
                 "may_answer": may_answer_offer(principal, view),
                 "may_report": may_report_path(principal, view),
                 "decline_reasons": DECLINE_REASONS,
