@@ -502,3 +502,13 @@ async def test_capacity_of_another_centre_is_not_found_and_a_confirmation_is_aud
     assert event.subject == "HDF-ARRAS-62"
     assert uow.outbox[0][0] == "directory.updates"
     assert uow.audit_rows == [("capacity_confirmed", "ok")]
+
+
+def test_a_count_of_places_is_fresh_then_due_then_stale_and_a_seed_count_is_stale() -> None:
+    from portal.domain.capacity import FreshnessPolicy
+
+    policy = FreshnessPolicy(timedelta(days=30), timedelta(days=7))
+    assert policy.state(NOW, False, NOW + timedelta(days=22)) == "fresh"
+    assert policy.state(NOW, False, NOW + timedelta(days=23)) == "due_soon"
+    assert policy.state(NOW, False, NOW + timedelta(days=30)) == "stale"
+    assert policy.state(NOW, True, NOW) == "stale"

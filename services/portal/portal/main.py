@@ -33,6 +33,7 @@ from portal.adapters.seed import seed_directory
 from portal.adapters.server import WebServer
 from portal.adapters.signing import record_signer
 from portal.adapters.web import WebDeps, create_web_app
+from portal.domain.capacity import FreshnessPolicy
 from portal.domain.projection import ROUTING_EVENTS
 from portal.domain.security import SessionPolicy, ThrottlePolicy
 from portal.settings import PortalSettings
@@ -154,6 +155,10 @@ def create_app(
             public_url=settings.public_url,
             cookie_secure=settings.cookie_secure,
             enrolment_valid=timedelta(seconds=settings.enrolment_valid_s),
+            freshness=FreshnessPolicy(
+                timedelta(seconds=settings.capacity_freshness_s),
+                timedelta(seconds=settings.capacity_reminder_s),
+            ),
             dsfr_dir=settings.dsfr_dir,
             htmx_file=settings.htmx_file,
             clock=_now,

@@ -53,6 +53,13 @@ class PortalSettings(ServiceSettings):
     login_max_failures_per_address: int = Field(default=30, ge=1)
     login_window_s: float = Field(default=15 * 60, gt=0)
 
+    capacity_freshness_s: float = Field(
+        default=30 * 86_400.0, gt=0, description="Keep equal to routing's CAPACITY_FRESHNESS_S."
+    )
+    capacity_reminder_s: float = Field(
+        default=7 * 86_400.0, ge=0, description="Keep equal to routing's STALE_REMINDER_S."
+    )
+
     @property
     def dsfr_dir(self) -> Path:
         return self.assets_dir / "@gouvfr" / "dsfr" / "dist"

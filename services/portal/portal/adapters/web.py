@@ -44,6 +44,7 @@ from portal.domain.access import (
     may_see_offer,
     safe_next,
 )
+from portal.domain.capacity import FreshnessPolicy
 from portal.domain.responses import ActionRefused
 from portal.domain.security import SessionPolicy, ThrottlePolicy
 from portal.use_cases import accounts, centre_actions
@@ -72,6 +73,7 @@ class WebDeps:
     public_url: str
     cookie_secure: bool
     enrolment_valid: timedelta
+    freshness: FreshnessPolicy
     dsfr_dir: Path
     htmx_file: Path
     clock: Callable[[], datetime]
@@ -109,6 +111,10 @@ def create_web_app(deps: WebDeps) -> FastAPI:
     env.globals["labels"] = labels
     env.globals["language"] = labels.language
     env.globals["label"] = labels.label
+    env.globals["freshness"] = lambda row: deps.freshness.state(
+        row["as_of"], row["assumed"], deps.clock()
+    )
+    env.globals["confirm_by"] = lambda row: deps.freshness.confirm_by(row["as_of"])
 
     if deps.dsfr_dir.is_dir():
         app.mount("/static/dsfr", StaticFiles(directory=deps.dsfr_dir), name="dsfr")
@@ -394,10 +400,17 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             return session
         centre_id = session.principal.centre_id or ""
         rows = await deps.store.centre_referrals(centre_id)
+        now = deps.clock()
+        to_confirm = sum(
+            1
+            for r in await deps.store.capacities(centre_id)
+            if deps.freshness.state(r["as_of"], r["assumed"], now) != "fresh"
+        )
         return render(
             request,
             "centre_offers.html",
             {
+                "to_confirm": to_confirm,
                 "offers": [r for r in rows if r["status"] == "offered"],
                 "placed": [r for r in rows if r["status"] == "placed"],
                 "centre_name": await deps.store.centre_name(centre_id) or centre_id,
