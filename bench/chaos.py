@@ -889,6 +889,11 @@ async def _observe_database(run: _Run, obs: report.Observations) -> None:
             for r in await connection.fetch(
                 f"SELECT delivery_id, notification_id, channel, state, fallback_for"  # noqa: S608
                 f" FROM {notif}.deliveries"
+                # A rejection's e-mail is its prescriber's digest's: checked as its own.
+                f" UNION ALL SELECT d.delivery_id, i.notification_id, d.channel, d.state,"
+                f" d.fallback_for FROM {notif}.digest_items i"
+                f" JOIN {notif}.digests g ON g.notification_id = i.digest_id"
+                f" JOIN {notif}.deliveries d ON d.delivery_id = g.delivery_id"
             )
         ]
     finally:

@@ -49,7 +49,13 @@ from aiguillage_demo.cli import COMMANDS as COMMANDS
 from aiguillage_demo.cli import ENV_PREFIX as ENV_PREFIX
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver, free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
-from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
+from aiguillage_demo.signing import (
+    ROUTING_SECRETS_ENV,
+    SECRETS_ENV,
+    demo_routing_secrets_json,
+    demo_secrets_json,
+    sign_as,
+)
 from aiguillage_schemas.signing import sign
 from bench import chaos_report as report
 
@@ -625,7 +631,7 @@ class Peers:
                 "AIGUILLAGE_INTAKE_IDENTITY_API_PORT": str(identity_port),
                 "AIGUILLAGE_INTAKE_IDENTITY_API_SECRET": service_secret,
             },
-            "routing": {},
+            "routing": {ROUTING_SECRETS_ENV: demo_routing_secrets_json()},
             "notifications": {
                 f"{prefix}WEBHOOK_URL_TEMPLATE": self.hooks.base_url + "/hooks/{kind}/{id}",
                 f"{prefix}WEBHOOK_SECRET": self.hooks.secret.decode(),

@@ -38,7 +38,15 @@ from aiguillage_common.migrations.cli import SERVICES, WEB, migrate_services
 from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
-from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json, sign_as
+from aiguillage_demo.signing import (
+    PORTAL_KEY_ID,
+    ROUTING_SECRETS_ENV,
+    SECRETS_ENV,
+    demo_routing_secrets_json,
+    demo_secret,
+    demo_secrets_json,
+    sign_as,
+)
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
@@ -55,7 +63,6 @@ ENV_PREFIX = {
     "notifications": "AIGUILLAGE_NOTIFICATIONS_",
     "portal": "AIGUILLAGE_PORTAL_",
 }
-PORTAL_KEY_ID = "portal-2026"
 DEMO_CENTRE_EMAIL = "centre.demo@aiguillage.invalid"
 DEMO_PRESCRIBER_EMAIL = "greffe.demo@aiguillage.invalid"
 WIDTH = 130  # of the summary
@@ -259,6 +266,8 @@ def _start_services(
         }
         env.setdefault("AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY", _demo_master_key(log_dir))
         env.setdefault(SECRETS_ENV, demo_secrets_json())
+        # Routing authenticates centres' answers and directory updates with these (demo keys).
+        env.setdefault(ROUTING_SECRETS_ENV, demo_routing_secrets_json())
         # A fresh log per run ("wb"): what is in it is this run's, nothing older.
         with (log_dir / f"{service}.log").open("wb") as log:
             process = subprocess.Popen(
@@ -335,34 +344,27 @@ class DemoPortal:
     def new(cls, port: int | None) -> DemoPortal:
         return cls(
             port or free_port(),
-            base64.b64encode(os.urandom(24)).decode(),
+            # The demo key routing is given with the others (demo_routing_secrets_json).
+            demo_secret(PORTAL_KEY_ID),
             # Made up per run, printed for the person trying the demo.
             "demo-" + base64.b32encode(os.urandom(10)).decode().lower(),
         )
 
-    def env(self, peers: _Peers) -> dict[str, dict[str, str]]:
+    def env(self, peers: _Peers) -> dict[str, str]:
         prefix = ENV_PREFIX["portal"]
         intake = peers.intake_env
         return {
-            "portal": {
-                f"{prefix}HTTP_PORT": str(self.port),
-                f"{prefix}PUBLIC_URL": self.url,
-                # Plain http on the loopback for the demo; behind HTTPS in production.
-                f"{prefix}COOKIE_SECURE": "false",
-                f"{prefix}SIGNING_KEY_ID": PORTAL_KEY_ID,
-                f"{prefix}SIGNING_SECRET": self.signing_secret,
-                f"{prefix}INTAKE_IDENTITY_URL": (
-                    f"http://127.0.0.1:{intake['AIGUILLAGE_INTAKE_IDENTITY_API_PORT']}"
-                    "/internal/v1/identity-releases"
-                ),
-                f"{prefix}IDENTITY_API_SECRET": intake["AIGUILLAGE_INTAKE_IDENTITY_API_SECRET"],
-            },
-            # Routing verifies what the portal signs (the centre topics' shared contract).
-            "routing": {
-                "AIGUILLAGE_ROUTING_SIGNING_SECRETS": json.dumps(
-                    {PORTAL_KEY_ID: self.signing_secret}
-                )
-            },
+            f"{prefix}HTTP_PORT": str(self.port),
+            f"{prefix}PUBLIC_URL": self.url,
+            # Plain http on the loopback for the demo; behind HTTPS in production.
+            f"{prefix}COOKIE_SECURE": "false",
+            f"{prefix}SIGNING_KEY_ID": PORTAL_KEY_ID,
+            f"{prefix}SIGNING_SECRET": self.signing_secret,
+            f"{prefix}INTAKE_IDENTITY_URL": (
+                f"http://127.0.0.1:{intake['AIGUILLAGE_INTAKE_IDENTITY_API_PORT']}"
+                "/internal/v1/identity-releases"
+            ),
+            f"{prefix}IDENTITY_API_SECRET": intake["AIGUILLAGE_INTAKE_IDENTITY_API_SECRET"],
         }
 
     async def create_users(
@@ -472,7 +474,6 @@ async def _run(
     try:
         await _prepare(run, bootstrap, database_url)
         peers = await _start_peers(portal.url)
-        extra = portal.env(peers)
         services = _start_services(
             run,
             bootstrap,
@@ -481,8 +482,7 @@ async def _run(
             {
                 "notifications": peers.env,
                 "referral-intake": peers.intake_env,
-                "portal": extra["portal"],
-                "routing": extra["routing"],
+                "portal": portal.env(peers),
             },
         )
         ready_from = time.monotonic()

@@ -10,6 +10,15 @@ from datetime import UTC, date, datetime
 from uuid import UUID
 
 from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.centres import (
+    Actor,
+    CapacityUpdated,
+    CapacityUpdatedData,
+    OfferAnswered,
+    OfferAnsweredData,
+    PathReport,
+    PathReportData,
+)
 from aiguillage_schemas.events.prescribers import (
     Channel,
     Jurisdiction,
@@ -182,5 +191,59 @@ def examples() -> dict[str, Envelope]:
             channels=[Channel(type="kafka")],
         ),
     )
-    events: list[Envelope] = [submitted, submitted_v1, amended, cancelled, rejected, registry]
+    # What a centre tells routing (signed; docs/routing.md): through the portal, naming its user;
+    # from its own system, with its own key; a capacity count confirmed in the portal.
+    answered = OfferAnswered(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a07"),
+        occurred_at=AT,
+        source="portal",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=OfferAnsweredData(
+            centre_id="HDF-ARRAS",
+            site_id="HDF-ARRAS-59",
+            answer="declined",
+            decline_reason="no_capacity",
+            actor=Actor(kind="centre_user", id="u-7f3a2c91"),
+        ),
+    )
+    reported = PathReport(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a08"),
+        occurred_at=AT,
+        source="HDF-ARRAS",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=PathReportData(
+            centre_id="HDF-ARRAS",
+            site_id="HDF-ARRAS-59",
+            report="attended",
+            occurred_on=date(2026, 11, 27),
+            actor=Actor(kind="centre_system", id="hdf-arras-dossiers"),
+        ),
+    )
+    counted = CapacityUpdated(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a09"),
+        occurred_at=AT,
+        source="portal",
+        correlation_id=UUID("7a2e6c0f-4b9d-4e83-9c5a-2d0b8f3e4a69"),
+        subject="HDF-ARRAS-59",
+        data=CapacityUpdatedData(
+            site_id="HDF-ARRAS-59",
+            service=ServiceCode.RESPONSIBILITY_COURSE,
+            places_total=12,
+            as_of=AT,
+            actor=Actor(kind="centre_user", id="u-7f3a2c91"),
+        ),
+    )
+    events: list[Envelope] = [
+        submitted,
+        submitted_v1,
+        amended,
+        cancelled,
+        rejected,
+        registry,
+        answered,
+        reported,
+        counted,
+    ]
     return {event.schema_name(): event for event in events}

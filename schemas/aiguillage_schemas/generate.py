@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,8 @@ KEY_DESCRIPTIONS = {
     "data.prescriber_id (checked).",
     topics.DIRECTORY_UPDATES.name: "The site id (the event's subject), so that one site's "
     "changes stay ordered.",
+    topics.CENTRE_RESPONSES.name: "The referral id (the event's subject), so that a "
+    "referral's answer and path reports stay ordered on one partition.",
 }
 DEFAULT_KEY_DESCRIPTION = (
     "The event's subject: the pseudonymous referral id, so that one referral's events stay "
@@ -129,9 +132,52 @@ def _event_headers(required: bool) -> dict[str, Any]:
     return schema
 
 
-def _intake_headers() -> dict[str, Any]:
-    """The signing headers every record on referrals.intake carries (docs/intake.md §2), and the
-    replay headers that only the operators' replay tool writes."""
+@dataclass(frozen=True)
+class _Signers:
+    """Who signs the records of a signed topic, and where a refused record goes."""
+
+    who: str  # "its prescriber", ...
+    key_id: str  # description of x-aiguillage-key-id
+    key_example: str
+    refused: str  # where a refused record is told
+    doc: str  # where the scheme is explained
+    window_s: int
+    sent_by: str  # who never sends the replay headers
+
+
+SIGNERS = {
+    topics.INTAKE.name: _Signers(
+        who="its prescriber: HMAC-SHA256 with the prescriber's secret",
+        key_id="The prescriber's signing key id, from the prescriber registry.",
+        key_example="parquet-tj-lille-2026",
+        refused="referrals.rejected",
+        doc="docs/intake.md §2",
+        window_s=300,
+        sent_by="prescribers",
+    ),
+    **{
+        topic.name: _Signers(
+            who="a centre's system with its own key, or the portal with the portal's key (which "
+            "must then name the acting person in data.actor): HMAC-SHA256 with the key's secret",
+            key_id="A key id of routing's sender registry (data/centre_senders.json): a centre's "
+            "key speaks only for that centre's sites; the portal's key for any centre, naming "
+            "data.actor (kind centre_user or operator).",
+            key_example="hdf-arras-2026",
+            refused="routing.dead-letter (reasons unsigned, unknown_signing_key, bad_signature, "
+            "stale_signature, not_this_centre, actor_required)",
+            doc="docs/routing.md, signing",
+            window_s=300,
+            sent_by="centres and the portal",
+        )
+        for topic in (topics.CENTRE_RESPONSES, topics.DIRECTORY_UPDATES)
+    },
+}
+
+
+def _signed_headers(address: str) -> dict[str, Any]:
+    """The signing headers every record on a signed topic carries (referrals.intake,
+    centres.responses, directory.updates), and the replay headers that only the operators'
+    replay tool writes."""
     # Imported here, like the services: the contracts do not depend on the shared plumbing.
     from aiguillage_common.replay_headers import (
         REPLAY_OF_HEADER,
@@ -140,27 +186,26 @@ def _intake_headers() -> dict[str, Any]:
     )
     from aiguillage_schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
+    signers = SIGNERS[address]
     operators_only = (
         "Operators only: written by the dead-letter replay tool (aiguillage-dead-letters) when "
-        "it puts a record back on this topic; prescribers never send it. "
+        f"it puts a record back on this topic; {signers.sent_by} never send it. "
     )
     schema = _event_headers(required=False)
     schema["description"] = (
-        "Every record is signed by its prescriber: HMAC-SHA256 with the prescriber's secret over "
+        f"Every record is signed by {signers.who} over "
         "'<x-aiguillage-timestamp>.<the exact value bytes>' (reference implementation: "
-        "aiguillage_schemas/signing.py; docs/intake.md §2). A record without the three signing "
+        f"aiguillage_schemas/signing.py; {signers.doc}). A record without the three signing "
         "headers, or whose signature or timestamp does not verify, is refused on "
-        "referrals.rejected. Header values must be UTF-8 (bad_header otherwise). "
+        f"{signers.refused}. Header values must be UTF-8 (bad_header otherwise). "
         "The envelope copies (event_id, event_type...) are optional here."
     )
     schema["properties"] = {
-        KEY_ID_HEADER: _string(
-            "The prescriber's signing key id, from the prescriber registry.",
-            examples=["parquet-tj-lille-2026"],
-        ),
+        KEY_ID_HEADER: _string(signers.key_id, examples=[signers.key_example]),
         TIMESTAMP_HEADER: _string(
             "The Unix time (seconds, decimal) that was signed; must be within the replay window "
-            "(300 s) of when the record reached the broker.",
+            f"({signers.window_s} s) of when the record reached the broker (the topic stamps "
+            "records with LogAppendTime).",
             pattern="^[0-9]+$",
             examples=["1700000000"],
         ),
@@ -188,7 +233,8 @@ def _intake_headers() -> dict[str, Any]:
 
 def with_keys_and_headers(document: dict[str, Any]) -> dict[str, Any]:
     """Adds what FastStream does not document: each message's Kafka key (a Kafka message
-    binding) and its headers (the signing headers on referrals.intake)."""
+    binding) and its headers (the signing headers on referrals.intake, centres.responses and
+    directory.updates)."""
     messages = document.get("components", {}).get("messages", {})
     for channel in document.get("channels", {}).values():
         address = channel["address"]
@@ -198,8 +244,8 @@ def with_keys_and_headers(document: dict[str, Any]) -> dict[str, Any]:
             if address == topics.INTAKE.name:
                 key["pattern"] = "^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$"
             message["bindings"] = {"kafka": {"key": key, "bindingVersion": "0.4.0"}}
-            if address == topics.INTAKE.name:
-                message["headers"] = _intake_headers()
+            if address in SIGNERS:
+                message["headers"] = _signed_headers(address)
             else:
                 message["headers"] = _event_headers(required=address not in EXTERNAL_INPUTS)
     return document

@@ -1,16 +1,20 @@
-"""How a prescriber signs what it publishes on ``referrals.intake``: the reference implementation.
+"""How a prescriber signs what it publishes on ``referrals.intake`` (and a centre's system or the
+portal what it publishes on ``centres.responses`` and ``directory.updates``): the reference
+implementation.
 
 The signature is HMAC-SHA256, keyed by the prescriber's secret, over ``<timestamp>.<value bytes>``:
 the timestamp is the decimal Unix time in seconds and the value bytes are exactly the bytes of the
 Kafka record's value (no re-serialisation, so any JSON library can produce them). Three headers
 travel with the record:
 
-- ``x-aiguillage-key-id``: the signing key id from the prescriber registry;
+- ``x-aiguillage-key-id``: the signing key id from the prescriber registry (routing's sender
+  registry, ``data/centre_senders.json``, for the centres' topics);
 - ``x-aiguillage-timestamp``: the same timestamp as signed;
 - ``x-aiguillage-signature``: the lowercase hex digest.
 
-Intake refuses a record whose timestamp is outside its replay window, so a captured record cannot
-be replayed later. Only the Python standard library is used, so this file can be copied as is.
+Intake (and routing) refuse a record whose timestamp is outside the replay window, so a captured
+record cannot be replayed later. Only the Python standard library is used, so this file can be
+copied as is.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Mapping
 KEY_ID_HEADER = "x-aiguillage-key-id"
 TIMESTAMP_HEADER = "x-aiguillage-timestamp"
 SIGNATURE_HEADER = "x-aiguillage-signature"
+SIGNING_HEADERS = (KEY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
 
 def signature(secret: bytes, timestamp: int, value: bytes) -> str:

@@ -4,6 +4,7 @@ topics a single partition, so nothing here is left to auto-creation."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -19,8 +20,9 @@ class Topic:
 
 REFERRAL_PARTITIONS = 6
 
-# The broker, not the producer, stamps each record with the time it was appended: intake measures
-# a signed timestamp against when the record reached the broker, which a sender must not choose.
+# The broker, not the producer, stamps each record with the time it was appended: intake (and
+# routing, on the centres' topics) measures a signed timestamp against when the record reached
+# the broker, which a sender must not choose.
 LOG_APPEND_TIME = ("message.timestamp.type", "LogAppendTime")
 
 # Prescribers (courts, prosecutors, SPIP) publish here: submissions, amendments, cancellations.
@@ -42,12 +44,43 @@ ROUTED = Topic("referrals.routed", REFERRAL_PARTITIONS, "routing -> notification
 NOTIFICATIONS_OUTBOUND = Topic(
     "notifications.outbound", REFERRAL_PARTITIONS, "notifications -> centres, prescribers"
 )
+# Each recipient that integrates by events reads its own notices on a topic of its own, that a
+# broker ACL grants to it alone (notifications.outbound carries everybody's: operators only). One
+# partition: a recipient's volume is small and one partition keeps all its notices in order.
+NOTICE_TOPIC_PREFIX = "notifications."
+
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def is_topic_name(name: str) -> bool:
+    """What Kafka accepts as a topic name (a registry id may hold other characters)."""
+    return bool(_TOPIC_NAME.match(name))
+
+
+def notice_topic(recipient_kind: str, recipient_id: str) -> Topic:
+    """``notifications.<kind>.<id>``, e.g. ``notifications.prescriber.spip-69``."""
+    return Topic(
+        f"{NOTICE_TOPIC_PREFIX}{recipient_kind}.{recipient_id}",
+        1,
+        f"notifications -> {recipient_kind} {recipient_id} only",
+    )
+
+
 # Dead letters of the internal consumers: a poison message lands here with a reason.
 ROUTING_DEAD_LETTER = Topic("routing.dead-letter", REFERRAL_PARTITIONS, "routing -> operators")
 # Centres answer offers and report paths (key: referral id, so they follow the offer's order).
-CENTRE_RESPONSES = Topic("centres.responses", REFERRAL_PARTITIONS, "centres -> routing")
+# Signed like referrals.intake, hence stamped by the broker too.
+CENTRE_RESPONSES = Topic(
+    "centres.responses",
+    REFERRAL_PARTITIONS,
+    "centres, portal -> routing",
+    configs=(LOG_APPEND_TIME,),
+)
 # Centres and operators change the directory (key: site id, so one site's changes stay ordered).
-DIRECTORY_UPDATES = Topic("directory.updates", 3, "centres, operators -> routing")
+DIRECTORY_UPDATES = Topic(
+    "directory.updates", 3, "centres, portal -> routing", configs=(LOG_APPEND_TIME,)
+)
 NOTIFICATIONS_DEAD_LETTER = Topic(
     "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
 )

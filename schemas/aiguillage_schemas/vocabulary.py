@@ -101,3 +101,10 @@ class RejectionReason(StrEnum):
     # Routing's closed loop: a centre spoke about a referral that is not (or no longer) its own.
     NOT_OFFERED_TO_SENDER = "not_offered_to_sender"
     UNKNOWN_SITE = "unknown_site"
+    # Routing's sender checks on centres.responses and directory.updates (signed like
+    # referrals.intake, with keys of routing's sender registry).
+    UNSIGNED = "unsigned"
+    UNKNOWN_SIGNING_KEY = "unknown_signing_key"
+    STALE_SIGNATURE = "stale_signature"
+    NOT_THIS_CENTRE = "not_this_centre"
+    ACTOR_REQUIRED = "actor_required"

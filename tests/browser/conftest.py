@@ -15,6 +15,7 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from aiguillage_demo.signing import PORTAL_KEY_ID, demo_secret
 from portal.adapters.passwords import hash_password
 from portal.adapters.postgres import PortalStore
 from portal.domain.access import Role
@@ -26,8 +27,8 @@ from tests.support.waiting import eventually
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "services" / "portal" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = ROOT / "docs" / "img"
-PORTAL_KEY_ID = "portal-2026"
-PORTAL_SECRET = "portal-secret-for-tests"
+# The portal signs with the demo key routing is given in every test (demo_routing_secrets_json).
+PORTAL_SECRET = demo_secret(PORTAL_KEY_ID)
 IDENTITY_SECRET = "identity-api-secret-for-tests"
 PASSWORD = "un mot de passe de test"
 
@@ -135,10 +136,10 @@ async def portal(isolated: Isolated) -> AsyncIterator[Portal]:
         AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
         AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=IDENTITY_SECRET,
     )
-    # Routing checks the portal's signature with the key the portal signs with (shared contract).
-    routing = isolated.service(
-        "routing",
-        AIGUILLAGE_ROUTING_SIGNING_SECRETS=json.dumps({PORTAL_KEY_ID: PORTAL_SECRET}),
+    # Routing checks the portal's signature: its secrets (service_env) hold the portal's key.
+    routing = isolated.service("routing")
+    assert json.loads(routing.env["AIGUILLAGE_ROUTING_SIGNING_SECRETS"])[PORTAL_KEY_ID] == (
+        PORTAL_SECRET
     )
     intake.start()
     routing.start()

@@ -16,12 +16,12 @@ import pyotp
 from playwright.async_api import Browser, Page
 
 from aiguillage_demo.samples import make_referral
+from aiguillage_demo.signing import PORTAL_KEY_ID
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 from aiguillage_schemas.signing import KEY_ID_HEADER, signature_matches
 from tests.browser.conftest import (
     PASSWORD,
-    PORTAL_KEY_ID,
     PORTAL_SECRET,
     SCREENSHOTS,
     Portal,

@@ -202,12 +202,16 @@ async def test_receiver_accepts_the_right_signature_and_rejects_a_wrong_secret(
     rejected = one(rows, channel="webhook", fallback_for=None)
     assert rejected["state"] == "dead"
     assert rejected["attempts"] == 1  # 401 is permanent: never retried
-    (lyon_call,) = [c for c in hooks.calls if c.path == LYON_HOOK]
-    assert lyon_call.signature_ok
-    assert lyon_call.status == 200
-    (bordeaux_call,) = [c for c in hooks.calls if c.path == BORDEAUX_HOOK]
-    assert not bordeaux_call.signature_ok
-    assert bordeaux_call.status == 401
+    # On a loaded machine a send may time out and be repeated: same delivery, same key.
+    lyon_calls = [c for c in hooks.calls if c.path == LYON_HOOK]
+    assert lyon_calls
+    assert all(c.signature_ok and c.status == 200 for c in lyon_calls)
+    assert len({c.idempotency_key for c in lyon_calls}) == 1
+    bordeaux_calls = [c for c in hooks.calls if c.path == BORDEAUX_HOOK]
+    assert bordeaux_calls
+    assert all(not c.signature_ok for c in bordeaux_calls)
+    assert all(c.status == 401 for c in bordeaux_calls)
+    assert len({c.idempotency_key for c in bordeaux_calls}) == 1
 
 
 async def test_permanently_failing_webhook_is_dead_lettered_and_falls_back_to_email(

@@ -55,7 +55,7 @@ class World:
             db_schema=self.schema,
         )
         self.planner = Planner(
-            load_recipients(self.settings, "outbound"), load_templates(), timedelta(hours=24)
+            load_recipients(self.settings), load_templates(), timedelta(hours=24)
         )
         self.client = HttpClient()
         self.workers: list[DeliveryWorker] = []

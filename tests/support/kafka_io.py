@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from aiguillage_demo.signing import sender_of, sign_as
+from aiguillage_demo.signing import centre_topic_key, sender_of, sign_as, sign_with
 from aiguillage_schemas.envelope import Envelope
 
 
@@ -49,22 +49,28 @@ class Kafka:
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         signed_by: str | None = None,
+        signing_key: str | None = None,
     ) -> None:
-        """``signed_by``: a demo prescriber id whose test secret signs ``value`` as it is."""
+        """``signed_by``: a demo prescriber id whose test secret signs ``value`` as it is;
+        ``signing_key``: a demo key id (a centre's or the portal's) that does."""
         assert self._producer is not None
         headers = list(headers or [])
         if signed_by is not None:
             headers += [(k, v.encode()) for k, v in sign_as(signed_by, value or b"").items()]
+        if signing_key is not None:
+            headers += [(k, v.encode()) for k, v in sign_with(signing_key, value or b"").items()]
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def send_event(self, topic: str, event: Envelope) -> None:
-        """Prescribers' events (submission, amendment, cancellation) go signed, as in production."""
+        """Prescribers' events (submission, amendment, cancellation) and centres' (answers,
+        path reports, directory updates) go signed, as in production."""
         await self.send_raw(
             topic,
             event.model_dump_json().encode(),
             key=event.subject.encode(),
             headers=[("correlation_id", str(event.correlation_id).encode())],
             signed_by=sender_of(event),
+            signing_key=centre_topic_key(event),
         )
 
     async def partitions(self, topic: str) -> list[int]:

@@ -10,12 +10,19 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from aiguillage_schemas.events.centres import CapacityUpdated, CapacityUpdatedData, OfferAnswered
+from aiguillage_schemas.events.centres import (
+    Actor,
+    CapacityUpdated,
+    CapacityUpdatedData,
+    OfferAnswered,
+)
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from tests.support.waiting import eventually
 
 COURSE = ServiceCode.RESPONSIBILITY_COURSE
+# Who changes capacity in the tests: an operator through the portal (signed with its key).
+TEST_OPERATOR = Actor(kind="operator", id="op-tests")
 
 
 def lille_referral(
@@ -44,20 +51,38 @@ def lille_referral(
     )
 
 
-def capacity(site_id: str, places_total: int, service: ServiceCode = COURSE) -> CapacityUpdated:
+def capacity(
+    site_id: str,
+    places_total: int,
+    service: ServiceCode = COURSE,
+    actor: Actor | None = TEST_OPERATOR,
+) -> CapacityUpdated:
+    """A count set through the portal by ``actor`` (``Kafka.send_event`` signs it with the
+    portal's key; with no actor, nothing says who may sign it and it goes unsigned)."""
     return CapacityUpdated(
-        source="operator",
+        source="portal",
         correlation_id=uuid.uuid4(),
         subject=site_id,
         data=CapacityUpdatedData(
-            site_id=site_id, service=service, places_total=places_total, as_of=datetime.now(UTC)
+            site_id=site_id,
+            service=service,
+            places_total=places_total,
+            as_of=datetime.now(UTC),
+            actor=actor,
         ),
     )
 
 
 def answer(
-    referral_id: str, site_id: str, verdict: str, reason: str | None = None, centre: str = ""
+    referral_id: str,
+    site_id: str,
+    verdict: str,
+    reason: str | None = None,
+    centre: str = "",
+    actor: Actor | None = None,
 ) -> OfferAnswered:
+    """A centre's answer: ``Kafka.send_event`` signs it with that centre's key, or the
+    portal's when ``actor`` names a portal user."""
     centre_id = centre or site_id.rsplit("-", 1)[0]
     return OfferAnswered.model_validate(
         {
@@ -69,6 +94,7 @@ def answer(
                 "site_id": site_id,
                 "answer": verdict,
                 "decline_reason": reason,
+                "actor": actor.model_dump() if actor is not None else None,
             },
         }
     )

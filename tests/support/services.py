@@ -12,7 +12,12 @@ from pathlib import Path
 import httpx
 
 from aiguillage_demo.peers import free_port as free_port
-from aiguillage_demo.signing import SECRETS_ENV, demo_secrets_json
+from aiguillage_demo.signing import (
+    ROUTING_SECRETS_ENV,
+    SECRETS_ENV,
+    demo_routing_secrets_json,
+    demo_secrets_json,
+)
 
 BIN = Path(sys.executable).parent
 SERVICES = {
@@ -116,6 +121,7 @@ def service_env(
         f"{prefix}RETRY_BASE_DELAY_S": "0.05",
         "AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY": TEST_MASTER_KEY,
         SECRETS_ENV: demo_secrets_json(),
+        ROUTING_SECRETS_ENV: demo_routing_secrets_json(),
     }
     env.update(extra or {})
     return env

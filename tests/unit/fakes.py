@@ -59,3 +59,29 @@ class FakeStore:
 
     def rows(self, table: str) -> list[Any]:
         return self.tables.get(table, [])
+
+
+class FakeDigests:
+    """Notifications' digests in the fake store: one open digest per recipient and address until
+    ``close_digests`` (what the delivery worker leasing its e-mail does)."""
+
+    store: FakeStore
+
+    async def add_to_digest(
+        self, entry: Any, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: Any
+    ) -> tuple[uuid.UUID, list[dict[str, str]]]:
+        digests: dict[tuple[str, str, str], Any] = self.store.tables.setdefault(
+            "open_digests", [{}]
+        )[0]
+        key = (entry.recipient_kind, entry.recipient_id, entry.address)
+        if key not in digests:
+            digests[key] = {"id": uuid.uuid4(), "items": {}, "send_at": send_at}
+        digest = digests[key]
+        digest["items"].setdefault(entry.notification_id, dict(entry.facts))
+        return digest["id"], list(digest["items"].values())
+
+    async def set_digest_email(self, digest_id: uuid.UUID, rendered: Any) -> None:
+        self.store.tables.setdefault("digest_emails", [{}])[0][digest_id] = rendered
+
+    def close_digests(self) -> None:
+        self.store.tables["open_digests"] = [{}]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiguillage_common.geography import default_data_dir
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed
 from aiguillage_schemas.events.referral_lifecycle import (
@@ -19,6 +22,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralAcceptedData,
     ReferralRejected,
     Rejection,
+    RejectionError,
 )
 from aiguillage_schemas.events.routing_decisions import (
     PathReported,
@@ -44,7 +48,7 @@ from aiguillage_schemas.vocabulary import (
     ServiceCode,
     Urgency,
 )
-from notifications.adapters.directory import load_recipients, load_templates
+from notifications.adapters.directory import load_recipients, load_templates, notice_topics
 from notifications.adapters.email import build_message
 from notifications.adapters.webhook import sign, verify
 from notifications.domain.delivery import (
@@ -72,7 +76,7 @@ from notifications.domain.templates import TemplateError, TopicTemplate
 from notifications.settings import NotificationsSettings
 from notifications.use_cases.deliver import Deliverer
 from notifications.use_cases.notify import notify
-from tests.unit.fakes import FakeStore, FakeUnitOfWork
+from tests.unit.fakes import FakeDigests, FakeStore, FakeUnitOfWork
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 REF = "ref-unit-000001"
@@ -91,7 +95,7 @@ def notifications_planner() -> Planner:
     settings = NotificationsSettings(
         webhook_url_template="http://hooks.test/{kind}/{id}", smtp_host="smtp.test"
     )
-    return Planner(load_recipients(settings, "outbound"), load_templates(), timedelta(hours=24))
+    return Planner(load_recipients(settings), load_templates(), timedelta(hours=24))
 
 
 def _envelope(**kwargs: Any) -> dict[str, Any]:
@@ -269,9 +273,13 @@ def test_each_event_tells_its_recipients_on_their_ordered_channels(
     for notification in plan.notifications:
         channels = [d.channel for d in notification.deliveries]
         # Centres: their system (webhook) first, the coordinator's e-mail as a copy;
-        # prescribers: the outbound topic first, e-mail as a copy.
+        # prescribers: their own topic first, e-mail as a copy (a rejection's e-mail copy goes
+        # in the prescriber's digest instead).
         if notification.recipient_kind == "centre":
             assert channels == ["webhook", "email"]
+        elif notification.topic == "referral_rejected":
+            assert channels == ["kafka"]
+            assert [e.notification_id for e in plan.digest] == [notification.notification_id]
         else:
             assert channels == ["kafka", "email"]
         assert REF in notification.body
@@ -371,7 +379,7 @@ def test_template_without_a_section_is_refused() -> None:
 # The delivery worker's decisions, against an in-memory store and a scripted sender.
 
 
-class FakeDeliveryUow(FakeUnitOfWork):
+class FakeDeliveryUow(FakeDigests, FakeUnitOfWork):
     def __init__(self, store: FakeStore, jobs: list[DeliveryJob], copies: list[Delivery]) -> None:
         super().__init__(store)
         self._jobs, self._copies = jobs, copies
@@ -539,7 +547,9 @@ async def test_notify_records_every_delivery_once() -> None:
     assert await notify(event, lambda: Uow(store), "outbound", planner, NOW) is None
     assert len(store.rows("deliveries")) == 4
     assert len(store.rows("reminders")) == 1
-    assert len(store.outbox) == 2
+    # Both notices on the operators' stream; the prescriber's (Kafka channel) on its own topic.
+    published = sorted(topic for topic, *_ in store.outbox)
+    assert published == ["notifications.prescriber.spip-69", "outbound", "outbound"]
 
 
 def test_rejection_of_a_malformed_key_is_still_told_with_an_unknown_reference() -> None:
@@ -559,7 +569,46 @@ def test_rejection_of_a_malformed_key_is_still_told_with_an_unknown_reference() 
     )
     (told,) = notifications_planner().plan(rejected, NOW).notifications
     assert told.referral_id == "unknown"
-    assert "not_json" in told.email_text
+    assert "format illisible" in told.email_text
+    assert "- message entier : format illisible" in told.email_text
+
+
+@pytest.mark.parametrize("reason", list(RejectionReason))
+def test_every_rejection_reads_in_french_without_the_technical_message(
+    reason: RejectionReason,
+) -> None:
+    technical = "data.person.birth_date: Input should be a valid date [type=date_type]"
+    rejected = ReferralRejected(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject="ref-rejected-0001",
+        data=Rejection(
+            reason=reason,
+            message=technical,
+            field_path="data.person.birth_date",
+            original_sha256="0" * 64,
+            original_topic="referrals.intake",
+            original_partition=0,
+            original_offset=1,
+            prescriber_id=PRESCRIBER,
+            errors=[
+                RejectionError(
+                    reason=reason, message=technical, field_path="data.person.birth_date"
+                ),
+                RejectionError(
+                    reason=RejectionReason.MISSING_FIELD,
+                    message="required",
+                    field_path="data.frame",
+                ),
+            ],
+        ),
+    )
+    (told,) = notifications_planner().plan(rejected, NOW).notifications
+    for text in (told.email_text, told.body):
+        assert technical not in text
+        assert str(reason) not in text.replace("data.person.birth_date", "")
+        assert "- data.person.birth_date : " in text
+        assert "- data.frame : information manquante" in text
 
 
 class BrokenSender:
@@ -586,9 +635,7 @@ async def test_a_sender_bug_dead_letters_that_delivery_instead_of_stalling_the_w
 
 
 def test_channels_that_are_not_configured_are_left_out() -> None:
-    bare = Planner(
-        load_recipients(NotificationsSettings(), "outbound"), load_templates(), timedelta(hours=1)
-    )
+    bare = Planner(load_recipients(NotificationsSettings()), load_templates(), timedelta(hours=1))
     centre, prescriber = bare.plan(routed(), NOW).notifications
     assert centre.deliveries == ()  # no webhook URL, no SMTP relay: nothing to retry against
     assert [d.channel for d in prescriber.deliveries] == ["kafka"]
@@ -626,12 +673,89 @@ def test_no_health_or_judicial_label_ever_reaches_an_email(
         assert not [label for label in forbidden if label in mail]
 
 
+def test_a_recipient_id_kafka_cannot_name_a_topic_after_keeps_its_other_channels(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path
+    (folder / "centre_contacts.json").write_text('{"centres": []}', "utf-8")
+    entry = {
+        "prescriber_id": "spip 69 (Lyon)",
+        "channels": [{"type": "kafka"}, {"type": "email", "address": "spip@x.invalid"}],
+    }
+    (folder / "prescribers.json").write_text(json.dumps({"prescribers": [entry]}), "utf-8")
+    settings = NotificationsSettings(smtp_host="127.0.0.1")
+    recipient = load_recipients(settings, folder).find("prescriber", "spip 69 (Lyon)")
+    assert recipient is not None
+    assert [c.type for c in recipient.channels] == ["email"]
+    assert notice_topics(load_recipients(settings, folder)) == []
+    assert [t.name for t in notice_topics(load_recipients(settings))] == sorted(
+        f"notifications.prescriber.{p['prescriber_id']}"
+        for p in json.loads((default_data_dir() / "prescribers.json").read_text("utf-8"))[
+            "prescribers"
+        ]
+    )
+
+
+def _rejected(reference: str, reason: RejectionReason) -> ReferralRejected:
+    return ReferralRejected(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject=reference,
+        data=Rejection(
+            reason=reason,
+            message="technical detail for the integrator",
+            field_path="data.frame",
+            original_sha256="0" * 64,
+            original_topic="referrals.intake",
+            original_partition=0,
+            original_offset=1,
+            prescriber_id=PRESCRIBER,
+        ),
+    )
+
+
+def test_a_rejection_is_e_mailed_in_its_prescriber_s_digest_and_told_alone_on_kafka() -> None:
+    plan = notifications_planner().plan(_rejected("ref-bad-0001", RejectionReason.NOT_JSON), NOW)
+    (told,) = plan.notifications
+    assert [d.channel for d in told.deliveries] == ["kafka"]
+    (entry,) = plan.digest
+    assert (entry.recipient_id, entry.address) == (PRESCRIBER, "spip-69@prescripteurs.demo.invalid")
+    assert entry.notification_id == told.notification_id
+
+
+async def test_a_burst_of_rejections_makes_one_e_mail_listing_each_then_a_new_digest() -> None:
+    store, planner = FakeStore(), notifications_planner()
+
+    def uow() -> FakeDeliveryUow:
+        return FakeDeliveryUow(store, [], [])
+
+    burst = [_rejected(f"ref-bad-{i:04d}", RejectionReason.MISSING_FIELD) for i in range(5)]
+    for event in burst:
+        assert await notify(event, uow, "outbound", planner, NOW) is not None
+    assert await notify(burst[0], uow, "outbound", planner, NOW) is None  # a redelivery
+    ((digest_id, email),) = store.rows("digest_emails")[0].items()
+    assert email.subject == "5 envois non enregistrés : corrections nécessaires"
+    for i, event in enumerate(burst, 1):
+        assert f"{i}. Référence {event.subject} : information manquante" in email.email_text
+    assert "technical detail" not in email.email_text + email.email_html
+    # Each rejection is still its own notice on the prescriber's topic.
+    assert len([t for t, _ in store.outbox if t == "notifications.prescriber.spip-69"]) == 5
+
+    store.tables["open_digests"][0].clear()  # the worker started sending that e-mail
+    await notify(_rejected("ref-bad-0099", RejectionReason.NOT_JSON), uow, "outbound", planner, NOW)
+    later = store.rows("digest_emails")[0]
+    assert len(later) == 2
+    alone = next(e for d, e in later.items() if d != digest_id)
+    # A digest of one reads as the rejection always did.
+    assert alone.subject == "Orientation ref-bad-0099 non enregistrée : correction nécessaire"
+
+
 def test_offers_and_reminders_link_to_the_offer_page_in_the_portal() -> None:
     settings = NotificationsSettings(
         webhook_url_template="http://hooks.test/{kind}/{id}", smtp_host="smtp.test"
     )
     planner = Planner(
-        load_recipients(settings, "outbound"),
+        load_recipients(settings),
         load_templates(),
         timedelta(hours=24),
         portal_url="https://portail.aiguillage.example/",

@@ -26,7 +26,7 @@ from referral_intake.use_cases.submit_referral import Outcome, Topics, submit_re
 from routing.domain.directory import Directory
 from routing.domain.referral import ReferralState
 from routing.use_cases.route_referral import route_referral
-from tests.unit.fakes import FakeStore, FakeUnitOfWork
+from tests.unit.fakes import FakeDigests, FakeStore, FakeUnitOfWork
 from tests.unit.routing_fakes import RoutingStore, fresh_directory, routing_context
 from tests.unit.test_notifications import notifications_planner
 
@@ -57,7 +57,7 @@ class FakeIntakeUow(FakeUnitOfWork):
         self.write("referrals", (event.subject, admitted.fingerprint))
 
 
-class FakeNotificationsUow(FakeUnitOfWork):
+class FakeNotificationsUow(FakeDigests, FakeUnitOfWork):
     async def record(self, notification: Notification, *_cause: Any) -> None:
         self.write("notifications", notification)
 
@@ -172,4 +172,9 @@ async def test_notifications_tell_centre_and_prescriber_once(
     assert again is None
     kinds = sorted(n.recipient_kind for n in store.rows("notifications"))
     assert kinds == ["centre", "prescriber"]
-    assert len(store.outbox) == 2
+    # Each notice once on the operators' stream, the prescriber's once more on its own topic.
+    assert sorted(topic for topic, _ in store.outbox) == [
+        "notifications.prescriber.spip-69",
+        "outbound",
+        "outbound",
+    ]

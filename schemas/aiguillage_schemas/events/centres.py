@@ -3,6 +3,10 @@
 - ``centres.responses`` (key: referral id): a centre answers an offer, then reports the person's
   path. A centre may speak only about referrals offered to (or placed at) one of its sites.
 - ``directory.updates`` (key: site id): capacity, services and sites change while the system runs.
+
+Every record on both topics is signed like ``referrals.intake`` (``aiguillage_schemas.signing``)
+with a key of routing's sender registry (``data/centre_senders.json``): a centre's own key, or the
+portal's, which must then name the acting person in ``data.actor`` (docs/routing.md, signing).
 """
 
 from __future__ import annotations
@@ -25,17 +29,16 @@ Eligibility = Literal["judicial_only", "all"]
 
 
 class Actor(Contract):
-    """Who acted, pseudonymously: required when a shared key (the portal's) speaks for a centre,
-    so routing and the audit trail know which user answered; never a name or an e-mail."""
+    """Who acted, pseudonymously: a portal user id, an operator id, or a centre's own system.
+    Never a name or an e-mail address."""
 
     kind: Literal["centre_user", "operator", "centre_system"]
-    id: ActorId = Field(
-        description="Pseudonymous id of the acting user or system, e.g. 'u:<uuid>'."
-    )
+    id: ActorId
 
 
-ACTOR_FIELD_DOC = (
-    "Who acted; required with a shared (portal) key, optional with a centre's own key."
+ACTOR_DESCRIPTION = (
+    "Who acted (pseudonymous id). Required on records signed with the portal's key "
+    "(kind centre_user or operator); optional with a centre's own key."
 )
 
 
@@ -49,7 +52,7 @@ class OfferAnsweredData(Contract):
     decline_text: str | None = Field(
         default=None, max_length=200, description="Only with decline_reason 'other'; never logged."
     )
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class OfferAnswered(Envelope):
@@ -74,7 +77,7 @@ class PathReportData(Contract):
     justified: bool | None = None
     termination_reason: TerminationReason | None = None
     module: ServiceCode | None = None
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class PathReport(Envelope):
@@ -96,7 +99,7 @@ class CapacityUpdatedData(Contract):
         ge=0, le=10_000, description="Places the site has for this service (taken and free)."
     )
     as_of: AwareDatetime = Field(description="When the centre counted; older updates are ignored.")
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class CapacityUpdated(Envelope):
@@ -114,7 +117,7 @@ class ServiceOpenedData(Contract):
     places_total: int = Field(ge=0, le=10_000)
     eligibility: Eligibility = "all"
     as_of: AwareDatetime
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class ServiceOpened(Envelope):
@@ -130,7 +133,7 @@ class ServiceClosedData(Contract):
     site_id: SiteId
     service: ServiceCode
     as_of: AwareDatetime
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class ServiceClosed(Envelope):
@@ -152,7 +155,7 @@ class SiteAddedData(Contract):
         default_factory=lambda: ["fr"]
     )
     as_of: AwareDatetime
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class SiteAdded(Envelope):
@@ -167,7 +170,7 @@ class SiteAdded(Envelope):
 class SiteClosedData(Contract):
     site_id: SiteId
     as_of: AwareDatetime
-    actor: Actor | None = Field(default=None, description=ACTOR_FIELD_DOC)
+    actor: Actor | None = Field(default=None, description=ACTOR_DESCRIPTION)
 
 
 class SiteClosed(Envelope):

@@ -45,6 +45,11 @@ class ProvisioningError(RuntimeError):
     """A topic cannot be brought to the required shape, or the broker does not answer."""
 
 
+class ProvisioningTimeout(ProvisioningError, TimeoutError):
+    """The broker did not answer, or topics got no leader, in time: waiting may fix it (a
+    service provisioning at start treats it as transient and waits)."""
+
+
 # IncrementalAlterConfigs (KIP-339, API key 44), which aiokafka 0.14 does not offer. Its
 # ``alter_configs`` is the older AlterConfigs, which *replaces* every dynamic config of the topic:
 # setting one key would silently drop an operator's ``retention.ms`` on referrals.intake.
@@ -129,7 +134,7 @@ async def _start_admin(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
             await asyncio.sleep(0.5)
             continue
         return admin
-    raise ProvisioningError(f"Kafka at {bootstrap} did not answer in time: {last!r}")
+    raise ProvisioningTimeout(f"Kafka at {bootstrap} did not answer in time: {last!r}")
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -290,7 +295,7 @@ async def provision(
         pending = await _leaderless(admin, names)
         while pending:
             if time.monotonic() >= deadline:
-                raise ProvisioningError(f"topics still without leaders: {', '.join(pending)}")
+                raise ProvisioningTimeout(f"topics still without leaders: {', '.join(pending)}")
             await asyncio.sleep(0.2)
             pending = await _leaderless(admin, pending)
         # Every topic, not only the existing ones: one created concurrently by someone else (or

@@ -184,9 +184,12 @@ def build_app(
     description: str,
     workers: Callable[[Runtime], Sequence[BackgroundWorker]] | None = None,
     health: HealthState | None = None,
+    prepare: Callable[[Runtime], Awaitable[None]] | None = None,
     sign_outgoing: RecordSigner | None = None,
 ) -> ServiceApp:
     """Compose a service: ``register`` attaches its subscribers and documents its publishers;
+    ``prepare`` runs once the broker answers and before the outbox relay publishes (e.g. to
+    create topics the service publishes to), waiting like the rest while it is transient;
     ``sign_outgoing`` signs each outbox record as it is published (see outbox.RecordSigner)."""
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -214,6 +217,8 @@ def build_app(
             "database", lambda: open_pool(settings, f"aiguillage-{service}"), runtime.health, policy
         )
         await until_available("kafka", runtime.producer.start, runtime.health, policy)
+        if prepare is not None:
+            await until_available("kafka", lambda: prepare(runtime), runtime.health, policy)
         runtime.relay = OutboxRelay(
             runtime.pool,
             runtime.producer,

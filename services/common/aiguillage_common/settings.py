@@ -9,6 +9,7 @@ two shared names once, and never silently talks to the first copy's broker or da
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -107,3 +108,15 @@ class ServiceSettings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+
+def parse_signing_secrets(text: str) -> dict[str, bytes]:
+    """A ``*_SIGNING_SECRETS`` setting (JSON object: signing key id -> shared secret) as bytes.
+    Read once at start; a malformed value stops the service there rather than refusing every
+    record later."""
+    parsed = json.loads(text)
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
+    ):
+        raise ValueError("signing_secrets must be a JSON object of non-empty strings")
+    return {key: value.encode("utf-8") for key, value in parsed.items()}

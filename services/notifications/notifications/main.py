@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from faststream.kafka import KafkaBroker
 
 from aiguillage_common.health import HealthState
+from aiguillage_common.provisioning import provision
 from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.envelope import Envelope
@@ -26,7 +27,12 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralWaitlisted,
     ReferralWithdrawn,
 )
-from notifications.adapters.directory import load_recipients, load_templates, webhook_secret
+from notifications.adapters.directory import (
+    load_recipients,
+    load_templates,
+    notice_topics,
+    webhook_secret,
+)
 from notifications.adapters.email import EmailSender
 from notifications.adapters.http import HttpClient
 from notifications.adapters.identity import IdentityClient
@@ -58,11 +64,13 @@ def create_app(
     settings = settings or NotificationsSettings()
     outbound_topic = settings.topic(topics.NOTIFICATIONS_OUTBOUND.name)
     dead_letter_topic = settings.topic(topics.NOTIFICATIONS_DEAD_LETTER.name)
+    recipients = load_recipients(settings)
     planner = Planner(
-        load_recipients(settings, outbound_topic),
+        recipients,
         load_templates(),
         timedelta(seconds=settings.reminder_before_s),
-        settings.portal_url,
+        timedelta(seconds=settings.rejection_digest_window_s),
+        portal_url=settings.portal_url,
     )
 
     # The delivery worker needs the pool, so it is built at startup from a factory that
@@ -216,6 +224,10 @@ def create_app(
         DESCRIPTION,
         lambda runtime: [factory(runtime) for factory in worker_factories],
         health,
+        # Each recipient's own topic exists before anything is published to it.
+        prepare=lambda runtime: provision(
+            settings.kafka_bootstrap_servers, notice_topics(recipients), wait_seconds=30
+        ),
     )
 
 

@@ -341,11 +341,13 @@ class Filter:
 # Not the sender's fault: the same record may well pass now.
 _TRANSIENT = frozenset({RejectionReason.RETRIES_EXHAUSTED, RejectionReason.PROCESSING_ERROR})
 # The record may pass once something else changed: the registry (a new prescriber or key, a wider
-# jurisdiction), reference data, a newer consumer version, a larger size limit, or ordering (a
-# cancellation that overtook its referral).
+# jurisdiction; on the centres' topics, a key's secret provisioned in routing), reference data, a
+# newer consumer version, a larger size limit, or ordering (a cancellation that overtook its
+# referral).
 _AFTER_A_FIX = frozenset(
     {
         RejectionReason.UNKNOWN_PRESCRIBER,
+        RejectionReason.UNKNOWN_SIGNING_KEY,
         RejectionReason.OUTSIDE_JURISDICTION,
         RejectionReason.UNKNOWN_COMMUNE,
         RejectionReason.UNKNOWN_POSTAL_CODE,

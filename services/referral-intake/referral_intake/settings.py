@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from aiguillage_common.settings import ServiceSettings
+from aiguillage_common.settings import ServiceSettings, parse_signing_secrets
 
 
 class IntakeSettings(ServiceSettings):
@@ -76,9 +75,4 @@ class IntakeSettings(ServiceSettings):
     )
 
     def secrets(self) -> dict[str, bytes]:
-        parsed = json.loads(self.signing_secrets.get_secret_value())
-        if not isinstance(parsed, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
-        ):
-            raise ValueError("signing_secrets must be a JSON object of non-empty strings")
-        return {key: value.encode("utf-8") for key, value in parsed.items()}
+        return parse_signing_secrets(self.signing_secrets.get_secret_value())

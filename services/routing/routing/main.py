@@ -34,8 +34,14 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralWaitlisted,
     ReferralWithdrawn,
 )
-from routing.adapters.kafka import CentreResponsesHandler, DirectoryHandler, RoutingHandler
+from routing.adapters.kafka import (
+    CentreResponsesHandler,
+    DirectoryHandler,
+    RoutingHandler,
+    SenderCheck,
+)
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.senders_file import load_senders
 from routing.adapters.workers import ConfirmationWatch, DirectorySeeder, OfferTimer
 from routing.settings import RoutingSettings
 from routing.use_cases.offer_timeouts import expire_one_offer
@@ -53,6 +59,9 @@ def create_app(
 ) -> ServiceApp:
     settings = settings or RoutingSettings()
     geography = load_geography()
+    # Read once at start: a malformed registry or secrets setting stops routing here.
+    senders = load_senders(settings.senders_file)
+    secrets = settings.secrets()
     decisions_topic = settings.topic(topics.ROUTED.name)
     dead_letter_topic = settings.topic(topics.ROUTING_DEAD_LETTER.name)
     contexts: list[RoutingContext] = []
@@ -77,6 +86,13 @@ def create_app(
 
     def register(broker: KafkaBroker, runtime: Runtime) -> None:
         ctx = context(runtime)
+        check = SenderCheck(
+            ctx,
+            senders,
+            secrets,
+            settings.replay_window_s,
+            settings.operations_secret.get_secret_value().encode("utf-8"),
+        )
         inbound: tuple[tuple[str, Process, topics.Topic, str, object, str], ...] = (
             (
                 CONSUMER,
@@ -88,7 +104,7 @@ def create_app(
             ),
             (
                 CONSUMER + ".centres",
-                CentreResponsesHandler(ctx),
+                CentreResponsesHandler(ctx, check),
                 topics.CENTRE_RESPONSES,
                 ".centres",
                 OfferAnswered | PathReport,
@@ -96,7 +112,7 @@ def create_app(
             ),
             (
                 CONSUMER + ".directory",
-                DirectoryHandler(ctx),
+                DirectoryHandler(ctx, check),
                 topics.DIRECTORY_UPDATES,
                 ".directory",
                 CapacityUpdated | ServiceOpened | ServiceClosed | SiteAdded | SiteClosed,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from aiguillage_common.settings import ServiceSettings
+from aiguillage_common.settings import ServiceSettings, parse_signing_secrets
 from routing.domain.decision import Policy
 
 
@@ -41,9 +43,36 @@ class RoutingSettings(ServiceSettings):
     timer_poll_interval_s: float = 1.0
     reservation_retries: int = 5
 
+    # Who may speak on centres.responses and directory.updates (docs/routing.md, signing).
+    signing_secrets: SecretStr = Field(
+        default=SecretStr("{}"),
+        description="JSON object: signing key id of the sender registry -> shared secret (from "
+        "a secret store). A registered key without a secret here is refused as unknown.",
+    )
+    replay_window_s: int = Field(
+        default=300,
+        ge=1,
+        description="A signed timestamp further than this from when its record reached the "
+        "broker (LogAppendTime) is refused (stale_signature).",
+    )
+    senders_file: Path | None = Field(
+        default=None, description="Sender registry; default data/centre_senders.json."
+    )
+    # One name with the operators' replay tool (like intake's): it signs replay headers with it,
+    # routing verifies them so a replayed answer is measured from its original arrival.
+    operations_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="AIGUILLAGE_OPERATIONS_SECRET",
+        description="Verifies operators' replay headers. Empty: a replay is checked like any "
+        "record.",
+    )
+
     # Seed: used when the directory is empty at start (and by `aiguillage-routing-directory`).
     seed_directory_if_empty: bool = True
     seed_path_months: float = 4.0
+
+    def secrets(self) -> dict[str, bytes]:
+        return parse_signing_secrets(self.signing_secrets.get_secret_value())
 
     def policy(self) -> Policy:
         return Policy(

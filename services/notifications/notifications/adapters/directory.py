@@ -15,26 +15,26 @@ from string import Template
 from typing import Any
 
 from aiguillage_common.geography import default_data_dir
+from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.notifications import RecipientKind
+from aiguillage_schemas.topics import Topic, is_topic_name, notice_topic
 from notifications.domain.recipients import Channel, Recipient, Recipients, recipient_key
 from notifications.domain.templates import Templates, TopicTemplate
 from notifications.settings import NotificationsSettings
 
+log = get_logger("aiguillage.notifications.directory")
 
-def load_recipients(
-    settings: NotificationsSettings, outbound_topic: str, data_dir: Path | None = None
-) -> Recipients:
+
+def load_recipients(settings: NotificationsSettings, data_dir: Path | None = None) -> Recipients:
     folder = data_dir or default_data_dir()
     found: dict[str, Recipient] = {}
     centres = json.loads((folder / "centre_contacts.json").read_text("utf-8"))["centres"]
     for entry in centres:
-        recipient = _recipient("centre", entry["centre_id"], entry, settings, outbound_topic)
+        recipient = _recipient("centre", entry["centre_id"], entry, settings)
         found[recipient.key] = recipient
     prescribers = json.loads((folder / "prescribers.json").read_text("utf-8"))["prescribers"]
     for entry in prescribers:
-        recipient = _recipient(
-            "prescriber", entry["prescriber_id"], entry, settings, outbound_topic
-        )
+        recipient = _recipient("prescriber", entry["prescriber_id"], entry, settings)
         found[recipient.key] = recipient
     return Recipients(found)
 
@@ -44,13 +44,18 @@ def _recipient(
     recipient_id: str,
     entry: dict[str, Any],
     settings: NotificationsSettings,
-    outbound_topic: str,
 ) -> Recipient:
     channels: list[Channel] = []
     for channel in entry.get("channels", []):
         kind_of = channel["type"]
         if kind_of == "kafka":
-            channels.append(Channel("kafka", outbound_topic))
+            topic = settings.topic(notice_topic(kind, recipient_id).name)
+            if is_topic_name(topic):
+                channels.append(Channel("kafka", topic))
+            else:  # an id Kafka cannot name a topic after: its notices stay on e-mail
+                log.warning(
+                    "recipient.no_notice_topic", recipient_kind=kind, recipient_id=recipient_id
+                )
         elif kind_of == "email" and channel.get("address") and settings.smtp_host:
             channels.append(Channel("email", channel["address"]))
         elif kind_of == "webhook":
@@ -88,3 +93,14 @@ def load_templates() -> Templates:
         Template(folder.joinpath("_footer.txt").read_text("utf-8").strip()),
         Template(folder.joinpath("_layout.html").read_text("utf-8")),
     )
+
+
+def notice_topics(recipients: Recipients) -> list[Topic]:
+    """The topics of the recipients that integrate by events (names already prefixed)."""
+    targets = {
+        channel.target
+        for recipient in recipients.by_key.values()
+        for channel in recipient.channels
+        if channel.type == "kafka"
+    }
+    return [Topic(name, 1, "notifications -> one recipient only") for name in sorted(targets)]

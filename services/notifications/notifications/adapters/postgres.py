@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,7 +31,32 @@ from notifications.domain.delivery import (
     Reclaimed,
     Settled,
 )
-from notifications.domain.messages import Delivery, Notification, Reminder
+from notifications.domain.messages import (
+    Delivery,
+    DigestEntry,
+    Notification,
+    Reminder,
+    delivery_id,
+)
+from notifications.domain.templates import Rendered
+
+# A digest: its notification (texts set once its entries are known), its one e-mail delivery due
+# when the window ends, and the digest row that entries find it by.
+_OPEN_DIGEST = """
+WITH n AS (
+    INSERT INTO notifications (notification_id, referral_id, recipient_kind, recipient_id, topic,
+        title, body, caused_by_event_id, correlation_id)
+    VALUES ($1, 'unknown', $2, $3, 'referral_rejected', '', '', $4, $5)
+    RETURNING notification_id
+), d AS (
+    INSERT INTO deliveries (delivery_id, notification_id, channel, target, position, state,
+        next_attempt_at)
+    SELECT $6, notification_id, 'email', $7, 0, 'pending', $8 FROM n
+    RETURNING delivery_id, notification_id
+)
+INSERT INTO digests (notification_id, delivery_id, recipient_kind, recipient_id, address)
+SELECT d.notification_id, d.delivery_id, $2, $3, $7 FROM d
+"""
 
 # Due deliveries, in decision order per (referral, recipient, channel): one waits while a delivery
 # of an earlier notification to the same recipient on the same channel is still pending, so that
@@ -463,6 +489,63 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
                 delivery.delivery_id,
             )
         return bool(inserted)
+
+    async def add_to_digest(
+        self, entry: DigestEntry, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: datetime
+    ) -> tuple[uuid.UUID, list[dict[str, str]]]:
+        # Written at once, not when the unit of work closes: the next entry reads it back. The
+        # open digest's delivery row is locked until the commit, so the worker (SKIP LOCKED)
+        # cannot start its e-mail while an entry is joining it; one it has started (leased or
+        # attempted) is closed for good, and the entry opens a new digest.
+        digest_id = await self.connection.fetchval(
+            "SELECT g.notification_id FROM digests g JOIN deliveries d USING (delivery_id)"
+            " WHERE g.recipient_kind = $1 AND g.recipient_id = $2 AND g.address = $3"
+            "   AND d.state = 'pending' AND d.leased_by IS NULL AND d.attempts = 0"
+            "   AND NOT EXISTS (SELECT 1 FROM delivery_attempts a"
+            "                   WHERE a.delivery_id = d.delivery_id)"
+            " ORDER BY g.opened_at DESC LIMIT 1 FOR UPDATE OF d",
+            entry.recipient_kind,
+            entry.recipient_id,
+            entry.address,
+        )
+        if digest_id is None:
+            digest_id = uuid.uuid4()
+            email = delivery_id(digest_id, "email", 0)
+            await self.connection.execute(
+                _OPEN_DIGEST,
+                digest_id,
+                entry.recipient_kind,
+                entry.recipient_id,
+                cause_id,
+                correlation_id,
+                email,
+                entry.address,
+                send_at,
+            )
+        rows = await self.connection.fetch(
+            "WITH added AS ("
+            "  INSERT INTO digest_items (digest_id, position, notification_id, facts)"
+            "  SELECT $1, coalesce(max(position) + 1, 0), $2, $3::jsonb"
+            "  FROM digest_items WHERE digest_id = $1"
+            "  ON CONFLICT (digest_id, notification_id) DO NOTHING RETURNING position, facts)"
+            " SELECT position, facts FROM digest_items WHERE digest_id = $1"
+            " UNION ALL SELECT position, facts FROM added ORDER BY position",
+            digest_id,
+            entry.notification_id,
+            json.dumps(dict(entry.facts)),
+        )
+        return digest_id, [json.loads(row["facts"]) for row in rows]
+
+    async def set_digest_email(self, digest_id: uuid.UUID, rendered: Rendered) -> None:
+        await self.connection.execute(
+            "UPDATE notifications SET title = $2, body = $3, email_text = $4, email_html = $5"
+            " WHERE notification_id = $1",
+            digest_id,
+            rendered.subject,
+            rendered.text,
+            rendered.email_text,
+            rendered.email_html,
+        )
 
     async def cancel_reminders(self, referral_id: str) -> None:
         # A reminder scheduled earlier in this unit of work is cancelled before it is written.

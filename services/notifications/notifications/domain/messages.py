@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import quote
@@ -32,8 +32,9 @@ from aiguillage_schemas.events.routing_decisions import (
     SiteRef,
 )
 from notifications.domain.delivery import FallbackReason
-from notifications.domain.recipients import Recipients
-from notifications.domain.templates import Templates
+from notifications.domain.recipients import Channel, Recipients
+from notifications.domain.rejection_reasons import explanation, problems, reason_label
+from notifications.domain.templates import Rendered, Templates
 
 _IDS = uuid.UUID("9d3f1c0e-7b2a-4e55-8f61-2a9c3e7d5b14")
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$")  # ReferralId of the contracts
@@ -145,11 +146,30 @@ class Reminder:
 
 
 @dataclass(frozen=True, slots=True)
+class DigestEntry:
+    """A rejection told by e-mail in its prescriber's digest rather than alone: a sender whose
+    300 records are refused in a second gets one e-mail listing them, not 300. Each rejection is
+    still its own notification on the Kafka channel."""
+
+    recipient_kind: RecipientKind
+    recipient_id: str
+    address: str
+    notification_id: uuid.UUID
+    facts: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     notifications: tuple[Notification, ...]
     cancel_reminders: bool = False  # the referral's pending reminder no longer applies
     reminder: Reminder | None = None
     unknown_recipients: tuple[str, ...] = ()
+    digest: tuple[DigestEntry, ...] = ()
+
+
+# Topics whose e-mails are grouped per recipient over a short window.
+DIGESTED_TOPICS: frozenset[str] = frozenset({"referral_rejected"})
+DIGEST_TOPIC = "referral_rejected_digest"
 
 
 def notification_id(event_id: uuid.UUID, recipient_kind: str, recipient_id: str) -> uuid.UUID:
@@ -184,11 +204,14 @@ class Planner:
         recipients: Recipients,
         templates: Templates,
         reminder_before: timedelta,
+        digest_window: timedelta = timedelta(seconds=30),
         portal_url: str = "",
     ) -> None:
         self._recipients = recipients
         self._templates = templates
         self._reminder_before = reminder_before
+        # How long a digest's e-mail waits for more entries after its first one.
+        self.digest_window = digest_window
         # The portal's public address: offers and reminders link to the offer's page there.
         self._portal_url = portal_url.rstrip("/")
 
@@ -206,11 +229,18 @@ class Planner:
         # well-formed reference (the outbound contract requires one).
         reference = event.subject if _REFERENCE.match(event.subject) else "unknown"
         common = {"reference": reference, "correlation_id": str(event.correlation_id)}
-        notifications, unknown = [], []
+        notifications, unknown, digest = [], [], []
         for draft in drafts:
             nid = notification_id(event.event_id, draft.kind, draft.recipient_id)
-            notification = self._notification(nid, reference, draft, common)
-            if not notification.deliveries:
+            digested = draft.topic in DIGESTED_TOPICS
+            notification = self._notification(nid, reference, draft, common, digested)
+            entries = [
+                DigestEntry(draft.kind, draft.recipient_id, c.target, nid, notification.facts)
+                for c in self._channels(draft)
+                if digested and c.type == "email"
+            ]
+            digest.extend(entries)
+            if not notification.deliveries and not entries:
                 unknown.append(f"{draft.kind}:{draft.recipient_id}")
             notifications.append(notification)
         settled = isinstance(
@@ -227,7 +257,30 @@ class Planner:
             cancel_reminders=settled,
             reminder=self._reminder(event, now) if isinstance(event, ReferralRouted) else None,
             unknown_recipients=tuple(unknown),
+            digest=tuple(digest),
         )
+
+    def digest_email(self, digest_id: uuid.UUID, items: Sequence[Mapping[str, str]]) -> Rendered:
+        """The e-mail of a digest holding ``items`` (the facts of each rejection, in order): one
+        rejection reads as it always did; several read as one list."""
+        if len(items) == 1:
+            return self._templates.render("referral_rejected", items[0])
+        blocks = [
+            f"{i}. Référence {item['reference']} : {item['reason']}\n"
+            f"{item['explanation']}\n{item['problems']}"
+            for i, item in enumerate(items, 1)
+        ]
+        facts = {
+            "count": str(len(items)),
+            "items": "\n\n".join(blocks),
+            "reference": "plusieurs, voir la liste",
+            "correlation_id": str(digest_id),
+        }
+        return self._templates.render(DIGEST_TOPIC, facts)
+
+    def _channels(self, draft: _Draft) -> tuple[Channel, ...]:
+        recipient = self._recipients.find(draft.kind, draft.recipient_id)
+        return recipient.channels if recipient else ()
 
     def reminder_notification(self, reminder: Reminder) -> Notification:
         draft = _Draft(
@@ -247,12 +300,15 @@ class Planner:
         return self._notification(nid, reminder.referral_id, draft, common)
 
     def _notification(
-        self, nid: uuid.UUID, reference: str, draft: _Draft, common: Mapping[str, str]
+        self,
+        nid: uuid.UUID,
+        reference: str,
+        draft: _Draft,
+        common: Mapping[str, str],
+        digested: bool = False,
     ) -> Notification:
         facts = {**common, **draft.facts}
         rendered = self._templates.render(draft.topic, facts)
-        recipient = self._recipients.find(draft.kind, draft.recipient_id)
-        channels = recipient.channels if recipient else ()
         deliveries = tuple(
             Delivery(
                 delivery_id(nid, channel.type, position),
@@ -261,7 +317,8 @@ class Planner:
                 channel.target,
                 position,
             )
-            for position, channel in enumerate(channels)
+            for position, channel in enumerate(self._channels(draft))
+            if not (digested and channel.type == "email")  # e-mailed in the digest
         )
         return Notification(
             nid,
@@ -316,9 +373,10 @@ class Planner:
                     "referral_rejected",
                     None,
                     {
-                        "reason": str(event.data.reason),
-                        "message": event.data.message,
-                        "field_path": event.data.field_path or "-",
+                        # French for the clerk; intake's technical message stays in the event.
+                        "reason": reason_label(event.data.reason),
+                        "explanation": explanation(event.data.reason),
+                        "problems": problems(event.data),
                     },
                 )
             ]

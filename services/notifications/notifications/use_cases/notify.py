@@ -17,11 +17,13 @@ from aiguillage_common.unit_of_work import UnitOfWork
 from aiguillage_schemas.events.notifications import NotificationIssued, NotificationIssuedData
 from notifications.domain.messages import (
     Delivery,
+    DigestEntry,
     InboundEvent,
     Notification,
     Planner,
     Reminder,
 )
+from notifications.domain.templates import Rendered
 
 CONSUMER = "notifications"
 SOURCE = "notifications"
@@ -35,6 +37,16 @@ class NotificationsUnitOfWork(UnitOfWork, Protocol):
     async def add_delivery(self, delivery: Delivery) -> bool:
         """Record ``delivery`` unless its id is known; True when it was new."""
         ...
+
+    async def add_to_digest(
+        self, entry: DigestEntry, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: datetime
+    ) -> tuple[uuid.UUID, list[dict[str, str]]]:
+        """Add ``entry`` to its recipient's open digest for that address (one whose e-mail no
+        worker has started), or open one whose e-mail is due at ``send_at``. Returns the
+        digest's id and the facts of all its entries, in order."""
+        ...
+
+    async def set_digest_email(self, digest_id: uuid.UUID, rendered: Rendered) -> None: ...
 
     async def cancel_reminders(self, referral_id: str) -> None:
         """Cancel the referral's pending reminders (those scheduled before this call)."""
@@ -59,6 +71,12 @@ async def notify(
         await record_notifications(
             uow, plan.notifications, event.event_id, event.correlation_id, outbound_topic
         )
+        for entry in plan.digest:
+            send_at = now + planner.digest_window
+            digest_id, items = await uow.add_to_digest(
+                entry, event.event_id, event.correlation_id, send_at
+            )
+            await uow.set_digest_email(digest_id, planner.digest_email(digest_id, items))
         if plan.cancel_reminders:
             await uow.cancel_reminders(event.subject)
         if plan.reminder is not None:
@@ -75,10 +93,16 @@ async def record_notifications(
 ) -> None:
     for notification in notifications:
         await uow.record(notification, cause_id, correlation_id)
-        # Every notification is also an event on the outbound topic: it is the Kafka channel of
-        # the recipients that integrate by events, and the audit stream of what was said.
-        await uow.emit(outbound_topic, issued(notification, cause_id, correlation_id))
+        # Every notification is an event on the outbound topic (the operators' audit stream of
+        # what was said) and, for a recipient that integrates by events, on its own topic (its
+        # Kafka channel's target), which an ACL grants to that recipient alone.
+        event = issued(notification, cause_id, correlation_id)
+        await uow.emit(outbound_topic, event)
         for delivery in notification.deliveries:
+            if delivery.channel == "kafka":
+                # Its own event id (the outbox is keyed by event id), the same notification id.
+                own_id = uuid.uuid5(notification.notification_id, "issued-to-recipient")
+                await uow.emit(delivery.target, event.model_copy(update={"event_id": own_id}))
             await uow.add_delivery(delivery)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from notifications.domain.rejection_reasons import EXPLANATIONS
+
 SERVICES = {
     "initial_assessment": "Évaluation initiale",
     "responsibility_course": "Stage de responsabilisation",
@@ -101,40 +103,11 @@ UNROUTABLE_REASONS = {
     "all_sites_excluded": "tous les sites possibles sont exclus par les interdictions",
     "territory_not_served": "le territoire n'est couvert par aucun centre",
 }
-# Why intake refused what a prescriber sent, in words a court clerk understands.
+# Why intake refused what a prescriber sent: the same French words as the prescribers' e-mails
+# (notifications' table, one source, so the page and the e-mail never say two things).
 REJECTION_REASONS = {
-    "not_utf8": "Le message n'est pas un texte UTF-8 lisible.",
-    "not_json": "Le message n'est pas un document JSON valide.",
-    "empty_message": "Le message est vide.",
-    "missing_key": "La clé du message (identifiant de l'orientation) manque.",
-    "key_mismatch": "La clé du message ne correspond pas à l'identifiant de l'orientation.",
-    "message_too_large": "Le message dépasse la taille autorisée.",
-    "bad_header": "Un en-tête du message est illisible.",
-    "unknown_event_type": "Le type de message est inconnu.",
-    "unknown_schema_version": "La version du format n'est plus ou pas encore acceptée.",
-    "missing_field": "Un champ obligatoire manque.",
-    "wrong_type": "Un champ n'a pas le type attendu.",
-    "unknown_enum_value": "Un champ contient une valeur hors de la liste autorisée.",
-    "invalid_value": "Un champ contient une valeur invalide.",
-    "unknown_commune": "La commune indiquée est inconnue.",
-    "unknown_postal_code": "Le code postal indiqué est inconnu.",
-    "ambiguous_postal_code": (
-        "Le code postal correspond à plusieurs communes : précisez le code INSEE."
-    ),
-    "territory_not_served": "La personne réside sur un territoire non couvert par le réseau CPCA.",
-    "impossible_date": "Une date est impossible.",
-    "future_date": "Une date est dans le futur.",
-    "conflicting_duplicate": "Une orientation différente porte déjà cet identifiant.",
-    "unknown_prescriber": "Le prescripteur n'est pas enregistré.",
-    "bad_signature": "La signature du message est absente ou invalide.",
-    "replayed_message": "Le message est trop ancien ou a déjà été reçu (rejeu).",
-    "outside_jurisdiction": "L'orientation sort du ressort du prescripteur.",
-    "unknown_referral": "L'orientation visée est inconnue.",
-    "referral_closed": "L'orientation visée est close.",
-    "retries_exhausted": "Le traitement a échoué après plusieurs tentatives.",
-    "processing_error": "Erreur de traitement : l'équipe d'exploitation est prévenue.",
-    "not_offered_to_sender": "L'orientation n'est pas proposée à l'expéditeur.",
-    "unknown_site": "Le site indiqué est inconnu.",
+    str(reason): f"{label[0].upper()}{label[1:]} : {advice}"
+    for reason, (label, advice) in EXPLANATIONS.items()
 }
 ROLES = {"centre": "Centre", "prescriber": "Prescripteur", "operator": "Opérateur"}
 
