@@ -51,12 +51,14 @@ from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
 MIGRATED = {**SERVICES, **WEB}
+# The pipeline's three services (the benches run these too) ...
 COMMANDS = {
     "referral-intake": "aiguillage-intake",
     "routing": "aiguillage-routing",
     "notifications": "aiguillage-notifications",
-    "portal": "aiguillage-portal",
 }
+# ... and what the demo runs: the pipeline and the portal.
+DEMO_COMMANDS = {**COMMANDS, "portal": "aiguillage-portal"}
 ENV_PREFIX = {
     "referral-intake": "AIGUILLAGE_INTAKE_",
     "routing": "AIGUILLAGE_ROUTING_",
@@ -257,7 +259,7 @@ def _start_services(
     log_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    for service, command in COMMANDS.items():
+    for service, command in DEMO_COMMANDS.items():
         health_port = free_port()
         env = {
             **os.environ,
@@ -313,7 +315,7 @@ async def _wait_ready(
 
 async def _prepare(run: DemoRun, bootstrap: str, database_url: str) -> None:
     await provision(bootstrap, prefix=run.prefix)
-    await migrate_services(database_url, list(COMMANDS), run.suffix)
+    await migrate_services(database_url, list(DEMO_COMMANDS), run.suffix)
 
 
 async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
@@ -322,7 +324,7 @@ async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
     await unprovision(bootstrap, run.prefix)
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
-        for service in COMMANDS:
+        for service in DEMO_COMMANDS:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{run.schema(service)}" CASCADE')
     finally:
         await connection.close()
@@ -463,7 +465,7 @@ async def _run(
     run = DemoRun.new()
     print(
         f"Demo run {run.token}: topics {run.prefix}*, schemas "
-        f"{', '.join(run.schema(s) for s in COMMANDS)} (fresh; dropped at the end"
+        f"{', '.join(run.schema(s) for s in DEMO_COMMANDS)} (fresh; dropped at the end"
         f"{' — kept: --keep' if keep else ' unless --keep'})"
     )
     services: dict[str, tuple[subprocess.Popen[bytes], int]] = {}

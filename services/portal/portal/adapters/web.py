@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import quote
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import pyotp
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -34,7 +37,6 @@ from portal.domain import labels
 from portal.domain.access import (
     ROLES,
     Principal,
-    Role,
     home_path,
     may_answer_offer,
     may_operate,
@@ -170,8 +172,6 @@ def create_web_app(deps: WebDeps) -> FastAPI:
 
     def to_login(request: Request) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        from urllib.parse import quote
-
         return RedirectResponse(f"/connexion?suivant={quote(target)}", status_code=303)
 
     def not_found(request: Request, session: Session | None) -> HTMLResponse:
@@ -700,8 +700,6 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             return session
         form = await request.form()
         check_csrf(form, session.csrf_token)
-        from uuid import UUID
-
         try:
             target = UUID(user_id)
         except ValueError:
@@ -722,9 +720,4 @@ def create_web_app(deps: WebDeps) -> FastAPI:
 
 
 def _otpauth(secret: str, email: str) -> str:
-    import pyotp
-
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name="Aiguillage")
-
-
-__all__ = ["Role", "WebDeps", "create_web_app"]
