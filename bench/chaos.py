@@ -876,6 +876,8 @@ async def _observe_database(run: _Run, obs: report.Observations) -> None:
                 f"SELECT notification_id, referral_id, recipient_kind, recipient_id, topic,"  # noqa: S608
                 f" site_id, caused_by_event_id, correlation_id, title, body"
                 f" FROM {notif}.notifications"
+                # A digest is not a notice of its own: its e-mail is checked as each entry's.
+                f" WHERE notification_id NOT IN (SELECT notification_id FROM {notif}.digests)"
             )
         ]
         obs.deliveries = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.centres import CENTRE_RESPONSES, DIRECTORY_UPDATES
+from aiguillage_schemas.events.directory_notices import DIRECTORY_NOTICES
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed, NotificationIssued
 from aiguillage_schemas.events.prescribers import PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_lifecycle import (
@@ -48,4 +49,5 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     PrescriberRegistryUpdated,
     *CENTRE_RESPONSES,
     *DIRECTORY_UPDATES,
+    *DIRECTORY_NOTICES,
 )

@@ -81,6 +81,9 @@ CENTRE_RESPONSES = Topic(
 DIRECTORY_UPDATES = Topic(
     "directory.updates", 3, "centres, portal -> routing", configs=(LOG_APPEND_TIME,)
 )
+# Routing's notices about the directory for centres (key: site id): a count to confirm before it
+# goes stale. Notifications relays them on the centre's channels.
+DIRECTORY_NOTICES = Topic("directory.notices", 3, "routing -> notifications")
 NOTIFICATIONS_DEAD_LETTER = Topic(
     "notifications.dead-letter", REFERRAL_PARTITIONS, "notifications -> operators"
 )
@@ -109,5 +112,6 @@ ALL_TOPICS: tuple[Topic, ...] = (
     PRESCRIBERS_REGISTRY,
     CENTRE_RESPONSES,
     DIRECTORY_UPDATES,
+    DIRECTORY_NOTICES,
     PORTAL_DEAD_LETTER,
 )

@@ -15,6 +15,7 @@ from aiguillage_schemas.events.centres import (
     CapacityUpdated,
     CapacityUpdatedData,
     OfferAnswered,
+    PathReport,
 )
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
@@ -95,6 +96,27 @@ def answer(
                 "answer": verdict,
                 "decline_reason": reason,
                 "actor": actor.model_dump() if actor is not None else None,
+            },
+        }
+    )
+
+
+def path_report(
+    referral_id: str, site_id: str, report: str, centre: str = "", **extra: Any
+) -> PathReport:
+    """A centre reports a step of the path of a referral placed at ``site_id`` (today's date)."""
+    centre_id = centre or site_id.rsplit("-", 1)[0]
+    return PathReport.model_validate(
+        {
+            "source": centre_id,
+            "correlation_id": uuid.uuid4(),
+            "subject": referral_id,
+            "data": {
+                "centre_id": centre_id,
+                "site_id": site_id,
+                "report": report,
+                "occurred_on": datetime.now(UTC).date().isoformat(),
+                **extra,
             },
         }
     )

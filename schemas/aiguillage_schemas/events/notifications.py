@@ -24,6 +24,7 @@ NotificationTopic = Literal[
     "referral_escalated",  # to the prescriber: a human coordinator takes the referral over
     "referral_placed",  # to the prescriber: the centre accepted, the person has a place
     "path_reported",  # to the prescriber: a factual step of the path (attendance, completion...)
+    "capacity_confirmation_due",  # to the centre: confirm a site's count before it goes stale
 ]
 DeliveryChannel = Literal["kafka", "webhook", "email"]
 
@@ -33,7 +34,10 @@ class NotificationIssuedData(Contract):
     recipient_kind: RecipientKind
     recipient_id: str = Field(description="Centre id or prescriber id.")
     topic: NotificationTopic
-    reference: str = Field(description="The referral reference the recipient quotes back.")
+    reference: str = Field(
+        description="The referral reference the recipient quotes back; for a notice about no "
+        "referral (capacity_confirmation_due), the notice's own reference 'capacite-<16 hex>'."
+    )
     site_id: str | None = None
     title: str
     body: str = Field(description="French text; never identity or judicial details.")

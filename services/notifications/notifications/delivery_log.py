@@ -1,41 +1,32 @@
-"""``aiguillage-notifications-log <referral_id>``: every delivery attempt of one referral.
+"""``aiguillage deliveries <referral_id>``: every delivery attempt of one referral.
 
 For operators answering "was the centre told?": one line per attempt, oldest first, with the
-recipient, channel, outcome, latency and what the peer answered. Reads PostgreSQL only; prints no
-message content (the reference is the only thing the operator gives and gets back).
+recipient, channel, outcome, latency and what the peer answered, then the deliveries still pending.
+Reads PostgreSQL only; prints no message content (the reference is the only thing the operator
+gives and gets back). ``aiguillage-notifications-log`` is the same command under its older name.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import sys
-from typing import Any
-from urllib.parse import urlsplit
+import json
+from typing import Annotated, Any
 
-import asyncpg
+import typer
 
-QUERY = """
-SELECT a.attempted_at, n.recipient_kind, n.recipient_id, n.topic, d.channel, d.delivery_id,
-       d.fallback_for IS NOT NULL AS fallback, a.attempt, a.outcome, a.latency_ms,
-       a.error_class, a.http_status, a.smtp_code, a.identity_release, d.state
-FROM notifications n
-JOIN deliveries d ON d.notification_id = n.notification_id
-JOIN delivery_attempts a ON a.delivery_id = d.delivery_id
-WHERE n.referral_id = $1
-ORDER BY a.attempted_at, a.id
-"""
-# Every delivery still pending, with when it is tried next: not attempted yet, retrying, or held
-# for the identity (how many tries, since when).
-PENDING = """
-SELECT n.recipient_kind, n.recipient_id, n.topic, d.channel, d.state, d.next_attempt_at,
-       d.fallback_for IS NOT NULL AS fallback, d.attempts, d.identity_waits,
-       d.identity_wait_since
-FROM notifications n JOIN deliveries d ON d.notification_id = n.notification_id
-WHERE n.referral_id = $1 AND d.state = 'pending'
-ORDER BY d.next_attempt_at, d.created_at
-"""
+from aiguillage_common.cli import (
+    EXIT_REFUSED,
+    AsJson,
+    DatabaseUrl,
+    connect,
+    fail,
+    overrides,
+    run,
+    settings_or_fail,
+    typer_app,
+)
+from notifications.adapters.postgres import DeliveryLog, read_delivery_log
+from notifications.settings import NotificationsSettings
+
 COLUMNS = (
     ("time (UTC)", 23),
     ("recipient", 30),
@@ -51,18 +42,18 @@ COLUMNS = (
 )
 
 
-async def fetch(database_url: str, schema: str, referral_id: str) -> list[list[str]]:
-    connection = await asyncpg.connect(
-        database_url, timeout=10, server_settings={"search_path": schema}
-    )
+async def fetch(database_url: str, schema: str, referral_id: str) -> DeliveryLog:
+    connection = await connect(database_url, schema)
     try:
-        rows = await connection.fetch(QUERY, referral_id)
-        waiting = await connection.fetch(PENDING, referral_id)
+        return await read_delivery_log(connection, referral_id)
     finally:
         await connection.close()
-    lines = [_attempt_line(row) for row in rows]
-    lines += [_pending_line(row) for row in waiting]
-    return lines
+
+
+def lines(log: DeliveryLog) -> list[list[str]]:
+    return [_attempt_line(row) for row in log.attempts] + [
+        _pending_line(row) for row in log.pending
+    ]
 
 
 def _time(moment: Any) -> str:
@@ -104,43 +95,44 @@ def _attempt_line(row: Any) -> list[str]:
     ]
 
 
-def render(lines: list[list[str]]) -> str:
+def render(found: list[list[str]]) -> str:
     header = " ".join(name.ljust(width) for name, width in COLUMNS)
     widths = [width for _, width in COLUMNS]
     body = [
         " ".join(value[:width].ljust(width) for value, width in zip(line, widths, strict=True))
-        for line in lines
+        for line in found
     ]
     return "\n".join([header, "-" * len(header), *body])
 
 
-def run() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("referral_id")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "AIGUILLAGE_NOTIFICATIONS_DATABASE_URL",
-            os.environ.get(
-                "AIGUILLAGE_DATABASE_URL",
-                "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage",
-            ),
+def deliveries(
+    referral_id: Annotated[str, typer.Argument(metavar="REFERRAL_ID")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema", help="Default: AIGUILLAGE_NOTIFICATIONS_DB_SCHEMA, else notifications."
         ),
+    ] = None,
+) -> None:
+    """Every delivery attempt of one referral, oldest first, then what is still pending."""
+    settings = settings_or_fail(
+        NotificationsSettings, "AIGUILLAGE_NOTIFICATIONS_", **overrides(database_url)
     )
-    parser.add_argument(
-        "--schema", default=os.environ.get("AIGUILLAGE_NOTIFICATIONS_DB_SCHEMA", "notifications")
-    )
-    args = parser.parse_args()
-    try:
-        lines = asyncio.run(fetch(args.database_url, args.schema, args.referral_id))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        # One line, no traceback; host and port only (the URL holds a password).
-        where = urlsplit(args.database_url)
-        sys.exit(
-            f"cannot use PostgreSQL at {where.hostname}:{where.port or 5432} "
-            f"(schema {args.schema}): {type(error).__name__}: {error}"
-        )
-    if not lines:
-        print(f"no notification recorded for {args.referral_id}")
-        sys.exit(1)
-    print(render(lines))
+    found = lines(run(fetch(settings.database_url, schema or settings.db_schema, referral_id)))
+    if not found:
+        fail(f"no notification recorded for {referral_id}", EXIT_REFUSED)
+    if as_json:
+        for line in found:
+            print(json.dumps(dict(zip((name for name, _ in COLUMNS), line, strict=True))))
+        return
+    print(render(found))
+
+
+app = typer_app("aiguillage-notifications-log", "Every delivery attempt of one referral.")
+app.command()(deliveries)
+
+
+def run_command() -> None:
+    app(prog_name="aiguillage-notifications-log")

@@ -12,6 +12,7 @@ from aiguillage_common.provisioning import provision
 from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.directory_notices import CapacityConfirmationDue
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed, NotificationIssued
 from aiguillage_schemas.events.referral_lifecycle import (
     MessageDeadLettered,
@@ -109,6 +110,13 @@ def create_app(
                 (ReferralRejected,),
                 f"{settings.consumer_group}.rejected",
                 ReferralRejected,
+            ),
+            (
+                topics.DIRECTORY_NOTICES,
+                f"{CONSUMER}.directory",
+                (CapacityConfirmationDue,),
+                f"{settings.consumer_group}.directory",
+                CapacityConfirmationDue,
             ),
         )
         for topic, consumer_name, accepted, group, documented in sources:

@@ -7,24 +7,32 @@ When Kafka or PostgreSQL cannot be reached it says so in one line and exits 2.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
-import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
 from aiokafka.errors import KafkaError
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aiguillage_common.cli import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Unreachable,
+    err,
+    out,
+    typer_app,
+    where,
+    why,
+)
+from aiguillage_common.cli import fail as _fail
+from aiguillage_common.cli import run as _run_common
 from aiguillage_operations.adapters.kafka import KafkaDeadLetters, ScanStalled
 from aiguillage_operations.adapters.postgres import PostgresActions, SchemaMissing
 from aiguillage_operations.domain import (
@@ -54,22 +62,11 @@ from aiguillage_operations.use_cases import (
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage"
 SECRET_ENV = "AIGUILLAGE_OPERATIONS_SECRET"  # noqa: S105 - the variable name, not a secret
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 2
 
-app = typer.Typer(
-    name="aiguillage-dead-letters",
-    help="List, inspect, replay and discard dead letters (no payload is ever shown).",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,
-    # A bug's traceback may be shown, never its frame locals (they may hold a record's bytes).
-    pretty_exceptions_show_locals=False,
+app = typer_app(
+    "aiguillage-dead-letters",
+    "List, inspect, replay and discard dead letters (no payload is ever shown).",
 )
-# soft_wrap: long lines are left to the terminal, never broken inside an id or a key by rich.
-out = Console(highlight=False, soft_wrap=True)
-# soft_wrap: an error is one line, whatever the terminal width.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -137,17 +134,6 @@ def _login_name() -> str:
         return ""
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(Text(message))
-    raise typer.Exit(code)
-
-
-def _where(database_url: str) -> str:
-    """Host and port of a database URL: never print its password."""
-    parts = urlsplit(database_url)
-    return f"{parts.hostname or '?'}:{parts.port or 5432}"
-
-
 async def _with_infra(
     bootstrap: str,
     database_url: str,
@@ -161,7 +147,7 @@ async def _with_infra(
         try:
             await kafka.start()
         except (KafkaError, OSError, TimeoutError) as error:
-            raise Unreachable(f"cannot reach Kafka at {bootstrap} ({_why(error)})") from None
+            raise Unreachable(f"cannot reach Kafka at {bootstrap} ({why(error)})") from None
         try:
             return await work(kafka, store)
         finally:
@@ -177,35 +163,19 @@ async def _connect_database(database_url: str, schema: str) -> PostgresActions:
         raise
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise Unreachable(
-            f"cannot reach PostgreSQL at {_where(database_url)} ({_why(error)})"
+            f"cannot reach PostgreSQL at {where(database_url)} ({why(error)})"
         ) from None
 
 
-def _why(error: BaseException) -> str:
-    # The type only: some drivers' messages quote the connection string.
-    return type(error).__name__
-
-
-class Unreachable(Exception):
-    pass
-
-
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command; infrastructure failures become one line and exit 2, never a traceback."""
-    # aiokafka logs every failed connection attempt; the one line below says it all.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    """Run a command; infrastructure failures become one line and exit 2, never a traceback
+    (the shared ``aiguillage_common.cli.run``), and this tool's own refusals one line, exit 1."""
     try:
-        return asyncio.run(coroutine)
-    except Unreachable as error:
-        _fail(str(error), EXIT_UNREACHABLE)
+        return _run_common(coroutine)
     except SchemaMissing as error:
         _fail(str(error), EXIT_UNREACHABLE)
     except ScanStalled as error:
         _fail(f"Kafka stopped answering: {error}", EXIT_UNREACHABLE)
-    except (KafkaError, TimeoutError) as error:
-        _fail(f"Kafka failed during the command ({_why(error)})", EXIT_UNREACHABLE)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        _fail(f"PostgreSQL failed during the command ({_why(error)})", EXIT_UNREACHABLE)
     except (IdProblem, FilterProblem, Refusal) as error:
         _fail(str(error), EXIT_REFUSED)
 

@@ -11,11 +11,22 @@ from pydantic_settings import SettingsConfigDict
 from aiguillage_common.settings import ServiceSettings, parse_signing_secrets
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeStoreSettings(ServiceSettings):
+    """What operator commands need of intake's settings (database, groups, retention): no secret,
+    so ``aiguillage purge`` and ``aiguillage lag`` run without the identity master key."""
+
     model_config = SettingsConfigDict(env_prefix="AIGUILLAGE_INTAKE_", extra="ignore", frozen=True)
 
     db_schema: str = "intake"
     consumer_group: str = "referral-intake"
+    retention_days: int = Field(
+        default=365, ge=0, description="Closed referrals older than this are purged."
+    )
+
+
+class IntakeSettings(IntakeStoreSettings):
+    model_config = SettingsConfigDict(env_prefix="AIGUILLAGE_INTAKE_", extra="ignore", frozen=True)
+
     max_message_bytes: int = Field(default=64 * 1024, description="Larger inputs are rejected.")
     identity_master_key: SecretStr = Field(
         description="Base64 of 32 random bytes; wraps each person's identity key."
@@ -52,10 +63,6 @@ class IntakeSettings(ServiceSettings):
     registry_file: Path | None = Field(
         default=None, description="Prescriber registry at start; default data/prescribers.json."
     )
-    retention_days: int = Field(
-        default=365, ge=0, description="Closed referrals older than this are purged."
-    )
-
     # Internal identity API (see docs/intake.md): off unless a secret is set.
     identity_api_host: str = Field(
         default="127.0.0.1", description="Interface the identity API listens on."

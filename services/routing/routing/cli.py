@@ -1,66 +1,79 @@
-"""Operator commands of routing.
+"""Operator commands of routing (typer apps, also mounted in ``aiguillage``).
 
-    aiguillage-routing-directory load [--data-dir DIR]   seed the directory (idempotent)
-    aiguillage-routing-directory show [DEPARTEMENT]      sites, services, places (held/total)
-    aiguillage-routing-directory stale [DEPARTEMENT]     counts stale or to confirm soon
-    aiguillage-routing-decision REFERRAL_ID [--json]     every decision taken for a referral
+    aiguillage directory load [--data-dir DIR]   seed the directory (idempotent)
+    aiguillage directory show [DEPARTEMENT]      sites, services, places (held/total)
+    aiguillage directory stale [DEPARTEMENT]     counts stale or to confirm soon, and
+                                                 whether (when) the centre was reminded
+    aiguillage decision REFERRAL_ID [--json]     every decision taken for a referral
 
-Database and schema come from the service's settings (``AIGUILLAGE_ROUTING_DATABASE_URL``,
-``AIGUILLAGE_ROUTING_DB_SCHEMA``).
+``aiguillage-routing-directory`` and ``aiguillage-routing-decision`` are the same apps under their
+older names. Database and schema come from the service's settings (``AIGUILLAGE_ROUTING_*``, else
+``AIGUILLAGE_DATABASE_URL``), or ``--database-url``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import sys
-from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
 import asyncpg
+import typer
 
+from aiguillage_common.cli import (
+    EXIT_REFUSED,
+    AsJson,
+    DatabaseUrl,
+    connect,
+    fail,
+    overrides,
+    run,
+    settings_or_fail,
+    typer_app,
+)
 from aiguillage_common.geography import load_geography
 from routing.adapters.directory_csv import load_directory
-from routing.adapters.postgres import read_directory, seed_directory
+from routing.adapters.postgres import read_decisions, read_directory, seed_directory
+from routing.adapters.reminders import reminders_sent
 from routing.domain.directory import confirmations_due
 from routing.settings import RoutingSettings
 
-T = TypeVar("T")
+directory_app = typer_app(
+    "aiguillage-routing-directory", "The centres' directory: seed it, show places, list stale."
+)
+Departement = Annotated[
+    str | None, typer.Argument(metavar="[DEPARTEMENT]", help="e.g. 59; default: all.")
+]
 
 
-def _run(settings: RoutingSettings, coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command; an unreachable database is one line on stderr and exit 1, no traceback."""
-    try:
-        return asyncio.run(coroutine)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        where = urlsplit(settings.database_url)  # host and port only: the URL holds a password
-        sys.exit(
-            f"cannot use PostgreSQL at {where.hostname}:{where.port or 5432} "
-            f"(schema {settings.db_schema}): {type(error).__name__}: {error}"
-        )
+def routing_settings(database_url: str | None) -> RoutingSettings:
+    return settings_or_fail(RoutingSettings, "AIGUILLAGE_ROUTING_", **overrides(database_url))
 
 
 async def _connect(settings: RoutingSettings) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        settings.database_url,
-        timeout=settings.db_command_timeout_s,
-        server_settings={"search_path": settings.db_schema},
-    )
+    return await connect(settings.database_url, settings.db_schema)
 
 
-async def _load(settings: RoutingSettings, data_dir: Path | None) -> None:
+@directory_app.command("load")
+def load(
+    data_dir: Annotated[Path | None, typer.Option(help="Default: the packaged data.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Seed the directory from data/cpca_centres.csv (existing rows are kept)."""
+    settings = routing_settings(database_url)
     directory = load_directory(
         load_geography(data_dir), data_dir, path_months=settings.seed_path_months
     )
-    connection = await _connect(settings)
-    try:
-        inserted = await seed_directory(connection, directory)
-    finally:
-        await connection.close()
+
+    async def seed() -> int:
+        connection = await _connect(settings)
+        try:
+            return await seed_directory(connection, directory)
+        finally:
+            await connection.close()
+
+    inserted = run(seed())
     print(
         f"{len(directory.centres)} centres, {len(directory.sites)} sites, "
         f"{len(directory.capacity)} site services in the seed; {inserted} inserted now "
@@ -68,12 +81,19 @@ async def _load(settings: RoutingSettings, data_dir: Path | None) -> None:
     )
 
 
-async def _show(settings: RoutingSettings, departement: str | None) -> None:
+async def _read(settings: RoutingSettings, departement: str | None) -> Any:
     connection = await _connect(settings)
     try:
-        directory = await read_directory(connection, [departement] if departement else None)
+        return await read_directory(connection, [departement] if departement else None)
     finally:
         await connection.close()
+
+
+@directory_app.command("show")
+def show(departement: Departement = None, database_url: DatabaseUrl = None) -> None:
+    """Sites, their services and places (held/total), and when counts must be confirmed."""
+    settings = routing_settings(database_url)
+    directory = run(_read(settings, departement))
     now = datetime.now(UTC)
     freshness = timedelta(seconds=settings.capacity_freshness_s)
     for site in directory.sites:
@@ -90,12 +110,20 @@ async def _show(settings: RoutingSettings, departement: str | None) -> None:
             )
 
 
-async def _stale(settings: RoutingSettings, departement: str | None) -> int:
+async def _read_with_reminders(settings: RoutingSettings, departement: str | None) -> Any:
     connection = await _connect(settings)
     try:
         directory = await read_directory(connection, [departement] if departement else None)
+        return directory, await reminders_sent(connection)
     finally:
         await connection.close()
+
+
+@directory_app.command("stale")
+def stale(departement: Departement = None, database_url: DatabaseUrl = None) -> None:
+    """Counts gone stale, or to be confirmed soon, and whether the centre was reminded."""
+    settings = routing_settings(database_url)
+    directory, reminders = run(_read_with_reminders(settings, departement))
     due = confirmations_due(
         directory,
         datetime.now(UTC),
@@ -115,52 +143,20 @@ async def _stale(settings: RoutingSettings, departement: str | None) -> int:
         state = "STALE" if item.stale else "due  "
         print(
             f"{state} {item.site_id:<24} {item.service:<24} last confirmed "
-            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}"
+            f"{item.updated_at:%Y-%m-%d}, confirm by {item.confirm_by:%Y-%m-%d}, "
+            f"{_reminded(reminders.get((item.site_id, str(item.service))))}"
         )
-    return len(due)
 
 
-def directory_command() -> None:
-    parser = argparse.ArgumentParser(prog="aiguillage-routing-directory", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    load = sub.add_parser("load", help="seed the directory from data/cpca_centres.csv")
-    load.add_argument("--data-dir", type=Path, default=None)
-    show = sub.add_parser("show", help="print sites and places")
-    show.add_argument("departement", nargs="?")
-    stale = sub.add_parser("stale", help="counts stale, or to be confirmed soon")
-    stale.add_argument("departement", nargs="?")
-    args = parser.parse_args()
-    settings = RoutingSettings()
-    if args.command == "load":
-        _run(settings, _load(settings, args.data_dir))
-    elif args.command == "stale":
-        _run(settings, _stale(settings, args.departement))
-    else:
-        _run(settings, _show(settings, args.departement))
-
-
-async def _decisions(settings: RoutingSettings, referral_id: str) -> list[dict[str, Any]]:
-    connection = await _connect(settings)
-    try:
-        rows = await connection.fetch(
-            "SELECT decision_id, attempt, outcome, site_id, distance_km, reason, explanation,"
-            " policy_version, record, decided_at FROM decisions WHERE referral_id = $1"
-            " ORDER BY decided_at",
-            referral_id,
-        )
-    finally:
-        await connection.close()
-    return [
-        {
-            **{k: row[k] for k in ("attempt", "outcome", "site_id", "distance_km", "reason")},
-            "decision_id": str(row["decision_id"]),
-            "explanation": row["explanation"],
-            "policy_version": row["policy_version"],
-            "decided_at": row["decided_at"].isoformat(),
-            "record": json.loads(row["record"]) if row["record"] else None,
-        }
-        for row in rows
-    ]
+def _reminded(latest: tuple[asyncpg.Record, bool] | None) -> str:
+    """Whether the centre was told to confirm the count on record, and when (UTC)."""
+    if latest is None:
+        return "centre not reminded yet"
+    row, current = latest
+    if not current:
+        last = f"{row['reminded_at']:%Y-%m-%d}"
+        return f"centre not reminded of this count yet (last reminder {last})"
+    return f"centre reminded {row['reminded_at']:%Y-%m-%d %H:%M} UTC ({row['reference']})"
 
 
 def _print_decision(decision: dict[str, Any]) -> None:
@@ -184,21 +180,38 @@ def _print_decision(decision: dict[str, Any]) -> None:
         )
 
 
-def decision_command() -> None:
-    parser = argparse.ArgumentParser(
-        prog="aiguillage-routing-decision",
-        description="Print every routing decision of a referral, with its full record.",
-    )
-    parser.add_argument("referral_id")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args()
-    settings = RoutingSettings()
-    decisions = _run(settings, _decisions(settings, args.referral_id))
+def decision(
+    referral_id: Annotated[str, typer.Argument(metavar="REFERRAL_ID")],
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Every routing decision of a referral, with its full record (candidates, scores)."""
+    settings = routing_settings(database_url)
+
+    async def fetch() -> list[dict[str, Any]]:
+        connection = await _connect(settings)
+        try:
+            return await read_decisions(connection, referral_id)
+        finally:
+            await connection.close()
+
+    decisions = run(fetch())
     if not decisions:
-        print(f"no decision recorded for {args.referral_id}", file=sys.stderr)
-        sys.exit(1)
-    if args.json:
+        fail(f"no decision recorded for {referral_id}", EXIT_REFUSED)
+    if as_json:
         print(json.dumps(decisions, indent=2, ensure_ascii=False))
         return
-    for decision in decisions:
-        _print_decision(decision)
+    for found in decisions:
+        _print_decision(found)
+
+
+decision_app = typer_app("aiguillage-routing-decision", "Every routing decision of a referral.")
+decision_app.command()(decision)
+
+
+def directory_command() -> None:
+    directory_app(prog_name="aiguillage-routing-directory")
+
+
+def decision_command() -> None:
+    decision_app(prog_name="aiguillage-routing-decision")

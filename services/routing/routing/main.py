@@ -20,6 +20,7 @@ from aiguillage_schemas.events.centres import (
     SiteAdded,
     SiteClosed,
 )
+from aiguillage_schemas.events.directory_notices import CapacityConfirmationDue
 from aiguillage_schemas.events.referral_lifecycle import (
     MessageDeadLettered,
     ReferralAccepted,
@@ -41,9 +42,11 @@ from routing.adapters.kafka import (
     SenderCheck,
 )
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.reminders import CapacityReminder, PostgresReminderUnitOfWork
 from routing.adapters.senders_file import load_senders
 from routing.adapters.workers import ConfirmationWatch, DirectorySeeder, OfferTimer
 from routing.settings import RoutingSettings
+from routing.use_cases.capacity_reminders import ReminderContext, remind_due_confirmations
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import CONSUMER, RoutingContext
 
@@ -64,6 +67,7 @@ def create_app(
     secrets = settings.secrets()
     decisions_topic = settings.topic(topics.ROUTED.name)
     dead_letter_topic = settings.topic(topics.ROUTING_DEAD_LETTER.name)
+    notices_topic = settings.topic(topics.DIRECTORY_NOTICES.name)
     contexts: list[RoutingContext] = []
 
     def context(runtime: Runtime) -> RoutingContext:
@@ -143,6 +147,12 @@ def create_app(
             description="Routing decisions and path events, via the outbox.",
         )
         broker.publisher(
+            notices_topic,
+            schema=CapacityConfirmationDue,
+            description="Reminders to centres: counts to confirm before they go stale, via the "
+            "outbox (key: site id).",
+        )
+        broker.publisher(
             dead_letter_topic,
             schema=MessageDeadLettered,
             description="Messages routing could not process, with the reason.",
@@ -150,6 +160,14 @@ def create_app(
 
     def workers(runtime: Runtime) -> list[BackgroundWorker]:
         ctx = context(runtime)
+        reminders = ReminderContext(
+            uow_factory=lambda: PostgresReminderUnitOfWork(runtime.require_pool()),
+            notices_topic=notices_topic,
+            freshness=timedelta(seconds=settings.capacity_freshness_s),
+            window=timedelta(seconds=settings.stale_reminder_s),
+            policy=settings.stale_capacity,
+            clock=ctx.clock,
+        )
         seeders: list[BackgroundWorker] = []
         if settings.seed_directory_if_empty:
             seeders.append(
@@ -163,6 +181,10 @@ def create_app(
                 timedelta(seconds=settings.capacity_freshness_s),
                 timedelta(seconds=settings.stale_reminder_s),
                 settings.confirmation_check_interval_s,
+            ),
+            CapacityReminder(
+                lambda: remind_due_confirmations(reminders),
+                settings.capacity_reminder_interval_s,
             ),
         ]
 

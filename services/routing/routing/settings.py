@@ -32,6 +32,8 @@ class RoutingSettings(ServiceSettings):
     stale_penalty_km: float = 40.0
     stale_reminder_s: float = 7 * 86_400.0  # counts due this long before going stale are shown
     confirmation_check_interval_s: float = 3600.0  # how often the due counts are logged
+    # How often centres are reminded of the counts due (each confirmation is reminded once).
+    capacity_reminder_interval_s: float = Field(default=600.0, gt=0)
     record_candidates: int = 25
 
     # Closed loop: how long a centre has to answer, how many sites are tried before a human.

@@ -9,6 +9,7 @@ from aiguillage_common.codec import decode_event
 from aiguillage_common.consumer import InboundRecord
 from aiguillage_common.logging import get_logger
 from aiguillage_schemas.envelope import Envelope
+from aiguillage_schemas.events.directory_notices import CapacityConfirmationDue
 from notifications.domain.messages import InboundEvent, Planner
 from notifications.use_cases.notify import NotificationsUnitOfWork, notify
 
@@ -42,14 +43,16 @@ class NotificationsHandler:
             self._clock(),
             self._consumer,
         )
+        # A capacity reminder's subject is a site id, not a referral id: logged as what it is.
+        about = "site_id" if isinstance(event, CapacityConfirmationDue) else "referral_id"
         if issued is None:
-            log.info("notification.duplicate_ignored", referral_id=event.subject)
+            log.info("notification.duplicate_ignored", **{about: event.subject})
             return
         if not issued:
-            log.info("notification.nobody_to_tell", referral_id=event.subject)
+            log.info("notification.nobody_to_tell", **{about: event.subject})
         for notification in issued:
             fields = {
-                "referral_id": event.subject,
+                about: event.subject,
                 "recipient_kind": notification.recipient_kind,
                 "recipient_id": notification.recipient_id,
                 "topic": notification.topic,

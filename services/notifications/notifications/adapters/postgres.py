@@ -666,3 +666,43 @@ class PostgresDeliverySession(_DeliveryStatements):
         traceback: TracebackType | None,
     ) -> None:
         return None
+
+
+# -- the delivery log (``aiguillage deliveries``, ``aiguillage timeline``) ----------------------
+# Every attempt of one referral's deliveries, oldest first: recipient, channel, outcome, latency,
+# what the peer and intake answered. Never a message's content.
+_DELIVERY_ATTEMPTS = """
+SELECT a.attempted_at, n.recipient_kind, n.recipient_id, n.topic, d.channel, d.delivery_id,
+       d.fallback_for IS NOT NULL AS fallback, a.attempt, a.outcome, a.latency_ms,
+       a.error_class, a.http_status, a.smtp_code, a.identity_release, d.state
+FROM notifications n
+JOIN deliveries d ON d.notification_id = n.notification_id
+JOIN delivery_attempts a ON a.delivery_id = d.delivery_id
+WHERE n.referral_id = $1
+ORDER BY a.attempted_at, a.id
+"""
+# Every delivery still pending, with when it is tried next: not attempted yet, retrying, or held
+# for the identity (how many tries, since when).
+_PENDING_DELIVERIES = """
+SELECT n.recipient_kind, n.recipient_id, n.topic, d.channel, d.state, d.next_attempt_at,
+       d.fallback_for IS NOT NULL AS fallback, d.attempts, d.identity_waits,
+       d.identity_wait_since
+FROM notifications n JOIN deliveries d ON d.notification_id = n.notification_id
+WHERE n.referral_id = $1 AND d.state = 'pending'
+ORDER BY d.next_attempt_at, d.created_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLog:
+    attempts: list[asyncpg.Record]
+    pending: list[asyncpg.Record]
+
+
+async def read_delivery_log(
+    connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, referral_id: str
+) -> DeliveryLog:
+    return DeliveryLog(
+        await connection.fetch(_DELIVERY_ATTEMPTS, referral_id),
+        await connection.fetch(_PENDING_DELIVERIES, referral_id),
+    )

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from aiguillage_schemas.events.directory_notices import CapacityConfirmationDue
 from aiguillage_schemas.events.notifications import (
     DeliveryChannel,
     NotificationTopic,
@@ -49,7 +50,7 @@ RoutingEvent = (
     | ReferralWithdrawn
     | PathReported
 )
-InboundEvent = RoutingEvent | ReferralAccepted | ReferralRejected
+InboundEvent = RoutingEvent | ReferralAccepted | ReferralRejected | CapacityConfirmationDue
 ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
     ReferralRouted,
     ReferralUnroutable,
@@ -94,6 +95,13 @@ ESCALATION_LABELS = {
     "no_feasible_site": "aucun site ne peut accueillir la personne en l'état",
     "urgent_no_place": "orientation urgente sans place disponible à portée ; elle reste en tête "
     "de file",
+}
+# What happens to a count left unconfirmed, per routing's policy (CapacityConfirmationDue.policy).
+STALE_OUTCOME_LABELS = {
+    "ranked_lower": "votre site reste proposé sur la base de ce nombre, mais passe après les "
+    "sites dont les places sont confirmées",
+    "not_offered": "plus aucune orientation ne sera proposée à votre site pour ce service tant "
+    "que le nombre n'est pas confirmé",
 }
 UNROUTABLE_LABELS = {
     "no_site_offers_services": "aucun site ne propose les services demandés",
@@ -226,8 +234,12 @@ class Planner:
     def plan(self, event: InboundEvent, now: datetime) -> Plan:
         drafts = self._drafts(event)
         # A rejection's subject is whatever key the sender used; quote it back only when it is a
-        # well-formed reference (the outbound contract requires one).
-        reference = event.subject if _REFERENCE.match(event.subject) else "unknown"
+        # well-formed reference (the outbound contract requires one). A capacity reminder is about
+        # no referral: it carries its own reference (``capacite-<16 hex>``), never a site id.
+        if isinstance(event, CapacityConfirmationDue):
+            reference = event.data.reference
+        else:
+            reference = event.subject if _REFERENCE.match(event.subject) else "unknown"
         common = {"reference": reference, "correlation_id": str(event.correlation_id)}
         notifications, unknown, digest = [], [], []
         for draft in drafts:
@@ -382,6 +394,8 @@ class Planner:
             ]
         if isinstance(event, ReferralRouted):
             return self._routed(event)
+        if isinstance(event, CapacityConfirmationDue):
+            return [self._confirmation_due(event)]
         if isinstance(event, ReferralUnroutable):
             return [
                 _Draft(
@@ -469,6 +483,28 @@ class Planner:
         else:
             topic = "referral_routed"
         return [centre, _Draft("prescriber", data.prescriber_id, topic, site.site_id, facts)]
+
+    def _confirmation_due(self, event: CapacityConfirmationDue) -> _Draft:
+        data = event.data
+        stale_at = french_datetime(data.stale_at)
+        gone = data.stale_at <= event.occurred_at
+        return _Draft(
+            "centre",
+            data.centre_id,
+            "capacity_confirmation_due",
+            data.site_id,
+            {
+                "site_id": data.site_id,
+                "centre_name": data.centre_name,
+                "service": SERVICE_LABELS.get(data.service, str(data.service)),
+                "places_total": str(data.places_total),
+                "as_of": french_datetime(data.as_of),
+                "stale_at": stale_at,
+                "stale_when": f"depuis le {stale_at}" if gone else f"à partir du {stale_at}",
+                "is_or_will_be": "est" if gone else "sera",
+                "policy": STALE_OUTCOME_LABELS[data.policy],
+            },
+        )
 
     def _path(self, event: PathReported) -> _Draft:
         data = event.data

@@ -3,7 +3,9 @@
 Each topic has three sections: the subject, the full text (for authenticated channels: Kafka and
 signed webhooks) and the e-mail text. E-mail is not an authenticated channel, so its section only
 carries the reference and what to do next, never identity, judicial or health details. The HTML
-part of an e-mail is the e-mail text, escaped, in one shared layout.
+part of an e-mail is the e-mail text, escaped, in one shared layout. A topic about no referral (a
+capacity reminder) may replace the shared footer, which names the referral, with a ``[footer]``
+section of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from string import Template
 
 SECTIONS = ("subject", "text", "email")
+OPTIONAL_SECTIONS = ("footer",)
 
 
 class TemplateError(ValueError):
@@ -25,6 +28,7 @@ class TopicTemplate:
     subject: Template
     text: Template
     email: Template
+    footer: Template | None = None  # replaces the shared footer when given
 
     @classmethod
     def parse(cls, name: str, source: str) -> TopicTemplate:
@@ -33,14 +37,22 @@ class TopicTemplate:
         current: list[str] | None = None
         for line in source.splitlines():
             header = line.strip()
-            if header.startswith("[") and header.endswith("]") and header[1:-1] in SECTIONS:
+            known = (*SECTIONS, *OPTIONAL_SECTIONS)
+            if header.startswith("[") and header.endswith("]") and header[1:-1] in known:
                 current = found.setdefault(header[1:-1], [])
             elif current is not None:
                 current.append(line)
         missing = [section for section in SECTIONS if section not in found]
         if missing:
             raise TemplateError(f"template {name} lacks section(s) {missing}")
-        return cls(*(Template("\n".join(found[s]).strip()) for s in SECTIONS))
+        subject, text, email = (Template("\n".join(found[s]).strip()) for s in SECTIONS)
+        footer = found.get("footer")
+        return cls(
+            subject,
+            text,
+            email,
+            Template("\n".join(footer).strip()) if footer is not None else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +75,7 @@ class Templates:
             raise TemplateError(f"no template for topic {topic}")
         try:
             subject = template.subject.substitute(facts).replace("\n", " ")
-            footer = self.footer.substitute(facts)
+            footer = (template.footer or self.footer).substitute(facts)
             text = f"{template.text.substitute(facts)}\n\n{footer}"
             email_text = f"{template.email.substitute(facts)}\n\n{footer}"
         except (KeyError, ValueError) as error:

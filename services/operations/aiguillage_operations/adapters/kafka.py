@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 
 from aiguillage_operations.domain import (
     Coordinates,
@@ -155,6 +156,42 @@ class KafkaDeadLetters:
                     if record.offset < end[tp]  # a dead letter arriving now is for the next run
                 )
         return Scan(found, missing)
+
+    async def records_with_key(self, name: str, key: str) -> list[SourceRecord] | None:
+        """Every record of topic ``name`` (without the prefix) whose key is ``key``, in offset
+        order; None when the topic does not exist. Only the key's partition is read: the
+        producers key these topics by referral id with the default partitioner, as the services
+        rely on for ordering."""
+        consumer = self._reader
+        partitions = await self._partitions(self._prefix + name)
+        if partitions is None:
+            return None
+        wanted = key.encode("utf-8")
+        number = murmur2(wanted) & 0x7FFFFFFF
+        tp = partitions[number % len(partitions)]
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: list[SourceRecord] = []
+        last_progress = time.monotonic()
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            if batch.get(tp):
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > self._stall_s:
+                raise ScanStalled(f"no progress reading {tp.topic} for {self._stall_s:.0f} s")
+            found.extend(
+                SourceRecord(
+                    location=Coordinates(tp.topic, tp.partition, record.offset),
+                    timestamp_ms=record.timestamp,
+                    key=record.key,
+                    value=record.value,
+                    headers=tuple((h, value or b"") for h, value in record.headers),
+                )
+                for record in batch.get(tp, [])
+                if record.key == wanted and record.offset < end
+            )
+        return found
 
     async def fetch(self, location: Coordinates) -> SourceRecord:
         consumer = self._reader

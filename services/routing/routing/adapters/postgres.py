@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -93,6 +94,32 @@ async def read_directory(
             )
         )
     return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
+
+
+async def read_decisions(
+    connection: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection, referral_id: str
+) -> list[dict[str, Any]]:
+    """Every decision taken for a referral, oldest first, as ``aiguillage decision`` prints them
+    (and ``aiguillage timeline`` reads them): outcome, site, reason, the full record."""
+    rows = await connection.fetch(
+        "SELECT decision_id, attempt, outcome, site_id, centre_id, distance_km, reason,"
+        " explanation, policy_version, record, caused_by_event_id, decided_at"
+        " FROM decisions WHERE referral_id = $1 ORDER BY decided_at, attempt",
+        referral_id,
+    )
+    return [
+        {
+            **{k: row[k] for k in ("attempt", "outcome", "site_id", "centre_id", "distance_km")},
+            "reason": row["reason"],
+            "decision_id": str(row["decision_id"]),
+            "explanation": row["explanation"],
+            "policy_version": row["policy_version"],
+            "caused_by_event_id": str(row["caused_by_event_id"]),
+            "decided_at": row["decided_at"].isoformat(),
+            "record": json.loads(row["record"]) if row["record"] else None,
+        }
+        for row in rows
+    ]
 
 
 async def seed_directory(
