@@ -264,6 +264,7 @@ async def test_a_new_user_enrols_with_the_one_time_link_then_signs_in(
     newcomer = await (await new_context(browser)).new_page()
     await newcomer.goto(link)
     secret = await newcomer.locator("#totp-secret").inner_text()
+    assert await newcomer.locator("#totp-qr svg").count() == 1  # the code to scan
     await accessible(newcomer)
     await newcomer.locator("#password").fill(PASSWORD)
     await newcomer.get_by_label("Confirmez le mot de passe").fill(PASSWORD)
