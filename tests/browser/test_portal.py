@@ -305,6 +305,12 @@ async def test_sign_in_is_throttled_after_repeated_failures(
 ) -> None:
     secret = await portal.user("cible@arras.example", "centre", "HDF-ARRAS")
     page = await (await new_context(browser)).new_page()
+    # The sign-in form too needs its token (a login CSRF would sign the victim in as someone else).
+    forged = await page.request.post(
+        f"{portal.url}/connexion",
+        form={"email": "cible@arras.example", "password": PASSWORD, "totp": "000000"},
+    )
+    assert forged.status == 403
     for _ in range(5):
         await page.goto(f"{portal.url}/connexion")
         await page.get_by_label("Adresse électronique").fill("cible@arras.example")
