@@ -6,17 +6,14 @@ placement never waits for it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from aiguillage_common.consumer import where
-from aiguillage_common.failures import is_transient
 from aiguillage_common.logging import get_logger
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.vocabulary import ServiceCode
+from routing.adapters.periodic import Periodic
 from routing.adapters.postgres import read_directory
 from routing.domain.directory import Directory
 from routing.domain.reminders import ReminderDue, ReminderKey
@@ -71,51 +68,25 @@ async def reminders_sent(
     return {(row["site_id"], row["service"]): (row, bool(row["current"])) for row in rows}
 
 
-class CapacityReminder:
+class CapacityReminder(Periodic):
     """Every ``interval_s``, reminds the centres of the counts due (one transaction each)."""
+
+    name = "capacity_reminder"
 
     def __init__(
         self, remind: Callable[[], Awaitable[list[ReminderDue]]], interval_s: float
     ) -> None:
+        super().__init__(interval_s)
         self._remind = remind
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="routing-capacity-reminder")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        waiting = False  # an outage is logged when it starts and when it ends, not every tick
-        while True:
-            try:
-                for due in await self._remind():
-                    log.info(
-                        "capacity.reminder_sent",
-                        site_id=due.site_id,
-                        centre_id=due.centre_id,
-                        service=str(due.service),
-                        as_of=due.as_of.isoformat(),
-                        stale_at=due.stale_at.isoformat(),
-                        reference=due.reference,
-                    )
-            except Exception as error:
-                # Neither an outage nor a bug may stop every future reminder: what was claimed
-                # is committed, the rest is tried again on the next tick.
-                if not is_transient(error):
-                    log.error(
-                        "capacity_reminder.failed", error_type=type(error).__name__, at=where(error)
-                    )
-                elif not waiting:
-                    waiting = True
-                    log.warning("capacity_reminder.waiting", error_type=type(error).__name__)
-            else:
-                if waiting:
-                    waiting = False
-                    log.warning("capacity_reminder.resumed")
-            await asyncio.sleep(self._interval_s)
+    async def tick(self) -> None:
+        for due in await self._remind():
+            log.info(
+                "capacity.reminder_sent",
+                site_id=due.site_id,
+                centre_id=due.centre_id,
+                service=str(due.service),
+                as_of=due.as_of.isoformat(),
+                stale_at=due.stale_at.isoformat(),
+                reference=due.reference,
+            )

@@ -3,18 +3,15 @@ which capacity counts centres must confirm."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from aiguillage_common.consumer import where
-from aiguillage_common.failures import is_transient
 from aiguillage_common.geography import Geography
 from aiguillage_common.logging import get_logger
 from routing.adapters.directory_csv import load_directory
+from routing.adapters.periodic import Periodic
 from routing.adapters.postgres import read_directory, seed_directory
 from routing.domain.directory import confirmations_due
 
@@ -42,69 +39,38 @@ class DirectorySeeder:
         return None
 
 
-class OfferTimer:
+class OfferTimer(Periodic):
     """Fires overdue offers one transaction at a time until none is due, then sleeps."""
 
+    name = "offer_timer"
+
     def __init__(self, fire_one: Callable[[], Awaitable[str | None]], interval_s: float) -> None:
+        super().__init__(interval_s)
         self._fire_one = fire_one
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="routing-offer-timer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        waiting = False  # an outage is logged when it starts and when it ends, not every tick
-        while True:
-            try:
-                while (referral_id := await self._fire_one()) is not None:
-                    log.info("offer.timed_out", referral_id=referral_id)
-            except Exception as error:
-                # Neither an outage nor a bug may stop every future timeout: log it (a bug by
-                # type and place only) and try again on the next tick.
-                if not is_transient(error):
-                    log.error(
-                        "offer_timer.failed", error_type=type(error).__name__, at=where(error)
-                    )
-                elif not waiting:
-                    waiting = True
-                    log.warning("offer_timer.waiting", error_type=type(error).__name__)
-            else:
-                if waiting:
-                    waiting = False
-                    log.warning("offer_timer.resumed")
-            await asyncio.sleep(self._interval_s)
+    async def tick(self) -> None:
+        while (referral_id := await self._fire_one()) is not None:
+            log.info("offer.timed_out", referral_id=referral_id)
 
 
-class ConfirmationWatch:
+class ConfirmationWatch(Periodic):
     """Every ``interval_s``, logs the capacity counts already stale or due for confirmation
     within ``reminder`` (``capacity.confirmation_due``, a warning operators can alert on), so a
     centre that stopped confirming is noticed before its sites rank lower or stop being offered.
     Logs nothing when every count is fresh."""
 
+    name = "confirmation_watch"
+
     def __init__(
         self, pool: asyncpg.Pool, freshness: timedelta, reminder: timedelta, interval_s: float
     ) -> None:
+        super().__init__(interval_s)
         self._pool = pool
         self._freshness = freshness
         self._reminder = reminder
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="routing-confirmation-watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def tick(self) -> None:
+        await self.check_once()
 
     async def check_once(self) -> int:
         async with self._pool.acquire() as connection:
@@ -118,16 +84,3 @@ class ConfirmationWatch:
                 first=[f"{c.site_id}/{c.service} by {c.confirm_by:%Y-%m-%d}" for c in due[:20]],
             )
         return len(due)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception as error:
-                if not is_transient(error):
-                    log.error(
-                        "confirmation_watch.failed",
-                        error_type=type(error).__name__,
-                        at=where(error),
-                    )
-            await asyncio.sleep(self._interval_s)
