@@ -12,8 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from aiguillage_common.migrations.cli import SERVICES as MIGRATED
-from aiguillage_common.migrations.cli import migrate_services
+from aiguillage_common.migrations.cli import SERVICES, WEB, migrate_services
 from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_cancellation
@@ -21,9 +20,11 @@ from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 from tests.support import infra
 from tests.support.kafka_io import Kafka
-from tests.support.services import ServiceProcess, service_env
+from tests.support.services import PIPELINE, ServiceProcess, service_env
 from tests.support.waiting import eventually
 
+# Every process a test may run, each with its own schema per test: the pipeline and the portal.
+MIGRATED = {**SERVICES, **WEB}
 WEBHOOK_SECRET = "s3cret-for-tests"  # what the test receivers and notifications share
 
 
@@ -92,7 +93,7 @@ class Isolated:
         return process
 
     async def start_all(self, *names: str) -> list[ServiceProcess]:
-        started = [self.service(name) for name in names or tuple(MIGRATED)]
+        started = [self.service(name) for name in names or PIPELINE]
         for process in started:
             process.start()
         await wait_started(*started)

@@ -34,31 +34,39 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aiguillage_common.codec import encode_event
-from aiguillage_common.migrations.cli import SERVICES as MIGRATED
-from aiguillage_common.migrations.cli import migrate_services
+from aiguillage_common.migrations.cli import SERVICES, WEB, migrate_services
 from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import (
+    PORTAL_KEY_ID,
     ROUTING_SECRETS_ENV,
     SECRETS_ENV,
     demo_routing_secrets_json,
+    demo_secret,
     demo_secrets_json,
     sign_as,
 )
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
+MIGRATED = {**SERVICES, **WEB}
+# The pipeline's three services (the benches run these too) ...
 COMMANDS = {
     "referral-intake": "aiguillage-intake",
     "routing": "aiguillage-routing",
     "notifications": "aiguillage-notifications",
 }
+# ... and what the demo runs: the pipeline and the portal.
+DEMO_COMMANDS = {**COMMANDS, "portal": "aiguillage-portal"}
 ENV_PREFIX = {
     "referral-intake": "AIGUILLAGE_INTAKE_",
     "routing": "AIGUILLAGE_ROUTING_",
     "notifications": "AIGUILLAGE_NOTIFICATIONS_",
+    "portal": "AIGUILLAGE_PORTAL_",
 }
+DEMO_CENTRE_EMAIL = "centre.demo@aiguillage.invalid"
+DEMO_PRESCRIBER_EMAIL = "greffe.demo@aiguillage.invalid"
 WIDTH = 130  # of the summary
 QUIET_S = 2.0  # nothing new for this long: everything the batch causes has arrived
 # Notifications that are about the decision (not the receipt, not a later reminder).
@@ -251,7 +259,7 @@ def _start_services(
     log_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    for service, command in COMMANDS.items():
+    for service, command in DEMO_COMMANDS.items():
         health_port = free_port()
         env = {
             **os.environ,
@@ -307,7 +315,7 @@ async def _wait_ready(
 
 async def _prepare(run: DemoRun, bootstrap: str, database_url: str) -> None:
     await provision(bootstrap, prefix=run.prefix)
-    await migrate_services(database_url, list(COMMANDS), run.suffix)
+    await migrate_services(database_url, list(DEMO_COMMANDS), run.suffix)
 
 
 async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
@@ -316,37 +324,184 @@ async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
     await unprovision(bootstrap, run.prefix)
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
-        for service in COMMANDS:
+        for service in DEMO_COMMANDS:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{run.schema(service)}" CASCADE')
     finally:
         await connection.close()
 
 
-async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path, keep: bool) -> int:
+@dataclass(frozen=True, slots=True)
+class DemoPortal:
+    """The portal of this run: where it listens, and what the other services need to trust it."""
+
+    port: int
+    signing_secret: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def new(cls, port: int | None) -> DemoPortal:
+        return cls(
+            port or free_port(),
+            # The demo key routing is given with the others (demo_routing_secrets_json).
+            demo_secret(PORTAL_KEY_ID),
+            # Made up per run, printed for the person trying the demo.
+            "demo-" + base64.b32encode(os.urandom(10)).decode().lower(),
+        )
+
+    def env(self, peers: _Peers) -> dict[str, str]:
+        prefix = ENV_PREFIX["portal"]
+        intake = peers.intake_env
+        return {
+            f"{prefix}HTTP_PORT": str(self.port),
+            f"{prefix}PUBLIC_URL": self.url,
+            # Plain http on the loopback for the demo; behind HTTPS in production.
+            f"{prefix}COOKIE_SECURE": "false",
+            f"{prefix}SIGNING_KEY_ID": PORTAL_KEY_ID,
+            f"{prefix}SIGNING_SECRET": self.signing_secret,
+            f"{prefix}INTAKE_IDENTITY_URL": (
+                f"http://127.0.0.1:{intake['AIGUILLAGE_INTAKE_IDENTITY_API_PORT']}"
+                "/internal/v1/identity-releases"
+            ),
+            f"{prefix}IDENTITY_API_SECRET": intake["AIGUILLAGE_INTAKE_IDENTITY_API_SECRET"],
+        }
+
+    async def create_users(
+        self, run: DemoRun, database_url: str, centre_id: str, prescriber_id: str
+    ) -> list[tuple[str, str, str]]:
+        """A centre user and a prescriber user, enrolled: (label, e-mail, TOTP secret)."""
+        from datetime import UTC, datetime
+
+        from portal.adapters.passwords import hash_password
+        from portal.adapters.postgres import PortalStore
+        from portal.use_cases.accounts import create_enrolled_user
+
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=1,
+            max_size=1,
+            server_settings={"search_path": run.schema("portal")},
+        )
+        assert pool is not None
+        made = []
+        try:
+            for label, email, role, centre, prescriber in (
+                (f"centre {centre_id}", DEMO_CENTRE_EMAIL, "centre", centre_id, None),
+                (
+                    f"prescriber {prescriber_id}",
+                    DEMO_PRESCRIBER_EMAIL,
+                    "prescriber",
+                    None,
+                    prescriber_id,
+                ),
+            ):
+                _, secret = await create_enrolled_user(
+                    PortalStore(pool),
+                    email,
+                    f"Démo {label}",
+                    role,  # type: ignore[arg-type]
+                    centre,
+                    prescriber,
+                    self.password,
+                    datetime.now(UTC),
+                    hash_password,
+                )
+                made.append((label, email, secret))
+        finally:
+            await pool.close()
+        return made
+
+    def credentials(self, users: list[tuple[str, str, str]], offer: str | None) -> list[str]:
+        import pyotp
+
+        lines = [f"\nPortal: {self.url}  (sign in with e-mail, password and the 6-digit code)"]
+        for label, email, secret in users:
+            lines += [
+                f"  {label}: {email}  password {self.password}",
+                f"    TOTP secret {secret} (add it to an authenticator app) — code now: "
+                f"{pyotp.TOTP(secret).now()}",
+            ]
+        lines.append(
+            '  A fresh code: .venv/bin/python -c "import pyotp; '
+            "print(pyotp.TOTP('<secret>').now())\""
+        )
+        if offer:
+            lines.append(f"  An offer waiting for the centre: {self.url}/centre/offres/{offer}")
+        return lines
+
+
+def _first_offer(outcomes: dict[str, Outcome]) -> tuple[str, str, str] | None:
+    """(referral, centre, prescriber) of the first referral routed (by reference: the same
+    demo case each run)."""
+    for subject in sorted(outcomes):
+        outcome = outcomes[subject]
+        if outcome.kind == "routed" and outcome.decision is not None:
+            data = outcome.decision["data"]
+            return subject, data["site"]["centre_id"], data["prescriber_id"]
+    return None
+
+
+async def _serve_until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("\nThe services keep running (--serve); Ctrl-C stops them.", flush=True)
+    await stop.wait()
+
+
+async def _run(
+    bootstrap: str,
+    database_url: str,
+    count: int,
+    log_dir: Path,
+    keep: bool,
+    serve: bool = False,
+    portal_port: int | None = None,
+) -> int:
     run = DemoRun.new()
     print(
         f"Demo run {run.token}: topics {run.prefix}*, schemas "
-        f"{', '.join(run.schema(s) for s in COMMANDS)} (fresh; dropped at the end"
+        f"{', '.join(run.schema(s) for s in DEMO_COMMANDS)} (fresh; dropped at the end"
         f"{' — kept: --keep' if keep else ' unless --keep'})"
     )
     services: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     peers: _Peers | None = None
     codes: list[int | None] = []
+    portal = DemoPortal.new(portal_port)
+    credentials: list[str] = []
     try:
         await _prepare(run, bootstrap, database_url)
-        peers = await _start_peers()
+        peers = await _start_peers(portal.url)
         services = _start_services(
             run,
             bootstrap,
             database_url,
             log_dir,
-            {"notifications": peers.env, "referral-intake": peers.intake_env},
+            {
+                "notifications": peers.env,
+                "referral-intake": peers.intake_env,
+                "portal": portal.env(peers),
+            },
         )
         ready_from = time.monotonic()
         await _wait_ready(services, log_dir)
         print(f"Services ready (GET /health/ready → 200) in {time.monotonic() - ready_from:.1f} s")
         outcomes, rejected = await _exchange(run, bootstrap, count)
         await peers.wait_for(outcomes)
+        first = _first_offer(outcomes)
+        centre_id, prescriber_id = (
+            (first[1], first[2]) if first else ("HDF-ARRAS", "parquet-tj-lille")
+        )
+        users = await portal.create_users(run, database_url, centre_id, prescriber_id)
+        credentials = portal.credentials(users, first[0] if first else None)
+        if serve:
+            print("\n".join(summary_lines(outcomes, rejected)))
+            print("\n".join(credentials), flush=True)
+            await _serve_until_interrupted()
     finally:
         for process, _ in services.values():
             if process.poll() is None:
@@ -356,9 +511,13 @@ async def _run(bootstrap: str, database_url: str, count: int, log_dir: Path, kee
             await peers.stop()
         if not keep:
             await _drop(run, bootstrap, database_url)
-    print("\n".join(summary_lines(outcomes, rejected)))
+    if not serve:
+        print("\n".join(summary_lines(outcomes, rejected)))
     assert peers is not None
     peers.print_summary(outcomes)
+    if not serve:
+        print("\n".join(credentials))
+        print("  (--serve keeps the services and the portal running to sign in.)")
     print(f"\nServices stopped with SIGTERM, exit codes {codes}. Logs (this run's): {log_dir}")
     if keep:
         print(f"Kept: topics {run.prefix}*, schemas *{run.suffix}.")
@@ -467,9 +626,27 @@ def run() -> None:
         action="store_true",
         help="keep this run's topics and schemas (to inspect them) instead of dropping them",
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the batch, keep the services and the portal running until Ctrl-C",
+    )
+    parser.add_argument(
+        "--portal-port", type=int, default=None, help="the portal's port (default: a free one)"
+    )
     args = parser.parse_args()
     sys.exit(
-        asyncio.run(_run(args.bootstrap, args.database_url, args.count, args.log_dir, args.keep))
+        asyncio.run(
+            _run(
+                args.bootstrap,
+                args.database_url,
+                args.count,
+                args.log_dir,
+                args.keep,
+                args.serve,
+                args.portal_port,
+            )
+        )
     )
 
 
@@ -556,7 +733,7 @@ class _Peers:
             print(f"  topic={body['topic']} reference={body['reference']} title={body['title']!r}")
 
 
-async def _start_peers() -> _Peers:
+async def _start_peers(portal_url: str = "") -> _Peers:
     from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 
     secret = base64.b64encode(os.urandom(24)).decode()
@@ -570,6 +747,8 @@ async def _start_peers() -> _Peers:
         f"{prefix}SMTP_HOST": "127.0.0.1",
         f"{prefix}SMTP_PORT": str(smtp.port),
         f"{prefix}DELIVERY_POLL_INTERVAL_S": "0.2",
+        # Offers and reminders link to the offer's page in this run's portal.
+        f"{prefix}PORTAL_URL": portal_url,
     }
     # Intake's identity API on a free local port, with a per-run service secret, so that the
     # centres' offer webhooks carry the person (docs/intake.md).

@@ -53,6 +53,8 @@ def asyncapi_documents() -> dict[str, dict[str, Any]]:
 
     from notifications.main import create_app as notifications_app
     from notifications.settings import NotificationsSettings
+    from portal.main import create_app as portal_app
+    from portal.settings import PortalSettings
     from referral_intake.main import create_app as intake_app
     from referral_intake.settings import IntakeSettings
     from routing.main import create_app as routing_app
@@ -67,6 +69,7 @@ def asyncapi_documents() -> dict[str, dict[str, Any]]:
         ),
         "routing": lambda: routing_app(RoutingSettings(**fixed)),
         "notifications": lambda: notifications_app(NotificationsSettings(**fixed)),
+        "portal": lambda: portal_app(PortalSettings(**fixed)),
     }
     documents: dict[str, dict[str, Any]] = {}
     for service, factory in factories.items():

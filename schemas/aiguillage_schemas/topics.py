@@ -93,6 +93,10 @@ INTAKE_DEAD_LETTER = Topic(
     "intake.dead-letter", REFERRAL_PARTITIONS, "referral-intake -> operators"
 )
 
+# Dead letters of the portal's projection consumers (what it could not read of routing, intake
+# or the directory).
+PORTAL_DEAD_LETTER = Topic("portal.dead-letter", REFERRAL_PARTITIONS, "portal -> operators")
+
 # Prescriber registry updates (administrators -> intake, notifications), keyed by prescriber id.
 PRESCRIBERS_REGISTRY = Topic("prescribers.registry", 3, "registry administrators -> services")
 
@@ -109,4 +113,5 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CENTRE_RESPONSES,
     DIRECTORY_UPDATES,
     DIRECTORY_NOTICES,
+    PORTAL_DEAD_LETTER,
 )

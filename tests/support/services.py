@@ -24,7 +24,10 @@ SERVICES = {
     "referral-intake": ("aiguillage-intake", "AIGUILLAGE_INTAKE_"),
     "routing": ("aiguillage-routing", "AIGUILLAGE_ROUTING_"),
     "notifications": ("aiguillage-notifications", "AIGUILLAGE_NOTIFICATIONS_"),
+    "portal": ("aiguillage-portal", "AIGUILLAGE_PORTAL_"),
 }
+# The three services every pipeline test runs; the portal is started by the tests that use it.
+PIPELINE = ("referral-intake", "routing", "notifications")
 TEST_MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, tests only
 
 
@@ -38,11 +41,17 @@ class ServiceProcess:
     _logs: list[Path] = field(default_factory=list)
 
     health_port: int = 0
+    http_port: int = 0  # the portal's web server
 
     def start(self) -> None:
         command, prefix = SERVICES[self.name]
         self.health_port = free_port()
         self.env[f"{prefix}HEALTH_PORT"] = str(self.health_port)
+        if self.name == "portal":
+            self.http_port = free_port()
+            self.env[f"{prefix}HTTP_PORT"] = str(self.http_port)
+            self.env[f"{prefix}PUBLIC_URL"] = self.url
+            self.env.setdefault(f"{prefix}COOKIE_SECURE", "false")
         self.starts += 1
         path = self.log_path.with_suffix(f".{self.starts}.log")
         self._logs.append(path)
@@ -54,6 +63,10 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
         )
         handle.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""

@@ -748,3 +748,32 @@ async def test_a_burst_of_rejections_makes_one_e_mail_listing_each_then_a_new_di
     alone = next(e for d, e in later.items() if d != digest_id)
     # A digest of one reads as the rejection always did.
     assert alone.subject == "Orientation ref-bad-0099 non enregistrée : correction nécessaire"
+
+
+def test_offers_and_reminders_link_to_the_offer_page_in_the_portal() -> None:
+    settings = NotificationsSettings(
+        webhook_url_template="http://hooks.test/{kind}/{id}", smtp_host="smtp.test"
+    )
+    planner = Planner(
+        load_recipients(settings),
+        load_templates(),
+        timedelta(hours=24),
+        portal_url="https://portail.aiguillage.example/",
+    )
+    now = datetime.now(UTC)
+    plan = planner.plan(routed(answer_by=now + timedelta(days=3)), now)
+    [offer] = [n for n in plan.notifications if n.topic == "referral_offered"]
+    link = f"https://portail.aiguillage.example/centre/offres/{REF}"
+    assert offer.facts["offer_url"] == link  # in the webhook's facts
+    assert link in offer.email_text
+    assert link in offer.body
+    assert plan.reminder is not None
+    reminder = planner.reminder_notification(plan.reminder)
+    assert link in reminder.email_text
+    # The prescriber's notice has no link to a centre's page.
+    assert all(link not in n.email_text for n in plan.notifications if n is not offer)
+    # Without a portal, the old words and no link.
+    bare = notifications_planner().plan(routed(answer_by=now + timedelta(days=3)), now)
+    [plain] = [n for n in bare.notifications if n.topic == "referral_offered"]
+    assert "espace sécurisé" in plain.email_text
+    assert "/centre/offres/" not in plain.email_text

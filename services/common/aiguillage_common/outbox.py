@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -31,6 +31,12 @@ class BatchPublisher(Protocol):
     async def publish_batch(self, records: Sequence[OutgoingRecord]) -> None: ...
 
 
+# Applied to each record right before it is published: a service whose records are signed
+# (the portal on the centre topics) signs here, at send time, so that a record held in the
+# outbox through a broker outage never reaches its consumer with a stale signature.
+RecordSigner = Callable[[OutgoingRecord], OutgoingRecord]
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -39,7 +45,9 @@ class OutboxRelay:
         schema: str,
         batch_size: int = 200,
         poll_interval_s: float = 1.0,
+        sign: RecordSigner | None = None,
     ) -> None:
+        self._sign = sign
         self._pool = pool
         self._publisher = publisher
         self._schema = schema
@@ -147,17 +155,18 @@ class OutboxRelay:
         )
         if not rows:
             return 0
-        await self._publisher.publish_batch(
-            [
-                OutgoingRecord(
-                    topic=row["topic"],
-                    key=row["key"],
-                    value=bytes(row["payload"]),
-                    headers=json.loads(row["headers"]),
-                )
-                for row in rows
-            ]
-        )
+        records = [
+            OutgoingRecord(
+                topic=row["topic"],
+                key=row["key"],
+                value=bytes(row["payload"]),
+                headers=json.loads(row["headers"]),
+            )
+            for row in rows
+        ]
+        if self._sign is not None:
+            records = [self._sign(record) for record in records]
+        await self._publisher.publish_batch(records)
         await connection.execute(
             "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
             [row["id"] for row in rows],

@@ -35,7 +35,7 @@ from aiguillage_common.failures import Dependency, is_transient
 from aiguillage_common.health import HealthServer, HealthState, Readiness, database_answers
 from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import configure_logging, get_logger
-from aiguillage_common.outbox import OutboxRelay
+from aiguillage_common.outbox import OutboxRelay, RecordSigner
 from aiguillage_common.settings import ServiceSettings
 from aiguillage_common.unit_of_work import shared_transaction
 
@@ -185,10 +185,12 @@ def build_app(
     workers: Callable[[Runtime], Sequence[BackgroundWorker]] | None = None,
     health: HealthState | None = None,
     prepare: Callable[[Runtime], Awaitable[None]] | None = None,
+    sign_outgoing: RecordSigner | None = None,
 ) -> ServiceApp:
     """Compose a service: ``register`` attaches its subscribers and documents its publishers;
     ``prepare`` runs once the broker answers and before the outbox relay publishes (e.g. to
-    create topics the service publishes to), waiting like the rest while it is transient."""
+    create topics the service publishes to), waiting like the rest while it is transient;
+    ``sign_outgoing`` signs each outbox record as it is published (see outbox.RecordSigner)."""
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"aiguillage-{service}",
@@ -223,6 +225,7 @@ def build_app(
             settings.db_schema,
             settings.outbox_batch_size,
             settings.outbox_poll_interval_s,
+            sign=sign_outgoing,
         )
         await runtime.relay.start()
         for worker in workers(runtime) if workers else ():

@@ -71,6 +71,7 @@ def create_app(
         load_templates(),
         timedelta(seconds=settings.reminder_before_s),
         timedelta(seconds=settings.rejection_digest_window_s),
+        portal_url=settings.portal_url,
     )
 
     # The delivery worker needs the pool, so it is built at startup from a factory that

@@ -83,6 +83,12 @@ class NotificationsSettings(ServiceSettings):
         description="The e-mail fallback goes with the first held try this long into the wait.",
     )
 
+    portal_url: str = Field(
+        default="",
+        description="The portal's public address (e.g. https://aiguillage.example); offers and "
+        "reminders then link to the offer's page. Empty: no link.",
+    )
+
     reminder_before_s: float = Field(
         default=24 * 3600, description="Remind the centre this long before its answer deadline."
     )

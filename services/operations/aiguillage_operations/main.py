@@ -38,6 +38,7 @@ from aiguillage_operations.timeline import Timeline
 from aiguillage_operations.timeline_read import Database, Places, read_timeline
 from notifications.delivery_log import deliveries
 from notifications.settings import NotificationsSettings
+from portal.cli import app as portal_users_app
 from referral_intake.purge import purge
 from referral_intake.settings import IntakeStoreSettings
 from routing.cli import decision, directory_app
@@ -202,6 +203,8 @@ app.add_typer(directory_app, name="directory")
 app.command("deliveries")(deliveries)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command("purge")(purge)
+# Portal accounts (the same app as aiguillage-portal-admin).
+app.add_typer(portal_users_app, name="portal-users")
 
 
 def run_command() -> None:

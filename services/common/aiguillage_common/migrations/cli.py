@@ -19,12 +19,17 @@ SERVICES: dict[str, tuple[str, str]] = {
     "routing": ("routing", "routing"),
     "notifications": ("notifications", "notifications"),
 }
+# The portal: a process with its own outbox and inbox, kept apart from SERVICES because the tests,
+# the demo and the benches run the three pipeline services by that list.
+WEB: dict[str, tuple[str, str]] = {
+    "portal": ("portal", "portal"),
+}
 # Schemas of operator tools (no process, no events of their own, so no outbox and inbox tables):
 # aiguillage-dead-letters records who replayed or discarded which dead letter, and why.
 TOOLS: dict[str, tuple[str, str]] = {
     "operations": ("aiguillage_operations", "operations"),
 }
-MIGRATED: dict[str, tuple[str, str]] = {**SERVICES, **TOOLS}
+MIGRATED: dict[str, tuple[str, str]] = {**SERVICES, **WEB, **TOOLS}
 DEFAULT_URL = "postgresql://aiguillage:aiguillage@127.0.0.1:15432/aiguillage"
 
 
@@ -34,7 +39,9 @@ async def migrate_services(database_url: str, services: list[str], schema_suffix
     try:
         for service in services:
             package, schema = MIGRATED[service]
-            await migrate(connection, schema + schema_suffix, package, platform=service in SERVICES)
+            await migrate(
+                connection, schema + schema_suffix, package, platform=service not in TOOLS
+            )
     finally:
         await connection.close()
 

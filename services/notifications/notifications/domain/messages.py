@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from aiguillage_schemas.events.directory_notices import CapacityConfirmationDue
@@ -212,12 +213,23 @@ class Planner:
         templates: Templates,
         reminder_before: timedelta,
         digest_window: timedelta = timedelta(seconds=30),
+        portal_url: str = "",
     ) -> None:
         self._recipients = recipients
         self._templates = templates
         self._reminder_before = reminder_before
         # How long a digest's e-mail waits for more entries after its first one.
         self.digest_window = digest_window
+        # The portal's public address: offers and reminders link to the offer's page there.
+        self._portal_url = portal_url.rstrip("/")
+
+    def offer_facts(self, referral_id: str) -> dict[str, str]:
+        """Where the centre reads and answers the offer: the deep link to its page in the portal
+        (the pseudonymous reference only, never anything about the person)."""
+        if not self._portal_url:
+            return {"offer_url": "", "where": "dans votre espace sécurisé"}
+        url = f"{self._portal_url}/centre/offres/{quote(referral_id, safe='')}"
+        return {"offer_url": url, "where": f"dans le portail Aiguillage : {url}"}
 
     def plan(self, event: InboundEvent, now: datetime) -> Plan:
         drafts = self._drafts(event)
@@ -292,6 +304,7 @@ class Planner:
                 "site_id": reminder.site_id,
                 "centre_name": reminder.centre_name,
                 "answer_by": french_datetime(reminder.answer_by),
+                **self.offer_facts(reminder.referral_id),
             },
         )
         common = {"reference": reminder.referral_id, "correlation_id": str(reminder.correlation_id)}
@@ -459,6 +472,7 @@ class Planner:
                 "answer_by": answer_by,
                 "services": ", ".join(SERVICE_LABELS.get(s, str(s)) for s in data.services),
                 "attempt": str(data.attempt),
+                **self.offer_facts(event.subject),
             },
         )
         facts = self._site_facts(site)

@@ -1,0 +1,138 @@
+"""``aiguillage-portal-admin``: create portal users (printing their one-time enrolment link),
+list and disable them. Reads the portal's settings (``AIGUILLAGE_PORTAL_*`` or the shared
+``AIGUILLAGE_DATABASE_URL``) like the service does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+from uuid import UUID
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from portal.adapters.postgres import PortalStore
+from portal.domain.access import ROLES, Role
+from portal.settings import PortalSettings
+from portal.use_cases.accounts import AccountRefused, create_user
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+console = Console()
+T = TypeVar("T")
+
+
+def _with_store(
+    database_url: str | None, action: Callable[[PortalStore, PortalSettings], Awaitable[T]]
+) -> T:
+    settings = PortalSettings()
+    url = database_url or settings.database_url
+
+    async def main() -> T:
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=2,
+                timeout=10,
+                server_settings={"search_path": settings.db_schema},
+            )
+        except (OSError, asyncpg.PostgresError) as error:
+            console.print(f"[red]PostgreSQL unreachable ({type(error).__name__}).[/red]")
+            raise typer.Exit(2) from None
+        assert pool is not None
+        try:
+            return await action(PortalStore(pool), settings)
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Default: the portal's settings.")
+]
+
+
+@app.command("create-user")
+def create_user_command(
+    email: Annotated[str, typer.Option(help="Sign-in name.")],
+    name: Annotated[str, typer.Option(help="Name shown in the portal.")],
+    role: Annotated[str, typer.Option(help="centre, prescriber or operator.")],
+    centre: Annotated[str | None, typer.Option(help="Centre id, for role centre.")] = None,
+    prescriber: Annotated[
+        str | None, typer.Option(help="Prescriber id, for role prescriber.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a user and print their one-time enrolment link (password + TOTP are set there)."""
+    if role not in ROLES:
+        console.print(f"[red]Unknown role {role!r}: one of {', '.join(ROLES)}.[/red]")
+        raise typer.Exit(2)
+    chosen: Role = role
+
+    async def action(store: PortalStore, settings: PortalSettings) -> str:
+        created = await create_user(
+            store,
+            email,
+            name,
+            chosen,
+            centre,
+            prescriber,
+            datetime.now(UTC),
+            timedelta(seconds=settings.enrolment_valid_s),
+            known_centres=set(await store.centre_ids()) or None,
+        )
+        return created.link(settings.public_url)
+
+    try:
+        link = _with_store(database_url, action)
+    except AccountRefused as refused:
+        console.print(Text(str(refused), style="red"))
+        raise typer.Exit(1) from None
+    console.print("User created. One-time enrolment link (valid 72 h by default):")
+    console.print(Text(link), soft_wrap=True)
+
+
+@app.command("list-users")
+def list_users(database_url: DatabaseUrl = None) -> None:
+    async def action(store: PortalStore, _: PortalSettings) -> None:
+        table = Table("user id", "e-mail", "role", "centre / prescriber", "state")
+        for user in await store.users():
+            state = "disabled" if user.disabled else "active" if user.enrolled else "not enrolled"
+            table.add_row(
+                Text(f"u:{user.user_id}"),
+                Text(user.email),
+                user.role,
+                Text(user.centre_id or user.prescriber_id or "-"),
+                state,
+            )
+        console.print(table)
+
+    _with_store(database_url, action)
+
+
+@app.command("disable-user")
+def disable_user(
+    user_id: Annotated[str, typer.Argument(help="u:<uuid> or <uuid>.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    try:
+        target = UUID(user_id.removeprefix("u:"))
+    except ValueError:
+        console.print("[red]Not a user id.[/red]")
+        raise typer.Exit(2) from None
+
+    async def action(store: PortalStore, _: PortalSettings) -> bool:
+        return await store.set_disabled(target, None, datetime.now(UTC))
+
+    done = _with_store(database_url, action)
+    console.print("Disabled; their sessions are ended." if done else "Already disabled or unknown.")
+
+
+def run() -> None:
+    app()
