@@ -4,7 +4,9 @@ PostgreSQL. Chromium missing is a failure, never a skip (.ci/run installs it).""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,12 @@ from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "services" / "portal" / "node_modules" / "axe-core" / "axe.min.js"
-SCREENSHOTS = ROOT / "docs" / "img"
+# The README's screenshots are the tests' own: `AIGUILLAGE_SCREENSHOTS_DIR=docs/img ./run test
+# tests/browser` renews them; otherwise they go to a temporary folder, so a test run leaves the
+# working tree as it was.
+SCREENSHOTS = Path(
+    os.environ.get("AIGUILLAGE_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="aiguillage-shots-")
+)
 # The portal signs with the demo key routing is given in every test (demo_routing_secrets_json).
 PORTAL_SECRET = demo_secret(PORTAL_KEY_ID)
 IDENTITY_SECRET = "identity-api-secret-for-tests"
