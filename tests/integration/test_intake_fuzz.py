@@ -101,11 +101,14 @@ def fuzzed(draw: st.DrawFn, index: int) -> Fuzzed:
         path = draw(st.sampled_from([(), *containers]))
         _parent(document, (*path, "x"))[draw(st.text(min_size=1, max_size=12))] = draw(JSON_VALUE)
     value = json.dumps(document).encode()
+    # Positions are drawn in a fixed range, then folded onto the value: its length depends on the
+    # clock (timestamps in the referral), and a bound that moves between Hypothesis's replays of
+    # one case is a "flaky strategy" error.
     if mutation == "bytes":
-        position = draw(st.integers(0, len(value) - 1))
+        position = draw(st.integers(0, 10**6)) % len(value)
         value = value[:position] + draw(st.binary(min_size=1, max_size=4)) + value[position + 1 :]
     elif mutation == "truncate":
-        value = value[: draw(st.integers(0, len(value) - 1))]
+        value = value[: draw(st.integers(0, 10**6)) % len(value)]
     elif mutation == "big":
         value = value[:-1] + b', "pad": "' + b"x" * MAX_BYTES + b'"}'
     key: bytes | None = referral_id.encode()
