@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aiguillage_common.identity_requests import REFUSALS
 from aiguillage_schemas.events.notifications import DeliveryChannel, RecipientKind
 
 # Topics whose centre webhook carries the identity. The centre is told of a place by routing's
 # closed loop only through the prescriber, so the offer is the one message that needs it.
 IDENTITY_TOPICS = frozenset({"referral_offered"})
 
-# Intake refused for a reason retrying cannot change: the offer is delivered without identity.
-REFUSALS: dict[int, str] = {403: "not_holder", 404: "unknown", 410: "gone"}
+# Intake refused for a reason retrying cannot change (REFUSALS): the offer is delivered without
+# the identity.
 
 
 def carries_identity(recipient_kind: RecipientKind, channel: DeliveryChannel, topic: str) -> bool:

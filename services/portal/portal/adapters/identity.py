@@ -7,7 +7,6 @@ memory for one page render: never stored, never logged, never in an exception me
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +14,9 @@ from typing import Any, Literal
 
 import httpx
 
-from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, sign_request
+from aiguillage_common.identity_requests import REFUSALS, identity_request, person_in
 
 Outcome = Literal["granted", "refused", "unavailable", "not_configured"]
-REFUSALS = {403: "not_holder", 404: "unknown", 410: "gone"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,28 +48,19 @@ class IdentityClient:
     async def lookup(self, referral_id: str, centre_id: str) -> IdentityAnswer:
         if self._client is None or not self._url or not self._secret:
             return IdentityAnswer("not_configured", "not_configured")
-        body = json.dumps(
-            {"referral_id": referral_id, "centre_id": centre_id, "offer_event_id": None},
-            separators=(",", ":"),
-        ).encode()
-        headers = {
-            "Content-Type": "application/json",
-            SERVICE_SIGNATURE_HEADER: sign_request(self._secret, int(self._clock()), body),
-        }
+        body, headers = identity_request(
+            referral_id, centre_id, None, self._secret, int(self._clock())
+        )
         try:
             response = await self._client.post(
                 self._url, content=body, headers=headers, timeout=self._timeout_s
             )
         except httpx.HTTPError as error:
             return IdentityAnswer("unavailable", type(error).__name__.lower())
-        if response.status_code == 200:
-            try:
-                person = response.json().get("person")
-            except (ValueError, AttributeError):
-                person = None
-            if isinstance(person, dict):
-                return IdentityAnswer("granted", "granted", person)
-            return IdentityAnswer("unavailable", "bad_answer")
-        if response.status_code in REFUSALS:
-            return IdentityAnswer("refused", REFUSALS[response.status_code])
-        return IdentityAnswer("unavailable", f"http_{response.status_code}")
+        status = response.status_code
+        person = person_in(status, response.content)
+        if person is not None:
+            return IdentityAnswer("granted", "granted", person)
+        if status in REFUSALS:
+            return IdentityAnswer("refused", REFUSALS[status])
+        return IdentityAnswer("unavailable", "bad_answer" if status == 200 else f"http_{status}")
