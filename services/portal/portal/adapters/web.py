@@ -81,6 +81,8 @@ class WebDeps:
     dsfr_dir: Path
     htmx_file: Path
     clock: Callable[[], datetime]
+    # Operator console modules: each adds its routes to the app (see ``PageKit``).
+    console: tuple[Callable[[FastAPI, PageKit], None], ...] = ()
 
 
 def _paris(value: datetime | None) -> str:
@@ -104,6 +106,19 @@ def _day(value: date | datetime | str | None) -> str:
 
 class Forbidden(Exception):
     """A form without the right CSRF token: refused with 403, nothing done."""
+
+
+@dataclass(frozen=True)
+class PageKit:
+    """What every page module needs from the app: rendering with the session's context, the
+    sign-in and role check, the CSRF check and the 404 page. The operator console's modules
+    (``portal.adapters.console``) register their routes with it, so there is one way to do each."""
+
+    render: Callable[..., HTMLResponse]
+    authed: Callable[..., Awaitable[Session | Response]]
+    check_csrf: Callable[[FormData, str | None], None]
+    not_found: Callable[[Request, Session | None], HTMLResponse]
+    templates: Jinja2Templates
 
 
 def create_web_app(deps: WebDeps) -> FastAPI:
@@ -719,6 +734,9 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             request, "operator_audit.html", {"entries": await deps.store.audit_entries()}, session
         )
 
+    kit = PageKit(render, authed, check_csrf, not_found, templates)
+    for register in deps.console:
+        register(app, kit)
     return app
 
 
