@@ -67,6 +67,7 @@ ENV_PREFIX = {
 }
 DEMO_CENTRE_EMAIL = "centre.demo@aiguillage.invalid"
 DEMO_PRESCRIBER_EMAIL = "greffe.demo@aiguillage.invalid"
+DEMO_OPERATOR_EMAIL = "exploitation.demo@aiguillage.invalid"
 WIDTH = 130  # of the summary
 QUIET_S = 2.0  # nothing new for this long: everything the batch causes has arrived
 # Notifications that are about the decision (not the receipt, not a later reminder).
@@ -372,7 +373,8 @@ class DemoPortal:
     async def create_users(
         self, run: DemoRun, database_url: str, centre_id: str, prescriber_id: str
     ) -> list[tuple[str, str, str]]:
-        """A centre user and a prescriber user, enrolled: (label, e-mail, TOTP secret)."""
+        """A centre user, a prescriber user and an operator, enrolled: (label, e-mail, TOTP
+        secret)."""
         from datetime import UTC, datetime
 
         from portal.adapters.passwords import hash_password
@@ -397,6 +399,7 @@ class DemoPortal:
                     None,
                     prescriber_id,
                 ),
+                ("operator", DEMO_OPERATOR_EMAIL, "operator", None, None),
             ):
                 _, secret = await create_enrolled_user(
                     PortalStore(pool),
@@ -430,6 +433,13 @@ class DemoPortal:
         )
         if offer:
             lines.append(f"  An offer waiting for the centre: {self.url}/centre/offres/{offer}")
+            lines.append(
+                f"  Its timeline (operator console): {self.url}/operateur/orientations/{offer}"
+            )
+        lines.append(
+            f"  Operator console: {self.url}/operateur/indicateurs (map and indicators), "
+            f"{self.url}/operateur/reseau (places), {self.url}/operateur/lettres-mortes"
+        )
         return lines
 
 
