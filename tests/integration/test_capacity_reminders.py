@@ -96,7 +96,9 @@ async def test_the_centre_is_reminded_once_per_confirmation_across_a_routing_cra
 ) -> None:
     routing = isolated.service("routing", AIGUILLAGE_ROUTING_CAPACITY_REMINDER_INTERVAL_S="0.3")
     routing.start()
-    notifications = await start_notifications(isolated, notifications_env(hooks, smtp))
+    notifications = await start_notifications(
+        isolated, notifications_env(hooks, smtp, digest_window_s="1")
+    )
     await wait_started(routing, notifications)
     site, probe = f"HDF-ARRAS-RMD{isolated.suffix}", f"HDF-ARRAS-PRB{isolated.suffix}"
     now = datetime.now(UTC)
@@ -173,3 +175,39 @@ async def test_the_centre_is_reminded_once_per_confirmation_across_a_routing_cra
         (first_as_of, first["reference"]),
         (second_as_of, second["reference"]),
     ]
+
+
+async def test_counts_due_together_reach_the_centre_as_one_e_mail_and_one_call_each(
+    isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
+) -> None:
+    routing = isolated.service("routing", AIGUILLAGE_ROUTING_CAPACITY_REMINDER_INTERVAL_S="0.3")
+    routing.start()
+    notifications = await start_notifications(
+        isolated, notifications_env(hooks, smtp, digest_window_s="3")
+    )
+    await wait_started(routing, notifications)
+    sites = [f"HDF-ARRAS-GR{i}{isolated.suffix}" for i in range(3)]
+    counted = datetime.now(UTC) - timedelta(days=26)
+    for site in sites:
+        await _open_site(isolated, site, counted)
+
+    async def listing_all() -> list[str]:
+        return [m.text() for m in smtp.to(MAIL) if all(site in m.text() for site in sites)]
+
+    [text] = await eventually(listing_all, bool, 90, 0.2, "one e-mail listing the three sites")
+    for site in sites:
+        [reminder] = (await _wait_call(hooks, site)).values()
+        assert reminder["reference"] in text  # each count quotable from the one e-mail
+    # No other e-mail about them: one e-mail for the three, not three.
+    about = [m for m in smtp.to(MAIL) if any(site in m.text() for site in sites)]
+    assert len(about) == 1
+    assert about[0].subject.endswith(
+        "nombres de places à confirmer (CPCA Hauts-de-France (Arras / Home des Rosati))"
+    )
+
+
+async def _wait_call(hooks: WebhookReceiver, site_id: str) -> dict[str, dict[str, Any]]:
+    async def calls() -> dict[str, dict[str, Any]]:
+        return _reminders(hooks, site_id)
+
+    return await eventually(calls, bool, 90, 0.2, f"the call about {site_id}")

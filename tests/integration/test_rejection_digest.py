@@ -46,7 +46,7 @@ async def test_a_burst_of_rejections_reaches_the_prescriber_as_one_e_mail_listin
     isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
 ) -> None:
     # The window is wide enough for the burst on a loaded machine; the e-mail goes when it ends.
-    env = notifications_env(hooks, smtp, rejection_digest_window_s="8")
+    env = notifications_env(hooks, smtp, digest_window_s="8")
     await start_notifications(isolated, env)
     burst = [rejected(new_ref(isolated, f"bad{i}"), i) for i in range(20)]
     for event in burst:

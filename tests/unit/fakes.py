@@ -70,10 +70,10 @@ class FakeDigests:
     async def add_to_digest(
         self, entry: Any, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: Any
     ) -> tuple[uuid.UUID, list[dict[str, str]]]:
-        digests: dict[tuple[str, str, str], Any] = self.store.tables.setdefault(
+        digests: dict[tuple[str, str, str, str], Any] = self.store.tables.setdefault(
             "open_digests", [{}]
         )[0]
-        key = (entry.recipient_kind, entry.recipient_id, entry.address)
+        key = (entry.recipient_kind, entry.recipient_id, entry.address, entry.topic)
         if key not in digests:
             digests[key] = {"id": uuid.uuid4(), "items": {}, "send_at": send_at}
         digest = digests[key]

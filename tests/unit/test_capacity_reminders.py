@@ -20,7 +20,7 @@ from aiguillage_schemas.events.notifications import NotificationIssued, Notifica
 from aiguillage_schemas.vocabulary import ServiceCode
 from notifications.adapters.directory import load_templates
 from notifications.domain.messages import Planner
-from notifications.use_cases.notify import issued
+from notifications.use_cases.notify import issued, notify
 from routing.domain.directory import Capacity, Centre, Directory, Site
 from routing.domain.reminders import ReminderDue, ReminderKey, reminders_due
 from routing.use_cases.capacity_reminders import (
@@ -28,8 +28,9 @@ from routing.use_cases.capacity_reminders import (
     remind_due_confirmations,
     reminder_event,
 )
+from tests.unit.fakes import FakeStore
 from tests.unit.routing_fakes import Clock
-from tests.unit.test_notifications import notifications_planner
+from tests.unit.test_notifications import FakeDeliveryUow, notifications_planner
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 FRESHNESS = timedelta(days=30)
@@ -269,7 +270,13 @@ def test_the_centre_is_told_which_count_until_when_what_then_and_where_to_confir
         "capacity_confirmation_due",
         "HDF-ARRAS-62",
     )
-    assert [d.channel for d in notice.deliveries] == ["webhook", "email"]
+    # The centre's system gets it alone; its e-mail goes into the centre's reminder digest.
+    assert [d.channel for d in notice.deliveries] == ["webhook"]
+    [entry] = plan.digest
+    assert (entry.topic, entry.address) == (
+        "capacity_confirmation_due",
+        "coordination@hdf-arras.cpca.demo.invalid",
+    )
     # Its own reference, not the site id taken for a referral id; the outbound contract holds.
     assert notice.referral_id == event.data.reference
     assert re.fullmatch(r"capacite-[0-9a-f]{16}", notice.referral_id)
@@ -291,6 +298,39 @@ def test_the_centre_is_told_which_count_until_when_what_then_and_where_to_confir
     assert "Places à confirmer pour le site HDF-ARRAS-62" in notice.title
     # Redelivered: the same notification id, recognised by the database.
     assert planner.plan(event, T0).notifications[0].notification_id == notice.notification_id
+
+
+async def test_counts_falling_due_together_make_one_e_mail_per_centre_listing_each() -> None:
+    store, planner = FakeStore(), notifications_planner()
+
+    def uow() -> FakeDeliveryUow:
+        return FakeDeliveryUow(store, [], [])
+
+    stale_at = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+    notices = [
+        reminder_event(
+            ReminderDue(
+                site, "HDF-ARRAS", "CPCA Arras", service, 4, stale_at - FRESHNESS, stale_at
+            ),
+            "rank",
+            T0,
+        )
+        for site in ("HDF-ARRAS-59", "HDF-ARRAS-62")
+        for service in (COURSE, GROUP)
+    ]
+    for event in notices:
+        assert await notify(event, uow, "outbound", planner, T0) is not None
+    [(_, email)] = store.rows("digest_emails")[0].items()
+    assert email.subject == "4 nombres de places à confirmer (CPCA Arras)"
+    for i, event in enumerate(notices, 1):
+        assert f"{i}. Site {event.data.site_id}, service « " in email.email_text
+        assert f"(référence {event.data.reference})" in email.email_text
+    assert "passe après les sites dont les places sont confirmées" in email.email_text
+    assert "$" not in email.email_text + email.email_html
+    # Each count still reaches the centre's system on its own, to be confirmed one by one.
+    webhooks = [d for n in store.rows("notifications") for d in n.deliveries]
+    assert len(webhooks) == 4
+    assert {d.channel for d in webhooks} == {"webhook"}
 
 
 def test_an_already_stale_count_says_since_when_and_the_drop_policy_is_told() -> None:

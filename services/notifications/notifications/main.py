@@ -70,7 +70,7 @@ def create_app(
         recipients,
         load_templates(),
         timedelta(seconds=settings.reminder_before_s),
-        timedelta(seconds=settings.rejection_digest_window_s),
+        timedelta(seconds=settings.digest_window_s),
         portal_url=settings.portal_url,
     )
 

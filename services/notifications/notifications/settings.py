@@ -92,11 +92,12 @@ class NotificationsSettings(ServiceSettings):
     reminder_before_s: float = Field(
         default=24 * 3600, description="Remind the centre this long before its answer deadline."
     )
-    rejection_digest_window_s: float = Field(
+    digest_window_s: float = Field(
         default=30.0,
         gt=0,
-        description="Rejections told to one prescriber by e-mail within this window after the "
-        "first go out as one digest e-mail (each is still its own Kafka notice).",
+        description="Rejections told to one prescriber, and capacity reminders told to one "
+        "centre, by e-mail within this window after the first go out as one digest e-mail per "
+        "kind (each is still its own notice on its other channels).",
     )
 
     @property

@@ -46,7 +46,7 @@ _OPEN_DIGEST = """
 WITH n AS (
     INSERT INTO notifications (notification_id, referral_id, recipient_kind, recipient_id, topic,
         title, body, caused_by_event_id, correlation_id)
-    VALUES ($1, 'unknown', $2, $3, 'referral_rejected', '', '', $4, $5)
+    VALUES ($1, 'unknown', $2, $3, $9, '', '', $4, $5)
     RETURNING notification_id
 ), d AS (
     INSERT INTO deliveries (delivery_id, notification_id, channel, target, position, state,
@@ -524,7 +524,9 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
         # attempted) is closed for good, and the entry opens a new digest.
         digest_id = await self.connection.fetchval(
             "SELECT g.notification_id FROM digests g JOIN deliveries d USING (delivery_id)"
+            " JOIN notifications n ON n.notification_id = g.notification_id"
             " WHERE g.recipient_kind = $1 AND g.recipient_id = $2 AND g.address = $3"
+            "   AND n.topic = $4"
             "   AND d.state = 'pending' AND d.leased_by IS NULL AND d.attempts = 0"
             "   AND NOT EXISTS (SELECT 1 FROM delivery_attempts a"
             "                   WHERE a.delivery_id = d.delivery_id)"
@@ -532,6 +534,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
             entry.recipient_kind,
             entry.recipient_id,
             entry.address,
+            entry.topic,
         )
         if digest_id is None:
             digest_id = uuid.uuid4()
@@ -546,6 +549,7 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
                 email,
                 entry.address,
                 send_at,
+                entry.topic,
             )
         rows = await self.connection.fetch(
             "WITH added AS ("

@@ -155,15 +155,17 @@ class Reminder:
 
 @dataclass(frozen=True, slots=True)
 class DigestEntry:
-    """A rejection told by e-mail in its prescriber's digest rather than alone: a sender whose
-    300 records are refused in a second gets one e-mail listing them, not 300. Each rejection is
-    still its own notification on the Kafka channel."""
+    """A notice told by e-mail in its recipient's digest rather than alone: a sender whose 300
+    records are refused in a second gets one e-mail listing them, not 300; a centre whose 27
+    counts fall due together gets one reminder listing them, not 27. Each entry is still its own
+    notification on the Kafka channel. Digests are per topic: one e-mail never mixes kinds."""
 
     recipient_kind: RecipientKind
     recipient_id: str
     address: str
     notification_id: uuid.UUID
     facts: Mapping[str, str]
+    topic: NotificationTopic = "referral_rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +177,13 @@ class Plan:
     digest: tuple[DigestEntry, ...] = ()
 
 
-# Topics whose e-mails are grouped per recipient over a short window.
-DIGESTED_TOPICS: frozenset[str] = frozenset({"referral_rejected"})
-DIGEST_TOPIC = "referral_rejected_digest"
+# Topics whose e-mails are grouped per recipient over a short window, and the template of a
+# digest of several (a digest of one reads as the topic's own e-mail).
+DIGEST_TEMPLATES: Mapping[str, str] = {
+    "referral_rejected": "referral_rejected_digest",
+    "capacity_confirmation_due": "capacity_confirmation_due_digest",
+}
+DIGESTED_TOPICS: frozenset[str] = frozenset(DIGEST_TEMPLATES)
 
 
 def notification_id(event_id: uuid.UUID, recipient_kind: str, recipient_id: str) -> uuid.UUID:
@@ -247,7 +253,9 @@ class Planner:
             digested = draft.topic in DIGESTED_TOPICS
             notification = self._notification(nid, reference, draft, common, digested)
             entries = [
-                DigestEntry(draft.kind, draft.recipient_id, c.target, nid, notification.facts)
+                DigestEntry(
+                    draft.kind, draft.recipient_id, c.target, nid, notification.facts, draft.topic
+                )
                 for c in self._channels(draft)
                 if digested and c.type == "email"
             ]
@@ -272,23 +280,37 @@ class Planner:
             digest=tuple(digest),
         )
 
-    def digest_email(self, digest_id: uuid.UUID, items: Sequence[Mapping[str, str]]) -> Rendered:
-        """The e-mail of a digest holding ``items`` (the facts of each rejection, in order): one
-        rejection reads as it always did; several read as one list."""
+    def digest_email(
+        self, digest_id: uuid.UUID, topic: str, items: Sequence[Mapping[str, str]]
+    ) -> Rendered:
+        """The e-mail of a digest of ``topic`` holding ``items`` (the facts of each entry, in
+        order): one entry reads as it always did; several read as one list."""
         if len(items) == 1:
-            return self._templates.render("referral_rejected", items[0])
-        blocks = [
-            f"{i}. Référence {item['reference']} : {item['reason']}\n"
-            f"{item['explanation']}\n{item['problems']}"
-            for i, item in enumerate(items, 1)
-        ]
+            return self._templates.render(topic, items[0])
+        if topic == "capacity_confirmation_due":
+            blocks = [
+                f"{i}. Site {item['site_id']}, service « {item['service']} » : "
+                f"{item['places_total']} places, confirmées le {item['as_of']} ; "
+                f"non confirmées {item['stale_when']} (référence {item['reference']})"
+                for i, item in enumerate(items, 1)
+            ]
+            first = items[0]
+            extra = {"centre_name": first["centre_name"], "policy": first["policy"]}
+        else:
+            blocks = [
+                f"{i}. Référence {item['reference']} : {item['reason']}\n"
+                f"{item['explanation']}\n{item['problems']}"
+                for i, item in enumerate(items, 1)
+            ]
+            extra = {}
         facts = {
+            **extra,
             "count": str(len(items)),
             "items": "\n\n".join(blocks),
             "reference": "plusieurs, voir la liste",
             "correlation_id": str(digest_id),
         }
-        return self._templates.render(DIGEST_TOPIC, facts)
+        return self._templates.render(DIGEST_TEMPLATES[topic], facts)
 
     def _channels(self, draft: _Draft) -> tuple[Channel, ...]:
         recipient = self._recipients.find(draft.kind, draft.recipient_id)

@@ -76,7 +76,9 @@ async def notify(
             digest_id, items = await uow.add_to_digest(
                 entry, event.event_id, event.correlation_id, send_at
             )
-            await uow.set_digest_email(digest_id, planner.digest_email(digest_id, items))
+            await uow.set_digest_email(
+                digest_id, planner.digest_email(digest_id, entry.topic, items)
+            )
         if plan.cancel_reminders:
             await uow.cancel_reminders(event.subject)
         if plan.reminder is not None:
