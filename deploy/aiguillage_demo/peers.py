@@ -125,6 +125,7 @@ class WebhookReceiver:
     calls: list[WebhookCall] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)  # kept-alive connections
 
     @property
     def base_url(self) -> str:
@@ -135,8 +136,12 @@ class WebhookReceiver:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Stop listening and drop the kept-alive connections: a stopped receiver is down for
+        everyone, not only for new connections."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._open):
+                writer.close()
             await self._server.wait_closed()
 
     def accepted(self, path: str | None = None) -> list[WebhookCall]:
@@ -156,35 +161,47 @@ class WebhookReceiver:
         return 200
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Keep-alive, as a centre's web server would: one connection serves requests until the
+        # client closes it or asks to (``Connection: close``).
+        self._open.add(writer)
         try:
-            request_line = (await reader.readline()).decode("latin-1").strip()
-            if not request_line:
-                return
-            _method, path, _version = request_line.split(" ", 2)
-            headers: dict[str, str] = {}
-            while True:
-                line = (await reader.readline()).decode("latin-1").strip()
-                if not line:
-                    break
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            signature_ok = verify(
-                self.secret, headers.get(SIGNATURE_HEADER.lower(), ""), body, time.time()
-            )
-            status = self._status(path, signature_ok)
-            self.calls.append(WebhookCall(path, headers, body, status, signature_ok))
-            answer = b'{"ok":true}' if status < 300 else b'{"ok":false}'
-            writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
-                + answer
-            )
-            await writer.drain()
+            while await self._answer_one(reader, writer):
+                pass
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
+            self._open.discard(writer)
             writer.close()
+
+    async def _answer_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection is to be closed."""
+        request_line = (await reader.readline()).decode("latin-1").strip()
+        if not request_line:
+            return False
+        _method, path, _version = request_line.split(" ", 2)
+        headers: dict[str, str] = {}
+        while True:
+            line = (await reader.readline()).decode("latin-1").strip()
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        signature_ok = verify(
+            self.secret, headers.get(SIGNATURE_HEADER.lower(), ""), body, time.time()
+        )
+        status = self._status(path, signature_ok)
+        self.calls.append(WebhookCall(path, headers, body, status, signature_ok))
+        answer = b'{"ok":true}' if status < 300 else b'{"ok":false}'
+        keep = headers.get("connection", "").lower() != "close"
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(answer)}\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode()
+            + answer
+        )
+        await writer.drain()
+        return keep
 
 
 def free_port() -> int:
