@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aiguillage_common.codec import encode_event
 from aiguillage_common.migrations.cli import SERVICES, WEB, migrate_services
-from aiguillage_common.provisioning import provision, unprovision
+from aiguillage_common.provisioning import delete_groups, provision, unprovision
 from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
 from aiguillage_demo.signing import (
@@ -320,9 +320,9 @@ async def _prepare(run: DemoRun, bootstrap: str, database_url: str) -> None:
 
 
 async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
-    """Deletes this run's topics and schemas (its consumer groups expire with the broker's
-    offsets retention)."""
+    """Deletes this run's topics, consumer groups (its services have stopped) and schemas."""
     await unprovision(bootstrap, run.prefix)
+    await delete_groups(bootstrap, run.prefix)
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
         for service in DEMO_COMMANDS:

@@ -1,5 +1,5 @@
 """``aiguillage-demo`` twice in a row on the shared infrastructure: the same outcomes, fresh logs,
-and nothing of either run left behind (its topics and schemas are dropped)."""
+and nothing of either run left behind (its topics, consumer groups and schemas are dropped)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ async def _leftovers(endpoints: infra.Endpoints, tokens: list[str]) -> list[str]
     await admin.start()
     try:
         names = await admin.list_topics()
+        names += [group[0] for group in await admin.list_consumer_groups()]
     finally:
         await admin.close()
     connection = await asyncpg.connect(endpoints.database_url)
