@@ -338,6 +338,7 @@ class DemoPortal:
     port: int
     signing_secret: str
     password: str
+    totp_key: str  # seals the TOTP secrets in the portal's schema; made up per run
 
     @property
     def url(self) -> str:
@@ -351,6 +352,7 @@ class DemoPortal:
             demo_secret(PORTAL_KEY_ID),
             # Made up per run, printed for the person trying the demo.
             "demo-" + base64.b32encode(os.urandom(10)).decode().lower(),
+            base64.b64encode(os.urandom(32)).decode(),
         )
 
     def env(self, peers: _Peers) -> dict[str, str]:
@@ -363,6 +365,7 @@ class DemoPortal:
             f"{prefix}COOKIE_SECURE": "false",
             f"{prefix}SIGNING_KEY_ID": PORTAL_KEY_ID,
             f"{prefix}SIGNING_SECRET": self.signing_secret,
+            f"{prefix}TOTP_KEY": self.totp_key,
             f"{prefix}INTAKE_IDENTITY_URL": (
                 f"http://127.0.0.1:{intake['AIGUILLAGE_INTAKE_IDENTITY_API_PORT']}"
                 "/internal/v1/identity-releases"
@@ -379,6 +382,7 @@ class DemoPortal:
 
         from portal.adapters.passwords import hash_password
         from portal.adapters.postgres import PortalStore
+        from portal.adapters.secret_box import SecretBox
         from portal.use_cases.accounts import create_enrolled_user
 
         pool = await asyncpg.create_pool(
@@ -402,7 +406,7 @@ class DemoPortal:
                 ("operator", DEMO_OPERATOR_EMAIL, "operator", None, None),
             ):
                 _, secret = await create_enrolled_user(
-                    PortalStore(pool),
+                    PortalStore(pool, SecretBox(self.totp_key)),
                     email,
                     f"Démo {label}",
                     role,  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ def asyncapi_documents() -> dict[str, dict[str, Any]]:
         ),
         "routing": lambda: routing_app(RoutingSettings(**fixed)),
         "notifications": lambda: notifications_app(NotificationsSettings(**fixed)),
-        "portal": lambda: portal_app(PortalSettings(**fixed)),
+        "portal": lambda: portal_app(PortalSettings(totp_key=documentation_key, **fixed)),
     }
     documents: dict[str, dict[str, Any]] = {}
     for service, factory in factories.items():

@@ -20,10 +20,11 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from aiguillage_demo.signing import PORTAL_KEY_ID, demo_secret
 from portal.adapters.passwords import hash_password
 from portal.adapters.postgres import PortalStore
+from portal.adapters.secret_box import SecretBox
 from portal.domain.access import Role
 from portal.use_cases.accounts import create_enrolled_user
 from tests.conftest import Isolated, wait_started
-from tests.support.services import ServiceProcess
+from tests.support.services import TEST_TOTP_KEY, ServiceProcess
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +94,7 @@ class Portal:
     ) -> str:
         """An enrolled user; returns their TOTP secret."""
         _, secret = await create_enrolled_user(
-            PortalStore(self.pool),
+            PortalStore(self.pool, SecretBox(TEST_TOTP_KEY)),
             email,
             email.split("@")[0],
             role,

@@ -8,10 +8,16 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import asyncpg
+import pyotp
+
+from portal.adapters.postgres import PortalStore
+from portal.adapters.secret_box import SecretBox
 from tests.conftest import Isolated
-from tests.support.services import free_port
+from tests.support.services import TEST_TOTP_KEY, free_port
 
 ADMIN = str(Path(sys.executable).parent / "aiguillage-portal-admin")
 
@@ -24,6 +30,7 @@ def admin(
         "AIGUILLAGE_PORTAL_DATABASE_URL": url or isolated.endpoints.database_url,
         "AIGUILLAGE_PORTAL_DB_SCHEMA": isolated.schema("portal"),
         "AIGUILLAGE_PORTAL_PUBLIC_URL": "https://portail.example",
+        "AIGUILLAGE_PORTAL_TOTP_KEY": TEST_TOTP_KEY,
         "COLUMNS": "200",
     }
     return subprocess.run(
@@ -55,6 +62,10 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
     token = link.group(0).rsplit("/", 1)[1]
     stored = await isolated.db.fetchval(f"SELECT token_sha256 FROM {schema}.enrolments")
     assert token not in stored  # only its digest is kept
+    # The TOTP secret offered at enrolment is sealed: the schema alone gives no second factor.
+    sealed = await isolated.db.fetchval(f"SELECT totp_secret FROM {schema}.enrolments")
+    assert sealed.startswith("v1:")
+    assert re.fullmatch(r"[A-Z2-7]{16,}", sealed.removeprefix("v1:")) is None
 
     again = admin(
         isolated,
@@ -97,3 +108,71 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
     assert down.returncode == 2
     assert "PostgreSQL unreachable" in down.stdout
     assert "Traceback" not in down.stdout + down.stderr
+
+
+def _list_users_without_the_key(isolated: Isolated) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "AIGUILLAGE_PORTAL_TOTP_KEY"}
+    return subprocess.run(
+        [ADMIN, "list-users"],
+        env={
+            **env,
+            "AIGUILLAGE_PORTAL_DATABASE_URL": isolated.endpoints.database_url,
+            "AIGUILLAGE_PORTAL_DB_SCHEMA": isolated.schema("portal"),
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_admin_cli_refuses_to_run_without_the_key_sealing_totp_secrets(
+    isolated: Isolated,
+) -> None:
+    done = _list_users_without_the_key(isolated)
+    assert done.returncode == 2
+    assert "AIGUILLAGE_PORTAL_TOTP_KEY must be base64 of 32 random bytes" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+async def test_totp_secrets_written_before_sealing_are_sealed_once_and_still_sign_in(
+    isolated: Isolated,
+) -> None:
+    schema = isolated.schema("portal")
+    user, clear = uuid.uuid4(), pyotp.random_base32()
+    await isolated.db.execute(
+        f"INSERT INTO {schema}.users (user_id, email, display_name, role, prescriber_id,"
+        " totp_secret, enrolled_at) VALUES ($1, 'old@spip.example', 'Old', 'prescriber',"
+        " 'spip-69', $2, now())",
+        user,
+        clear,
+    )
+    await isolated.db.execute(
+        f"INSERT INTO {schema}.enrolments (token_sha256, user_id, totp_secret, expires_at)"
+        " VALUES ('t', $1, $2, now())",
+        user,
+        clear,
+    )
+    pool = await asyncpg.create_pool(
+        isolated.endpoints.database_url,
+        min_size=1,
+        max_size=1,
+        server_settings={"search_path": schema},
+    )
+    assert pool is not None
+    try:
+        store = PortalStore(pool, SecretBox(TEST_TOTP_KEY))
+        assert await store.seal_clear_totp_secrets() == 2
+        assert await store.seal_clear_totp_secrets() == 0
+        stored = await isolated.db.fetch(
+            f"SELECT totp_secret FROM {schema}.users UNION ALL"
+            f" SELECT totp_secret FROM {schema}.enrolments"
+        )
+        assert all(r["totp_secret"].startswith("v1:") for r in stored)
+        assert all(clear not in r["totp_secret"] for r in stored)
+        found = await store.user_by_email("old@spip.example")
+        assert found is not None
+        assert found.totp_secret == clear  # the user's authenticator keeps working
+    finally:
+        await pool.close()

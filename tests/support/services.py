@@ -29,6 +29,7 @@ SERVICES = {
 # The three services every pipeline test runs; the portal is started by the tests that use it.
 PIPELINE = ("referral-intake", "routing", "notifications")
 TEST_MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, tests only
+TEST_TOTP_KEY = "dG90cC1rZXktZm9yLXRlc3RzLW9ubHktMzItYnl0ZXM="  # 32 bytes, tests only
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ServiceProcess:
             self.env[f"{prefix}HTTP_PORT"] = str(self.http_port)
             self.env[f"{prefix}PUBLIC_URL"] = self.url
             self.env.setdefault(f"{prefix}COOKIE_SECURE", "false")
+            self.env.setdefault(f"{prefix}TOTP_KEY", TEST_TOTP_KEY)
         self.starts += 1
         path = self.log_path.with_suffix(f".{self.starts}.log")
         self._logs.append(path)

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from portal.adapters.postgres import PortalStore
+from portal.adapters.secret_box import SecretBox, SecretBoxError
 from portal.domain.access import ROLES, Role
 from portal.settings import PortalSettings
 from portal.use_cases.accounts import AccountRefused, create_user
@@ -32,6 +33,12 @@ def _with_store(
     settings = PortalSettings()
     url = database_url or settings.database_url
 
+    try:
+        box = SecretBox(settings.totp_key.get_secret_value())
+    except SecretBoxError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
     async def main() -> T:
         try:
             pool = await asyncpg.create_pool(
@@ -46,7 +53,7 @@ def _with_store(
             raise typer.Exit(2) from None
         assert pool is not None
         try:
-            return await action(PortalStore(pool), settings)
+            return await action(PortalStore(pool, box), settings)
         finally:
             await pool.close()
 

@@ -29,6 +29,7 @@ from aiguillage_schemas.events.routing_decisions import ReferralRouted
 from portal.adapters.identity import IdentityClient
 from portal.adapters.kafka import ProjectionHandler
 from portal.adapters.postgres import PortalStore, PortalUnitOfWork
+from portal.adapters.secret_box import SecretBox
 from portal.adapters.seed import seed_directory
 from portal.adapters.server import WebServer
 from portal.adapters.signing import record_signer
@@ -57,6 +58,9 @@ class _Seeder:
 
     async def start(self) -> None:
         await seed_directory(self._store, load_geography(), _now())
+        sealed = await self._store.seal_clear_totp_secrets()
+        if sealed:
+            log.info("portal.totp_secrets_sealed", count=sealed)
 
     async def stop(self) -> None:
         return None
@@ -126,12 +130,15 @@ def create_app(
             description="Messages the portal's projection could not read.",
         )
 
+    # Checked before anything starts: without the key no account could sign in.
+    box = SecretBox(settings.totp_key.get_secret_value())
+
     def workers(runtime: Runtime) -> list[BackgroundWorker]:
         if not secret:
             # Routing refuses unsigned records: say so at start, not at the first refusal.
             log.warning("portal.unsigned", detail="AIGUILLAGE_PORTAL_SIGNING_SECRET is not set")
         pool = runtime.require_pool()
-        store = PortalStore(pool)
+        store = PortalStore(pool, box)
         client = httpx.AsyncClient()
         deps = WebDeps(
             store=store,

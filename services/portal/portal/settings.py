@@ -44,6 +44,13 @@ class PortalSettings(ServiceSettings):
         default="", description="e.g. http://intake:8081/internal/v1/identity-releases"
     )
     identity_api_secret: SecretStr = Field(default=SecretStr(""))
+
+    totp_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Base64 of 32 random bytes (from a secret store): seals every user's TOTP "
+        "secret in the database. Required: the portal and its admin CLI refuse to start "
+        "without it.",
+    )
     identity_api_timeout_s: float = Field(default=3.0, gt=0)
 
     session_idle_s: float = Field(default=30 * 60, gt=0)

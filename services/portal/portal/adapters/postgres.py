@@ -6,6 +6,7 @@ event (outbox), the local state and the audit row commit together or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
+from portal.adapters.secret_box import SecretBox
 from portal.domain.access import Principal, ReferralView, Role
 from portal.domain.projection import Admission, HistoryEntry, RejectionRecord, RoutingChange
 
@@ -273,23 +275,53 @@ def _user(row: Row) -> UserRecord:
 
 
 class PortalStore:
-    """Reads for the pages and account writes that publish nothing."""
+    """Reads for the pages and account writes that publish nothing. TOTP secrets are sealed
+    with ``box`` on the way in and opened on the way out: the rest of the portal sees them
+    clear, the database never does."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
         self.pool = pool
+        self._box = box
+
+    def _user(self, row: Row) -> UserRecord:
+        user = _user(row)
+        if user.totp_secret is not None:
+            user = dataclasses.replace(
+                user, totp_secret=self._box.open(user.totp_secret, user.user_id)
+            )
+        return user
+
+    async def seal_clear_totp_secrets(self) -> int:
+        """Seal the TOTP secrets written before sealing existed; returns how many. Run at
+        start: idempotent, and a no-op once every secret is sealed."""
+        sealed = 0
+        async with self.pool.acquire() as connection, connection.transaction():
+            for table, key in (("users", "user_id"), ("enrolments", "token_sha256")):
+                rows = await connection.fetch(
+                    f"SELECT {key} AS key, user_id, totp_secret FROM {table}"  # noqa: S608
+                    " WHERE totp_secret IS NOT NULL AND totp_secret NOT LIKE 'v1:%' FOR UPDATE"
+                )
+                for row in rows:
+                    await connection.execute(
+                        f"UPDATE {table} SET totp_secret = $2 WHERE {key} = $1",  # noqa: S608
+                        row["key"],
+                        self._box.seal(row["totp_secret"], row["user_id"]),
+                    )
+                sealed += len(rows)
+        return sealed
 
     # --- accounts -------------------------------------------------------------------------
     async def user_by_email(self, email: str) -> UserRecord | None:
         row = await self.pool.fetchrow("SELECT * FROM users WHERE email = $1", email.lower())
-        return _user(row) if row else None
+        return self._user(row) if row else None
 
     async def user(self, user_id: UUID) -> UserRecord | None:
         row = await self.pool.fetchrow("SELECT * FROM users WHERE user_id = $1", user_id)
-        return _user(row) if row else None
+        return self._user(row) if row else None
 
     async def users(self) -> list[UserRecord]:
         rows = await self.pool.fetch("SELECT * FROM users ORDER BY role, email")
-        return [_user(r) for r in rows]
+        return [self._user(r) for r in rows]
 
     async def create_user(
         self,
@@ -325,7 +357,7 @@ class PortalStore:
                 " VALUES ($1, $2, $3, $4)",
                 token_sha256,
                 user_id,
-                totp_secret,
+                self._box.seal(totp_secret, user_id),
                 expires_at,
             )
             await audit(
@@ -345,7 +377,10 @@ class PortalStore:
             token_sha256,
             now,
         )
-        return (_user(row), row["offered_secret"]) if row else None
+        if row is None:
+            return None
+        user = self._user(row)
+        return user, self._box.open(row["offered_secret"], user.user_id)
 
     async def complete_enrolment(
         self,
@@ -382,7 +417,7 @@ class PortalStore:
                 " enrolled_at = $5 WHERE user_id = $1",
                 user_id,
                 password_hash,
-                totp_secret,
+                self._box.seal(totp_secret, user_id),
                 totp_step,
                 now,
             )
@@ -399,7 +434,7 @@ class PortalStore:
             " VALUES ($1, $2, $3, $4)",
             token_sha256,
             user_id,
-            totp_secret,
+            self._box.seal(totp_secret, user_id),
             expires_at,
         )
 
