@@ -74,7 +74,12 @@ def _row(entry: Entry) -> dict[str, Any]:
         "what": entry.what,
         "actors": entry.actors,
         "why": entry.why,
-        "details": entry.details,
+        # Codes the line above does not already say (intake's admission lists them itself).
+        "details": [
+            (name, value)
+            for name, value in entry.details
+            if f"{name}={value.replace(', ', ',')}" not in entry.what
+        ],
         "dead_letter": dead_letter_link(entry),
     }
 
