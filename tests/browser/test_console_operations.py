@@ -34,9 +34,11 @@ from aiguillage_schemas.events.prescribers import (
 )
 from aiguillage_schemas.signing import sign
 from tests.browser.conftest import (
+    IDENTITY_SECRET,
     PORTAL_SECRET,
     SCREENSHOTS,
     Portal,
+    _identity_api_port,
     new_context,
     serious_accessibility_violations,
     sign_in,
@@ -94,15 +96,26 @@ async def console(isolated: Isolated, operations: str) -> AsyncIterator[Portal]:
     intake = isolated.service(
         "referral-intake",
         AIGUILLAGE_OPERATIONS_SECRET=OPERATIONS_SECRET,
+        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
+        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=IDENTITY_SECRET,
         **{SECRETS_ENV: json.dumps(secrets)},
     )
     routing = isolated.service("routing")
     intake.start()
     routing.start()
     await wait_started(intake, routing)
+
+    async def port() -> int | None:
+        return _identity_api_port(intake)
+
+    identity_port = await eventually(port, lambda p: p is not None, 30, what="identity API port")
     process = isolated.service(
         "portal",
         AIGUILLAGE_PORTAL_LOG_LEVEL="DEBUG",
+        AIGUILLAGE_PORTAL_INTAKE_IDENTITY_URL=(
+            f"http://127.0.0.1:{identity_port}/internal/v1/identity-releases"
+        ),
+        AIGUILLAGE_PORTAL_IDENTITY_API_SECRET=IDENTITY_SECRET,
         AIGUILLAGE_PORTAL_SIGNING_KEY_ID=PORTAL_KEY_ID,
         AIGUILLAGE_PORTAL_SIGNING_SECRET=PORTAL_SECRET,
         **_console_env(isolated),
@@ -234,8 +247,10 @@ async def test_an_operator_replays_a_dead_letter_once_and_reads_the_referral_tim
     assert await page.locator("#resultat").get_attribute("data-result") == "replayed"
     assert await page.locator("#statut").get_attribute("data-state") == "replayed"
     pages.append(await page.content())
-    await console.wait_referral(
-        referral.subject, lambda r: r["status"] is not None, "the replayed referral routed"
+    routed = await console.wait_referral(
+        referral.subject,
+        lambda r: r["status"] == "offered" and r["judicial_frame"] is not None,
+        "the replayed referral offered",
     )
     assert await _decisions(isolated, referral.subject) == 1
     intake_records = len(await isolated.kafka.read_all(intake_topic))
@@ -266,6 +281,18 @@ async def test_an_operator_replays_a_dead_letter_once_and_reads_the_referral_tim
     await page.goto(f"{console.url}/operateur/lettres-mortes")  # open ones: none left
     assert await page.locator("#table-lettres-mortes tbody tr").count() == 0
 
+    # --- the holding centre reads the identity on its offer page (the canary is real) ---------
+    centre_secret = await console.user(
+        f"agent-{token}@centre.example", "centre", routed["centre_id"]
+    )
+    centre = await (await new_context(browser)).new_page()
+    await sign_in(centre, console.url, f"agent-{token}@centre.example", centre_secret)
+    await centre.goto(f"{console.url}/centre/offres/{referral.subject}")
+    assert canaries["last_name"] in await centre.locator("#identite").inner_text()
+    centre_user = await console.pool.fetchval(
+        "SELECT user_id FROM users WHERE email = $1", f"agent-{token}@centre.example"
+    )
+
     # --- the referral's timeline ---------------------------------------------------------------
     await page.goto(f"{console.url}/operateur/orientations")
     await page.get_by_label("Identifiant de l'orientation").fill("pas un identifiant !")
@@ -283,12 +310,19 @@ async def test_an_operator_replays_a_dead_letter_once_and_reads_the_referral_tim
     kinds = await page.locator("#table-historique tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.kind)"
     )
-    steps = ["referral.rejected", "dead_letter.replayed", "referral.admitted", "decision.routed"]
+    steps = [
+        "referral.rejected",
+        "dead_letter.replayed",
+        "referral.admitted",
+        "decision.routed",
+        "portal.identity_shown",
+    ]
     assert all(step in kinds for step in steps), kinds
     assert [kinds.index(step) for step in steps] == sorted(kinds.index(s) for s in steps), kinds
     table = await page.locator("#table-historique").inner_text()
     assert f"operator:portal:u:{operator_id}" in table  # who replayed it
     assert f"prescriber:{LILLE}" in table
+    assert f"centre_user:u:{centre_user}" in table  # who was shown the identity
     assert "unknown_prescriber" in table  # why it was refused
     assert f"judicial_frame={referral.data.frame.judicial_frame}" in table  # a code, no text
     await _accessible(page)

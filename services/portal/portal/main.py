@@ -198,6 +198,7 @@ def _console(settings: PortalSettings, store: PortalStore) -> tuple[Callable[...
         operations=Database(url, settings.console_operations_schema),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic_prefix=settings.topic_prefix,
+        portal=Database(url, settings.db_schema),
     )
     secret = settings.operations_secret.get_secret_value().encode("utf-8") or None
     return (
