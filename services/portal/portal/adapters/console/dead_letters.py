@@ -64,6 +64,14 @@ RESULT_LABELS = {
     "planned": "Rejeu prévu.",
 }
 UNAVAILABLE = "Kafka ou PostgreSQL ne répond pas : réessayez dans un instant."
+NO_SCHEMA = (
+    "Le schéma des actions des opérateurs n'existe pas : lancez `aiguillage-migrate operations` "
+    "(AIGUILLAGE_PORTAL_CONSOLE_OPERATIONS_SCHEMA dit lequel)."
+)
+
+
+def _unavailable(error: Exception) -> str:
+    return NO_SCHEMA if isinstance(error, SchemaMissing) else UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,7 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
             )
         except (Unreachable, ScanStalled, SchemaMissing) as error:
             log.warning("portal.console_unavailable", page="dead_letters", error=str(error))
-            return await problem_page(request, session, UNAVAILABLE, 503)
+            return await problem_page(request, session, _unavailable(error), 503)
         wanted = Filter(topic=topic, reason=reason, status=status)  # type: ignore[arg-type]
         rows = [(d, s) for d, s in listing.rows if wanted.matches(d, s)]
         counts = Counter((d.topic, d.reason) for d, _ in listing.rows)
@@ -171,9 +179,9 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
             )
         except IdProblem:
             return kit.not_found(request, session)
-        except (Unreachable, ScanStalled, SchemaMissing) as problem:
-            log.warning("portal.console_unavailable", page="dead_letter", error=str(problem))
-            return await problem_page(request, session, UNAVAILABLE, 503)
+        except (Unreachable, ScanStalled, SchemaMissing) as error:
+            log.warning("portal.console_unavailable", page="dead_letter", error=str(error))
+            return await problem_page(request, session, _unavailable(error), 503)
         d = detail.dead_letter
         context: dict[str, Any] = {
             "nav": "lettres-mortes",
@@ -214,9 +222,9 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
             )
         except (IdProblem, FilterProblem):
             return kit.not_found(request, session)
-        except (Unreachable, ScanStalled, SchemaMissing) as problem:
-            log.warning("portal.console_unavailable", page="replay", error=str(problem))
-            return await problem_page(request, session, UNAVAILABLE, 503)
+        except (Unreachable, ScanStalled, SchemaMissing) as error:
+            log.warning("portal.console_unavailable", page="replay", error=str(error))
+            return await problem_page(request, session, _unavailable(error), 503)
         (outcome,) = outcomes
         d = outcome.dead_letter
         await console.store.record_audit(
@@ -280,9 +288,9 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
             return await detail_page(
                 request, session, dead_letter_id, error=str(refused), status_code=400
             )
-        except (Unreachable, ScanStalled, SchemaMissing) as problem:
-            log.warning("portal.console_unavailable", page="discard", error=str(problem))
-            return await problem_page(request, session, UNAVAILABLE, 503)
+        except (Unreachable, ScanStalled, SchemaMissing) as error:
+            log.warning("portal.console_unavailable", page="discard", error=str(error))
+            return await problem_page(request, session, _unavailable(error), 503)
         d = outcome.dead_letter
         # The operator's words stay in the operations schema (as with the command line): the
         # audit log holds codes and ids only.
