@@ -32,6 +32,7 @@ def cli_env(isolated: Isolated) -> dict[str, str]:
         "AIGUILLAGE_ROUTING_DB_SCHEMA": isolated.schema("routing"),
         "AIGUILLAGE_NOTIFICATIONS_DB_SCHEMA": isolated.schema("notifications"),
         "AIGUILLAGE_OPERATIONS_DB_SCHEMA": f"operations{isolated.suffix}",
+        "AIGUILLAGE_PORTAL_DB_SCHEMA": isolated.schema("portal"),
         "AIGUILLAGE_ROUTING_TOPIC_PREFIX": isolated.prefix,
         "AIGUILLAGE_TOPIC_PREFIX": isolated.prefix,  # read by the dead-letter commands
         **{

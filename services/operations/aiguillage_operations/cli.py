@@ -10,31 +10,27 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-import asyncpg
 import typer
-from aiokafka.errors import KafkaError
 from rich.table import Table
 from rich.text import Text
 
 from aiguillage_common.cli import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
-    Unreachable,
     err,
     out,
     typer_app,
-    where,
-    why,
 )
 from aiguillage_common.cli import fail as _fail
 from aiguillage_common.cli import run as _run_common
-from aiguillage_operations.adapters.kafka import KafkaDeadLetters, ScanStalled
-from aiguillage_operations.adapters.postgres import PostgresActions, SchemaMissing
+from aiguillage_operations.adapters.kafka import ScanStalled
+from aiguillage_operations.adapters.postgres import SchemaMissing
+from aiguillage_operations.connected import with_dead_letters
 from aiguillage_operations.domain import (
     DEAD_LETTER_TOPICS,
     DeadLetter,
@@ -134,37 +130,8 @@ def _login_name() -> str:
         return ""
 
 
-async def _with_infra(
-    bootstrap: str,
-    database_url: str,
-    prefix: str,
-    schema: str,
-    work: Callable[[KafkaDeadLetters, PostgresActions], Awaitable[T]],
-) -> T:
-    store = await _connect_database(database_url, schema)
-    try:
-        kafka = KafkaDeadLetters(bootstrap, prefix)
-        try:
-            await kafka.start()
-        except (KafkaError, OSError, TimeoutError) as error:
-            raise Unreachable(f"cannot reach Kafka at {bootstrap} ({why(error)})") from None
-        try:
-            return await work(kafka, store)
-        finally:
-            await kafka.stop()
-    finally:
-        await store.close()
-
-
-async def _connect_database(database_url: str, schema: str) -> PostgresActions:
-    try:
-        return await PostgresActions.connect(database_url, schema)
-    except SchemaMissing:
-        raise
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise Unreachable(
-            f"cannot reach PostgreSQL at {where(database_url)} ({why(error)})"
-        ) from None
+# One connection to each for the command's work (shared with the portal's console).
+_with_infra = with_dead_letters
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -285,7 +252,9 @@ def _render_listing(listing: Listing, wanted: Filter, prefix: str) -> None:
     )
 
 
-def _render_detail(detail: Detail) -> None:
+def detail_lines(detail: Detail) -> list[tuple[str, str]]:
+    """What ``show`` prints, as (name, value) lines: metadata only, no payload. The portal's
+    console shows the same lines."""
     d = detail.dead_letter
     lines: list[tuple[str, str]] = [
         ("id", f"{d.short_id}  (event id {d.uid})"),
@@ -322,6 +291,11 @@ def _render_detail(detail: Detail) -> None:
             else f"discarded: {action.reason}"
         )
         lines.append(("history", f"{_time(action.at)} {action.operator} {what}"))
+    return lines
+
+
+def _render_detail(detail: Detail) -> None:
+    lines = detail_lines(detail)
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         out.print(Text(f"{name.ljust(width)}  {value}"))

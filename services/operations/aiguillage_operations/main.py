@@ -39,6 +39,7 @@ from aiguillage_operations.timeline_read import Database, Places, read_timeline
 from notifications.delivery_log import deliveries
 from notifications.settings import NotificationsSettings
 from portal.cli import app as portal_users_app
+from portal.settings import PortalSettings
 from referral_intake.purge import purge
 from referral_intake.settings import IntakeStoreSettings
 from routing.cli import decision, directory_app
@@ -97,6 +98,9 @@ def timeline(
 ) -> None:
     """One referral's story across the services, oldest first: what happened, who acted, why."""
     intake, routing, notifications = _services(database_url, bootstrap_servers)
+    portal = settings_or_fail(
+        PortalSettings, "AIGUILLAGE_PORTAL_", **overrides(database_url, bootstrap_servers)
+    )
     places = Places(
         intake=Database(intake.database_url, intake.db_schema),
         routing=Database(routing.database_url, routing.db_schema),
@@ -104,6 +108,7 @@ def timeline(
         operations=Database(database_url or routing.database_url, operations_schema),
         bootstrap_servers=routing.kafka_bootstrap_servers,
         topic_prefix=routing.topic_prefix if topic_prefix is None else topic_prefix,
+        portal=Database(portal.database_url, portal.db_schema),
     )
     found = run(read_timeline(places, referral_id, with_kafka=not without_kafka))
     if found.empty:

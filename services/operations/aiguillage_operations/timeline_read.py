@@ -2,7 +2,8 @@
 
 Sources are read one after the other on one connection per service schema and one Kafka reader;
 a source that cannot be read stops the command (a timeline silently missing a service would
-mislead), except the operators' action records, whose absence is said in a note.
+mislead), except the operators' action records and the portal's, whose absence is said in a
+note.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiguillage_operations.adapters.timeline.dead_letters import (
 )
 from aiguillage_operations.adapters.timeline.intake import intake_part
 from aiguillage_operations.adapters.timeline.notifications import notifications_part
+from aiguillage_operations.adapters.timeline.portal import portal_part
 from aiguillage_operations.adapters.timeline.routing import routing_part
 from aiguillage_operations.domain import DEAD_LETTER_TOPICS, DeadLetter, SourceRecord
 from aiguillage_operations.timeline import Timeline, build
@@ -43,16 +45,17 @@ class Places:
     operations: Database
     bootstrap_servers: str
     topic_prefix: str
+    portal: Database | None = None  # None: the portal's records are not read
 
 
 async def read_timeline(places: Places, referral_id: str, with_kafka: bool = True) -> Timeline:
     """``with_kafka=False``: PostgreSQL only (while the broker is down), said in a note."""
     parts: list[Part] = []
     notes: list[str] = []
-    for database, reader in (
-        (places.intake, intake_part),
-        (places.notifications, notifications_part),
-    ):
+    readers = [(places.intake, intake_part), (places.notifications, notifications_part)]
+    if places.portal is not None:
+        readers.append((places.portal, portal_part))
+    for database, reader in readers:
         connection = await connect(database.url, database.schema)
         try:
             parts.append(await reader(connection, referral_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 from faststream.kafka import KafkaBroker
@@ -12,6 +13,7 @@ from aiguillage_common.geography import load_geography
 from aiguillage_common.health import HealthState
 from aiguillage_common.logging import get_logger
 from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
+from aiguillage_operations.timeline_read import Database, Places
 from aiguillage_schemas import topics
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.centres import (
@@ -26,6 +28,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralRejected,
 )
 from aiguillage_schemas.events.routing_decisions import ReferralRouted
+from portal.adapters.console import dead_letters, referrals
 from portal.adapters.identity import IdentityClient
 from portal.adapters.kafka import ProjectionHandler
 from portal.adapters.postgres import PortalStore, PortalUnitOfWork
@@ -169,6 +172,7 @@ def create_app(
             dsfr_dir=settings.dsfr_dir,
             htmx_file=settings.htmx_file,
             clock=_now,
+            console=_console(settings, store),
         )
         web = WebServer(
             lambda: create_web_app(deps),
@@ -187,6 +191,29 @@ def create_app(
         factory,
         health,
         sign_outgoing=record_signer(settings.signing_key_id, secret) if secret else None,
+    )
+
+
+def _console(settings: PortalSettings, store: PortalStore) -> tuple[Callable[..., None], ...]:
+    """The operator console's modules and what each reads: the other services' schemas on the
+    portal's database, the dead-letter topics on its broker (as `aiguillage` reads them)."""
+    url = settings.database_url
+    places = Places(
+        intake=Database(url, settings.console_intake_schema),
+        routing=Database(url, settings.console_routing_schema),
+        notifications=Database(url, settings.console_notifications_schema),
+        operations=Database(url, settings.console_operations_schema),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic_prefix=settings.topic_prefix,
+        portal=Database(url, settings.db_schema),
+    )
+    secret = settings.operations_secret.get_secret_value().encode("utf-8") or None
+    return (
+        partial(referrals.register, places=places, store=store),
+        partial(
+            dead_letters.register,
+            console=dead_letters.DeadLetterConsole(places, secret, store, _now),
+        ),
     )
 
 

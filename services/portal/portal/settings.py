@@ -67,6 +67,30 @@ class PortalSettings(ServiceSettings):
         default=7 * 86_400.0, ge=0, description="Keep equal to routing's STALE_REMINDER_S."
     )
 
+    # The operator console reads the other services' records with the same use cases as the
+    # `aiguillage` command (timeline, dead letters), on the portal's database and broker.
+    console_intake_schema: str = Field(
+        default="intake", description="Intake's schema (timeline: admission, identity releases)."
+    )
+    console_routing_schema: str = Field(
+        default="routing", description="Routing's schema (timeline: decisions, holds, waiting)."
+    )
+    console_notifications_schema: str = Field(
+        default="notifications", description="Notifications' schema (timeline: deliveries)."
+    )
+    console_operations_schema: str = Field(
+        default="operations",
+        description="Where replays and discards of dead letters are recorded (the schema of "
+        "`aiguillage dead-letters`, created by `aiguillage-migrate operations`).",
+    )
+    # One name with intake and the command line, hence an alias outside the prefix.
+    operations_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="AIGUILLAGE_OPERATIONS_SECRET",
+        description="Signs the replay headers of dead letters replayed from the console (intake "
+        "then measures its replay window from the original's time). Empty: unsigned copies.",
+    )
+
     @property
     def dsfr_dir(self) -> Path:
         return self.assets_dir / "@gouvfr" / "dsfr" / "dist"

@@ -11,7 +11,8 @@ module per source (``intake``, ``routing``, ``notifications``, ``centres``, ``de
   reported the path (centre, site, the ``actor`` when the sender named one), and whether routing
   handled it (routing's inbox) or refused it (a dead letter names it);
 - dead letters about the referral (the dead-letter topics) and what operators did with them
-  (the operations schema).
+  (the operations schema);
+- the portal (its schema): who was shown the person's identity on the offer page (its audit log).
 
 Each reader picks fields by name and turns them into codes and ids: no record is passed through,
 so identity, clinical content and free text (a decline's text, an operator's discard reason,
