@@ -123,5 +123,8 @@ def service_env(
         SECRETS_ENV: demo_secrets_json(),
         ROUTING_SECRETS_ENV: demo_routing_secrets_json(),
     }
+    if name == "portal":
+        # The operator console reads routing's schema: this test's copy of it.
+        env["AIGUILLAGE_PORTAL_ROUTING_SCHEMA"] = "routing" + schema_suffix
     env.update(extra or {})
     return env

@@ -18,6 +18,10 @@ class PortalSettings(ServiceSettings):
 
     db_schema: str = "portal"
     consumer_group: str = "portal"
+    # The operator console reads routing's directory and decision records (same database).
+    routing_schema: str = Field(
+        default="routing", description="Routing's schema, read by the network and map pages."
+    )
 
     http_host: str = Field(default="127.0.0.1", description="Where the web server listens.")
     http_port: int = Field(default=8090, description="0: chosen by the OS, logged at start.")
