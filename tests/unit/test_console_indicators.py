@@ -129,15 +129,18 @@ def test_map_has_one_path_per_departement_each_with_its_title() -> None:
         geometry, shades, [("974", Shade("#eee", "974 La Réunion : 0"))], "Carte", "#e"
     )
     paths = re.findall(r'<path d="[^"]+" fill="[^"]+" data-departement="([^"]+)"><title>', svg)
-    assert sorted(paths) == sorted(geometry.names) and len(paths) == 96
+    assert sorted(paths) == sorted(geometry.names)
+    assert len(paths) == 96
     assert "<title>75 Paris : 3</title>" in svg
-    assert "&lt;b&gt;" in svg and "<b>" not in svg
+    assert "&lt;b&gt;" in svg
+    assert "<b>" not in svg
     assert '<g data-departement="974"><title>974 La Réunion : 0</title>' in svg
 
 
 def test_legend_reads_from_lowest_to_highest() -> None:
     classes = ind.legend("count", [2.0, 5.0], 1.0)
-    assert [(c.low, c.high) for c in classes] == [("1", "2"), ("> 2", "5")]
+    assert [c.text for c in classes] == ["1 à 2", "> 2 à 5"]
+    assert ind.legend("count", [0.0, 2.0], 0.0)[0].text == "0"
 
 
 def test_bar_chart_has_one_titled_group_per_week() -> None:

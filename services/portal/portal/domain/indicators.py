@@ -239,6 +239,10 @@ class LegendClass:
     low: str
     high: str
 
+    @property
+    def text(self) -> str:
+        return self.high if self.low == self.high else f"{self.low} à {self.high}"
+
 
 def legend(kind: KpiKind, breaks: Sequence[float], lowest: float | None) -> list[LegendClass]:
     classes: list[LegendClass] = []
