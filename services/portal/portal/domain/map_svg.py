@@ -133,8 +133,10 @@ def bar_chart(bars: Sequence[Bar], caption: str, *, height: float = 180.0) -> st
     top_value = _nice(peak)
     plot = height - bottom - top
     out = [
+        # Drawn at its own size (at most the page's width): a few weeks make a small chart.
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'class="console-chart" role="img" aria-labelledby="{_id(caption)}">',
+        f'width="{width * 1.5:.0f}" height="{height * 1.5:.0f}" style="max-width: 100%; '
+        f'height: auto;" class="console-chart" role="img" aria-labelledby="{_id(caption)}">',
         f'<title id="{_id(caption)}">{escape(caption)}</title>',
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - 5:.0f}" y2="{height - bottom}" '
         'stroke="#666"/>',

@@ -70,6 +70,7 @@ class SiteServiceLine:
     places_held: int
     free: int
     freshness: Freshness
+    assumed: bool  # a seed count nobody confirmed (stale whatever its date)
     as_of: datetime
     confirm_by: datetime
     waiting: int
@@ -104,6 +105,7 @@ def line(
         places_held=held,
         free=max(total - held, 0),
         freshness=policy.state(as_of, bool(row["assumed"]), now),
+        assumed=bool(row["assumed"]),
         as_of=as_of,
         confirm_by=policy.confirm_by(as_of),
         waiting=int(waiting) if isinstance(waiting, int) else 0,
