@@ -125,5 +125,13 @@ def service_env(
         SECRETS_ENV: demo_secrets_json(),
         ROUTING_SECRETS_ENV: demo_routing_secrets_json(),
     }
+    if name == "portal":
+        # The operator console reads the other services' schemas: this test's copies of them.
+        for service, owned in (
+            ("INTAKE", "intake"),
+            ("ROUTING", "routing"),
+            ("NOTIFICATIONS", "notifications"),
+        ):
+            env[f"AIGUILLAGE_PORTAL_CONSOLE_{service}_SCHEMA"] = owned + schema_suffix
     env.update(extra or {})
     return env

@@ -29,6 +29,9 @@ from aiguillage_schemas.events.referral_lifecycle import (
 )
 from aiguillage_schemas.events.routing_decisions import ReferralRouted
 from portal.adapters.console import dead_letters, referrals
+from portal.adapters.console.indicators import IndicatorPages, IndicatorQueries
+from portal.adapters.console.network import DirectoryReader, NetworkPages
+from portal.adapters.console.reference import load_territory
 from portal.adapters.identity import IdentityClient
 from portal.adapters.kafka import ProjectionHandler
 from portal.adapters.postgres import PortalStore, PortalUnitOfWork
@@ -143,6 +146,22 @@ def create_app(
         pool = runtime.require_pool()
         store = PortalStore(pool, box)
         client = httpx.AsyncClient()
+        freshness = FreshnessPolicy(
+            timedelta(seconds=settings.capacity_freshness_s),
+            timedelta(seconds=settings.capacity_reminder_s),
+        )
+        territory = load_territory()  # the map's geometry, built once
+        network = NetworkPages(
+            DirectoryReader(pool, settings.console_routing_schema),
+            territory,
+            freshness,
+            lambda: PortalUnitOfWork(pool),
+            targets,
+            _now,
+        )
+        indicators = IndicatorPages(
+            IndicatorQueries(pool, settings.console_routing_schema), territory, _now
+        )
         deps = WebDeps(
             store=store,
             uow_factory=lambda: PortalUnitOfWork(pool),
@@ -165,14 +184,11 @@ def create_app(
             public_url=settings.public_url,
             cookie_secure=settings.cookie_secure,
             enrolment_valid=timedelta(seconds=settings.enrolment_valid_s),
-            freshness=FreshnessPolicy(
-                timedelta(seconds=settings.capacity_freshness_s),
-                timedelta(seconds=settings.capacity_reminder_s),
-            ),
+            freshness=freshness,
             dsfr_dir=settings.dsfr_dir,
             htmx_file=settings.htmx_file,
             clock=_now,
-            console=_console(settings, store),
+            console=(*_console(settings, store), network.register, indicators.register),
         )
         web = WebServer(
             lambda: create_web_app(deps),

@@ -18,6 +18,7 @@ class PortalSettings(ServiceSettings):
 
     db_schema: str = "portal"
     consumer_group: str = "portal"
+    # The operator console reads routing's directory and decision records (same database).
 
     http_host: str = Field(default="127.0.0.1", description="Where the web server listens.")
     http_port: int = Field(default=8090, description="0: chosen by the OS, logged at start.")
@@ -73,7 +74,9 @@ class PortalSettings(ServiceSettings):
         default="intake", description="Intake's schema (timeline: admission, identity releases)."
     )
     console_routing_schema: str = Field(
-        default="routing", description="Routing's schema (timeline: decisions, holds, waiting)."
+        default="routing",
+        description="Routing's schema (timeline: decisions, holds, waiting; the network and "
+        "indicator pages: directory, capacity, decision records).",
     )
     console_notifications_schema: str = Field(
         default="notifications", description="Notifications' schema (timeline: deliveries)."
