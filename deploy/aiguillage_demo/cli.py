@@ -34,7 +34,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aiguillage_common.codec import encode_event
-from aiguillage_common.migrations.cli import SERVICES, WEB, migrate_services
+from aiguillage_common.migrations.cli import SERVICES, TOOLS, WEB, migrate_services
 from aiguillage_common.provisioning import delete_groups, provision, unprovision
 from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
@@ -50,7 +50,7 @@ from aiguillage_demo.signing import (
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
-MIGRATED = {**SERVICES, **WEB}
+MIGRATED = {**SERVICES, **WEB, **TOOLS}
 # The pipeline's three services (the benches run these too) ...
 COMMANDS = {
     "referral-intake": "aiguillage-intake",
@@ -59,6 +59,9 @@ COMMANDS = {
 }
 # ... and what the demo runs: the pipeline and the portal.
 DEMO_COMMANDS = {**COMMANDS, "portal": "aiguillage-portal"}
+# ... and the schemas it migrates and drops: the processes', and where the operator console
+# records replays and discards of dead letters.
+DEMO_SCHEMAS = [*DEMO_COMMANDS, "operations"]
 ENV_PREFIX = {
     "referral-intake": "AIGUILLAGE_INTAKE_",
     "routing": "AIGUILLAGE_ROUTING_",
@@ -249,6 +252,20 @@ def service_env(
     }
 
 
+def console_env(run: DemoRun) -> dict[str, str]:
+    """Where the operator console reads this run's services and records its dead-letter actions."""
+    prefix = ENV_PREFIX["portal"]
+    return {
+        f"{prefix}CONSOLE_{name.upper()}_SCHEMA": run.schema(service)
+        for name, service in (
+            ("intake", "referral-intake"),
+            ("routing", "routing"),
+            ("notifications", "notifications"),
+            ("operations", "operations"),
+        )
+    }
+
+
 def _start_services(
     run: DemoRun,
     bootstrap: str,
@@ -271,6 +288,8 @@ def _start_services(
         env.setdefault(SECRETS_ENV, demo_secrets_json())
         # Routing authenticates centres' answers and directory updates with these (demo keys).
         env.setdefault(ROUTING_SECRETS_ENV, demo_routing_secrets_json())
+        # Replays from the operator console are signed with it (intake and routing check it).
+        env.setdefault("AIGUILLAGE_OPERATIONS_SECRET", demo_secret("operations"))
         # A fresh log per run ("wb"): what is in it is this run's, nothing older.
         with (log_dir / f"{service}.log").open("wb") as log:
             process = subprocess.Popen(
@@ -316,7 +335,7 @@ async def _wait_ready(
 
 async def _prepare(run: DemoRun, bootstrap: str, database_url: str) -> None:
     await provision(bootstrap, prefix=run.prefix)
-    await migrate_services(database_url, list(DEMO_COMMANDS), run.suffix)
+    await migrate_services(database_url, DEMO_SCHEMAS, run.suffix)
 
 
 async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
@@ -325,7 +344,7 @@ async def _drop(run: DemoRun, bootstrap: str, database_url: str) -> None:
     await delete_groups(bootstrap, run.prefix)
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
-        for service in DEMO_COMMANDS:
+        for service in DEMO_SCHEMAS:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{run.schema(service)}" CASCADE')
     finally:
         await connection.close()
@@ -498,7 +517,7 @@ async def _run(
             {
                 "notifications": peers.env,
                 "referral-intake": peers.intake_env,
-                "portal": portal.env(peers),
+                "portal": {**portal.env(peers), **console_env(run)},
             },
         )
         ready_from = time.monotonic()
