@@ -92,9 +92,11 @@ _STALE_SITES = (
 )
 
 
-async def count_stale_sites(pool: asyncpg.Pool, freshness_s: float) -> int:
+async def count_stale_sites(
+    connection: asyncpg.Pool | asyncpg.pool.PoolConnectionProxy, freshness_s: float
+) -> int:
     """Open sites with at least one open service whose capacity is stale (metrics, alerting)."""
-    return int(await pool.fetchval(_STALE_SITES, freshness_s) or 0)
+    return int(await connection.fetchval(_STALE_SITES, freshness_s) or 0)
 
 
 async def read_decisions(
