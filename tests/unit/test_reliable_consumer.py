@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Collection
 import asyncpg
 import pytest
 from faststream.kafka import KafkaBroker
+from prometheus_client import REGISTRY
 
 from aiguillage_common.codec import InvalidMessage, Problem
 from aiguillage_common.consumer import (
@@ -21,6 +22,7 @@ from aiguillage_common.consumer import (
     subscribe,
 )
 from aiguillage_common.failures import is_transient
+from aiguillage_common.metrics import ServiceMetrics
 from aiguillage_common.unit_of_work import Claim, DuplicateClaims
 from aiguillage_schemas.vocabulary import RejectionReason
 
@@ -174,6 +176,7 @@ class Transactions:
         self.inbox: set[Claim] = inbox or set()
         self.claims: dict[Claim, None] = {}
         self.known: frozenset[Claim] = frozenset()
+        self.duplicates = 0  # claims answered "duplicate" in this run
         self.deferring = True
         self.fail_deferred: Exception | None = None
         self.at_once_failure: tuple[int, Exception] | None = None
@@ -189,10 +192,12 @@ class Transactions:
         key = ("c", uuid.uuid5(uuid.NAMESPACE_URL, event))
         if not self.deferring:
             if key in self.inbox or key in self.claims:
+                self.duplicates += 1
                 return False
             self.claims[key] = None
             return True
         if key in self.known or key in self.claims:
+            self.duplicates += 1
             return False
         self.claims[key] = None
         return True
@@ -215,7 +220,7 @@ class Transactions:
 
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[Transactions]:
-        self.pending, self.claims, self.deferring = [], {}, True
+        self.pending, self.claims, self.deferring, self.duplicates = [], {}, True, 0
         try:
             yield self
             if self.deferring and self.claims:
@@ -422,3 +427,36 @@ async def test_an_idle_poll_goes_round_without_sleeping_again_and_records_come_a
     assert time.monotonic() - started < 0.09
     busy = _Getmany({"tp": ["r1", "r2"], "tp2": ["r3"]})
     assert await subscriber.get_msg(busy) == ("r1", "r2", "r3")  # type: ignore[attr-defined]
+
+
+async def test_metrics_count_a_batch_once_per_outcome_with_the_reasons_set_aside() -> None:
+    """A redelivered batch with a poison record: the metrics see each record once, in its final
+    outcome (the rolled-back runs count nothing), and the dead letter's reason."""
+    transactions = Transactions(inbox={_event(0), _event(1)})
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(6)]
+
+    async def process(record: InboundRecord) -> None:
+        if record.offset == 4:
+            raise InvalidMessage(Problem(RejectionReason.NOT_JSON, "x"))
+        if transactions.claim(f"event-{record.offset}"):
+            transactions.write(record.offset)
+
+    topic = f"t-{uuid.uuid4().hex[:8]}"  # the registry is the process's: series of our own
+    observer = ServiceMetrics("svc").consumer("c", topic, "dead_lettered")
+    consumer = ReliableConsumer(
+        "c", process, DeadLetters(), FAST, 1.0, transaction=transactions, observer=observer
+    )
+    await consumer.handle_batch(records)
+    assert transactions.committed == [2, 3, 5]
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            name, {"service": "svc", "consumer": "c", "topic": topic, **labels}
+        )
+
+    consumed = "aiguillage_records_consumed_total"
+    assert value(consumed, outcome="handled") == 3
+    assert value(consumed, outcome="duplicate") == 2
+    assert value(consumed, outcome="dead_lettered") == 1
+    assert value("aiguillage_dead_letters_total", reason=str(RejectionReason.NOT_JSON)) == 1
+    assert value("aiguillage_batch_handling_seconds_count") == 1  # one batch, one observation

@@ -134,6 +134,16 @@ class DeadLetterSink(Protocol):
     async def __call__(self, record: InboundRecord, problem: Problem) -> None: ...
 
 
+class BatchObserver(Protocol):
+    """Told once per batch brought to a durable outcome (metrics: aiguillage_common.metrics):
+    how many records, how many were duplicates, the problems of those set aside, and how long
+    it took. Once per batch, so that counting costs nothing per record."""
+
+    def batch_done(
+        self, records: int, duplicates: int, set_aside: Sequence[Problem], seconds: float
+    ) -> None: ...
+
+
 class HoldBack(Exception):
     """The record could not be processed yet (a dependency is down): seek back, do not commit."""
 
@@ -143,6 +153,8 @@ class BatchScope(Protocol):
     the inbox claims it deferred to its end (see ``unit_of_work.SharedTransaction``)."""
 
     joins: int
+    # Claims answered "duplicate" in this run (their event was handled before): no effect.
+    duplicates: int
 
     @property
     def claims_made(self) -> int: ...
@@ -162,6 +174,7 @@ Transaction = Callable[[], AbstractAsyncContextManager[BatchScope]]
 @dataclass
 class _NoScope:
     joins: int = 0
+    duplicates: int = 0
     claims_made: int = 0
 
     def claims_since(self, mark: int) -> list[Claim]:
@@ -194,6 +207,8 @@ class _BatchRun:
     suspects: dict[int, list[Claim]] = field(default_factory=dict)
     # False once the deferred writes failed for good: each record's rows are written at once.
     deferring: bool = True
+    # Duplicates answered in the run that committed (for the observer).
+    duplicates: int = 0
 
 
 class _Restart(Exception):
@@ -227,8 +242,10 @@ class ReliableConsumer:
         on_wait: WaitListener | None = None,
         clock: Callable[[], float] = time.monotonic,
         transaction: Transaction = _no_transaction,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
+        self._observer = observer
         self._process = process
         self._dead_letter = dead_letter
         self._policy = policy
@@ -248,6 +265,7 @@ class ReliableConsumer:
         await self.handle_batch((record,))
 
     async def handle_batch(self, records: Sequence[InboundRecord]) -> None:
+        started = time.perf_counter()
         poison: dict[int, Problem] = {}
         run = _BatchRun()  # kept across the retries of an outage
         await self._run_transiently(lambda: self._process_all(records, poison, run))
@@ -261,6 +279,13 @@ class ReliableConsumer:
                     field_path=problem.field_path,
                     detail=problem.message,
                 )
+        if self._observer is not None:
+            self._observer.batch_done(
+                len(records),
+                run.duplicates,
+                [poison[index] for index in sorted(poison)],
+                time.perf_counter() - started,
+            )
 
     async def _process_all(
         self, records: Sequence[InboundRecord], poison: dict[int, Problem], run: _BatchRun
@@ -297,6 +322,7 @@ class ReliableConsumer:
                                 suspects[index] = scope.claims_since(mark)
                                 raise _Restart
                     ran = True
+                    run.duplicates = scope.duplicates
                 return
             except _Restart:
                 continue  # rolled back; the records set aside are skipped this time
@@ -437,7 +463,7 @@ def subscribe(
     description: str,
     max_records: int,
     redelivery_pause_s: float = 1.0,
-) -> None:
+) -> Any:
     """Attach ``consumer`` to ``topic``: batches of up to ``max_records`` records (what one fetch
     returns, never waiting to fill a batch), offsets committed after each batch is durable.
 
@@ -492,6 +518,7 @@ def subscribe(
     )
     subscriber(on_batch)
     prompt(subscriber)
+    return subscriber  # its aiokafka consumer (``.consumer``, once started) tells the lag
 
 
 # How long an idle poll waits for records before the consume loop goes round again.

@@ -1,5 +1,6 @@
 """Liveness and readiness over HTTP, so a supervisor or an operator sees what a service waits for.
 
+``GET /metrics``       the Prometheus exposition (aiguillage_common.metrics), on the same port.
 ``GET /health/live``  200 while the process runs its event loop (it never exits for an outage).
 ``GET /health/ready`` 200 ``{"status": "ready", ...}`` when PostgreSQL and Kafka answer now and the
 consumers run; else 503 ``{"status": "not_ready", "missing": [...], ...}`` naming each missing
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from aiguillage_common.failures import Dependency
 from aiguillage_common.logging import get_logger
+from aiguillage_common.metrics import CONTENT_TYPE
 
 log = get_logger("aiguillage.health")
 PROBE_TIMEOUT_S = 2.0
@@ -86,10 +88,17 @@ class Readiness:
 class HealthServer:
     """A tiny aiohttp server on the service's own event loop; off when the port is 0."""
 
-    def __init__(self, host: str, port: int, readiness: Callable[[], Readiness]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        readiness: Callable[[], Readiness],
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._readiness = readiness
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -98,6 +107,8 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/health/live", self._live)
         app.router.add_get("/health/ready", self._ready)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._render_metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
@@ -115,3 +126,9 @@ class HealthServer:
     async def _ready(self, _request: web.Request) -> web.Response:
         ready, body = await self._readiness().report()
         return web.json_response(body, status=200 if ready else 503)
+
+    async def _render_metrics(self, _request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        body = await self._metrics()
+        # Content type with its version parameter, as Prometheus negotiates it.
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

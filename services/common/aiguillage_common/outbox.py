@@ -46,8 +46,10 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval_s: float = 1.0,
         sign: RecordSigner | None = None,
+        on_published: Callable[[Sequence[OutgoingRecord]], None] | None = None,
     ) -> None:
         self._sign = sign
+        self._on_published = on_published  # metrics: records produced per topic
         self._pool = pool
         self._publisher = publisher
         self._schema = schema
@@ -171,6 +173,8 @@ class OutboxRelay:
             "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
             [row["id"] for row in rows],
         )
+        if self._on_published is not None:
+            self._on_published(records)
         log.debug("outbox.relayed", count=len(rows))
         return len(rows)
 

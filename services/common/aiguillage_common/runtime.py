@@ -35,6 +35,7 @@ from aiguillage_common.failures import Dependency, is_transient
 from aiguillage_common.health import HealthServer, HealthState, Readiness, database_answers
 from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import configure_logging, get_logger
+from aiguillage_common.metrics import LagProbe, ServiceMetrics, outbox_probe, render_idle
 from aiguillage_common.outbox import OutboxRelay, RecordSigner
 from aiguillage_common.settings import ServiceSettings
 from aiguillage_common.unit_of_work import shared_transaction
@@ -58,9 +59,11 @@ class Runtime:
     settings: ServiceSettings
     producer: KafkaProducerAdapter
     health: HealthState
+    metrics: ServiceMetrics
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
     workers: list[BackgroundWorker] = field(default_factory=list)
+    lag: LagProbe | None = None
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -86,9 +89,13 @@ class Runtime:
         group_id: str,
         documented_payload: Any,
         description: str,
+        set_aside: str = "dead_lettered",
     ) -> None:
         """Subscribe ``process`` with the service's retry policy and handler timeout: manual
-        commits after durable outcomes, dead letters with a reason (see consumer.py)."""
+        commits after durable outcomes, dead letters with a reason (see consumer.py).
+        ``set_aside`` names, in the metrics, what ``dead_letter`` does with a record that can
+        never succeed: ``dead_lettered``, or ``rejected`` for intake's answers to prescribers
+        (their mistakes, not an operator's alert)."""
         consumer = ReliableConsumer(
             name,
             process,
@@ -97,8 +104,9 @@ class Runtime:
             self.settings.handler_timeout_s,
             on_wait=self.health.consumer_wait,
             transaction=lambda: shared_transaction(self.require_pool()),
+            observer=self.metrics.consumer(name, topic, set_aside),
         )
-        subscribe(
+        subscriber = subscribe(
             broker,
             consumer,
             topic=topic,
@@ -107,6 +115,10 @@ class Runtime:
             description=description,
             max_records=self.settings.consume_batch_max,
         )
+        if self.lag is None:
+            self.lag = LagProbe(self.metrics.service)
+            self.metrics.add_probe("consumer_lag", self.lag)
+        self.lag.watch(group_id, subscriber)
 
     def readiness(self) -> Readiness:
         return Readiness(
@@ -205,7 +217,9 @@ def build_app(
         settings=settings,
         producer=KafkaProducerAdapter(settings.kafka_bootstrap_servers, f"aiguillage-{service}"),
         health=health or HealthState(service),
+        metrics=ServiceMetrics(service),
     )
+    runtime.metrics.add_probe("outbox", outbox_probe(service, lambda: runtime.pool))
     register(broker, runtime)
     log = get_logger(f"aiguillage.{service}")
     policy = runtime.retry_policy
@@ -226,6 +240,7 @@ def build_app(
             settings.outbox_batch_size,
             settings.outbox_poll_interval_s,
             sign=sign_outgoing,
+            on_published=runtime.metrics.produced,
         )
         await runtime.relay.start()
         for worker in workers(runtime) if workers else ():
@@ -285,6 +300,7 @@ def run_service(
             settings.health_host,
             settings.health_port,
             lambda: current[-1].runtime.readiness() if current else Readiness(health, {}),
+            lambda: current[-1].runtime.metrics.render() if current else render_idle(),
         )
         await server.start()
         stop = asyncio.Event()

@@ -113,6 +113,8 @@ class SharedTransaction:
     deferring: bool = True
     # Claims found handled before, by an earlier run of this batch: answered "duplicate".
     known_duplicates: frozenset[Claim] = frozenset()
+    # How many claims were answered "duplicate" (metrics: records that changed nothing).
+    duplicates: int = 0
     # Claims answered "new", in order, written at the end (dict: ordered, no repeats).
     claims: dict[Claim, None] = field(default_factory=dict)
     outbox: list[tuple[UUID, str, str, str, bytes]] = field(default_factory=list)
@@ -137,6 +139,7 @@ class SharedTransaction:
     def claim(self, consumer: str, event_id: UUID) -> bool:
         key = (consumer, event_id)
         if key in self.known_duplicates or key in self.claims:
+            self.duplicates += 1
             return False
         self.claims[key] = None
         return True

@@ -209,6 +209,7 @@ def create_app(
                     "webhook": settings.delivery_webhook_concurrency,
                 },
                 session_factory=lambda: PostgresDeliverySession(own),
+                on_attempt=runtime.metrics.delivery_attempt,
             )
             return DeliveryWorker(
                 runtime.require_pool(),

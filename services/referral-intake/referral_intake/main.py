@@ -100,6 +100,7 @@ def create_app(
             | ReferralCancellationRequested,
             description="Referrals submitted, amended (referral.amended) or cancelled "
             "(referral.cancellation_requested) by prescribers; signed (see docs/intake.md).",
+            set_aside="rejected",
         )
         runtime.consume(
             broker,
@@ -112,6 +113,7 @@ def create_app(
             group_id=f"{settings.consumer_group}.registry",
             documented_payload=PrescriberRegistryUpdated,
             description="Prescriber registry updates; they override the registry file.",
+            set_aside="rejected",
         )
         dead_letter_topic = settings.topic(topics.INTAKE_DEAD_LETTER.name)
         runtime.consume(
@@ -161,6 +163,7 @@ def create_app(
                 settings.identity_api_port,
                 settings.identity_api_window_s,
                 settings.identity_api_timeout_s,
+                on_answer=runtime.metrics.identity_release,
             )
         ]
 

@@ -9,6 +9,7 @@ from faststream.kafka import KafkaBroker
 from aiguillage_common.consumer import Process
 from aiguillage_common.geography import load_geography
 from aiguillage_common.health import HealthState
+from aiguillage_common.metrics import stale_capacity_probe
 from aiguillage_common.runtime import BackgroundWorker, Runtime, ServiceApp, build_app, run_service
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.centres import (
@@ -41,7 +42,7 @@ from routing.adapters.kafka import (
     RoutingHandler,
     SenderCheck,
 )
-from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.postgres import PostgresRoutingUnitOfWork, count_stale_sites
 from routing.adapters.reminders import CapacityReminder, PostgresReminderUnitOfWork
 from routing.adapters.senders_file import load_senders
 from routing.adapters.workers import ConfirmationWatch, DirectorySeeder, OfferTimer
@@ -90,6 +91,14 @@ def create_app(
 
     def register(broker: KafkaBroker, runtime: Runtime) -> None:
         ctx = context(runtime)
+        # For the capacity-stale alert: counted when Prometheus scrapes, not on a timer.
+        runtime.metrics.add_probe(
+            "capacity_stale",
+            stale_capacity_probe(
+                SERVICE,
+                lambda: count_stale_sites(runtime.require_pool(), settings.capacity_freshness_s),
+            ),
+        )
         check = SenderCheck(
             ctx,
             senders,

@@ -137,6 +137,7 @@ class Deliverer:
         concurrency: Mapping[str, int] = DEFAULT_CONCURRENCY,
         worker_id: uuid.UUID | None = None,
         session_factory: Callable[[], DeliverySession] | None = None,
+        on_attempt: Callable[[str, str], None] | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         # Leases and rounds; in production on the worker's own connection (adapters.postgres).
@@ -153,6 +154,8 @@ class Deliverer:
         # Names this worker's leases; its presence lock (adapters.worker) says it is alive.
         self.worker_id = worker_id or uuid.uuid4()
         self._draining = False
+        # Told (channel, attempt_outcome(decision)) once each attempt's outcome is recorded.
+        self._on_attempt = on_attempt
 
     def drain(self) -> None:
         """Shutting down: sends in flight finish, leased jobs still waiting for their turn are
@@ -228,6 +231,7 @@ class Deliverer:
                 attempt_id = await rounds.settle(done, job)
                 if done is not None:
                     _log_outcome(done.job, done.result, done.decision, None, False)
+                    self._attempted(done.job, done.decision)
                     done = None
                 if job is None:
                     return
@@ -276,6 +280,11 @@ class Deliverer:
                     self._dead_letter_topic, _dead_letter(job, result, decision, fallback)
                 )
         _log_outcome(job, result, decision, fallback, opened)
+        self._attempted(job, decision)
+
+    def _attempted(self, job: DeliveryJob, decision: Decision) -> None:
+        if self._on_attempt is not None:
+            self._on_attempt(job.channel, attempt_outcome(decision))
 
     async def _send(self, job: DeliveryJob) -> AttemptResult:
         sender = self._senders.get(job.channel)
@@ -361,6 +370,16 @@ class _Rounds:
             for _, job, future in asked:
                 if not future.done():
                     future.set_result(started.get(job.delivery_id) if job is not None else None)
+
+
+def attempt_outcome(decision: Decision) -> str:
+    """An attempt's outcome as the metrics name it: delivered, retry, identity_held (a try held
+    back while intake has not released the identity yet) or failed (dead on this channel)."""
+    if decision.state == "delivered":
+        return "delivered"
+    if decision.state == "dead":
+        return "failed"
+    return "identity_held" if decision.held else "retry"
 
 
 def _fields(job: DeliveryJob) -> dict[str, Any]:

@@ -54,8 +54,8 @@ class ReleaseBody(BaseModel):
     offer_event_id: UUID | None = None
 
 
-def _error(status: int, code: str) -> web.Response:
-    return web.json_response({"error": code}, status=status)
+def _error(status: int, code: str) -> tuple[str, web.Response]:
+    return code, web.json_response({"error": code}, status=status)
 
 
 class IdentityApi:
@@ -70,6 +70,7 @@ class IdentityApi:
         replay_window_s: float,
         timeout_s: float,
         clock: Callable[[], float] = time.time,
+        on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._secret = secret
@@ -78,12 +79,13 @@ class IdentityApi:
         self._window_s = replay_window_s
         self._timeout_s = timeout_s
         self._clock = clock
+        self._on_answer = on_answer  # metrics: each answer's outcome (granted, or the refusal)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_post(PATH, self._release)
+        app.router.add_post(PATH, self._answer)
         return app
 
     async def start(self) -> None:
@@ -100,7 +102,14 @@ class IdentityApi:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _release(self, request: web.Request) -> web.Response:
+    async def _answer(self, request: web.Request) -> web.Response:
+        outcome, response = await self._release(request)
+        if self._on_answer is not None:
+            self._on_answer(outcome)
+        return response
+
+    async def _release(self, request: web.Request) -> tuple[str, web.Response]:
+        """The answer, and its outcome: granted, or the refusal's code."""
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -150,7 +159,7 @@ class IdentityApi:
         )
         if answer.outcome is Release.GRANTED:
             assert answer.identity is not None
-            return web.json_response(
+            return str(answer.outcome), web.json_response(
                 {
                     "referral_id": parsed.referral_id,
                     "person": answer.identity.model_dump(mode="json"),

@@ -84,6 +84,21 @@ async def read_directory(
     return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
 
 
+# Open sites with an open service whose count is older than the freshness window.
+_STALE_SITES = (
+    "SELECT count(DISTINCT ss.site_id) FROM site_services ss JOIN sites s USING (site_id)"
+    " WHERE s.closed_at IS NULL AND ss.is_open"
+    " AND ss.updated_at < clock_timestamp() - make_interval(secs => $1)"
+)
+
+
+async def count_stale_sites(
+    connection: asyncpg.Pool | asyncpg.pool.PoolConnectionProxy, freshness_s: float
+) -> int:
+    """Open sites with at least one open service whose capacity is stale (metrics, alerting)."""
+    return int(await connection.fetchval(_STALE_SITES, freshness_s) or 0)
+
+
 async def read_decisions(
     connection: asyncpg.pool.PoolConnectionProxy | asyncpg.Connection, referral_id: str
 ) -> list[dict[str, Any]]:
