@@ -79,7 +79,9 @@ async def test_operator_reads_the_map_exports_the_csv_and_corrects_a_count(
     assert await page.locator('#carte [data-departement="974"]').count() == 1  # overseas
     assert await page.locator("#graphe-semaines svg").count() == 1
     await accessible(page)
-    await screenshot(page, "console-map.png")
+    if SHOTS:  # the map and its legend, with the choices above them
+        await page.set_viewport_size({"width": 1280, "height": 1250})
+        await page.screenshot(path=str(Path(SHOTS) / "console-map.png"))
 
     # --- the CSV downloaded from the page equals SQL over routing's decisions -----------------
     async with page.expect_download() as download_info:
