@@ -137,12 +137,18 @@ async def _none() -> None:
     return None
 
 
-@pytest.fixture
-async def portal(isolated: Isolated) -> AsyncIterator[Portal]:
+async def start_portal_stack(
+    isolated: Isolated,
+    intake_env: dict[str, str] | None = None,
+    portal_env: dict[str, str] | None = None,
+) -> Portal:
+    """Intake (with its identity API), routing and the portal as processes, the portal signing
+    with the key routing knows it by; ``*_env`` adds to a process's settings."""
     intake = isolated.service(
         "referral-intake",
         AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
         AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=IDENTITY_SECRET,
+        **(intake_env or {}),
     )
     # Routing checks the portal's signature: its secrets (service_env) hold the portal's key.
     routing = isolated.service("routing")
@@ -166,6 +172,7 @@ async def portal(isolated: Isolated) -> AsyncIterator[Portal]:
             f"http://127.0.0.1:{identity_port}/internal/v1/identity-releases"
         ),
         AIGUILLAGE_PORTAL_IDENTITY_API_SECRET=IDENTITY_SECRET,
+        **(portal_env or {}),
     )
     process.start()
     await wait_started(process)
@@ -176,10 +183,16 @@ async def portal(isolated: Isolated) -> AsyncIterator[Portal]:
         server_settings={"search_path": isolated.schema("portal")},
     )
     assert pool is not None
+    return Portal(isolated, process, intake, routing, pool)
+
+
+@pytest.fixture
+async def portal(isolated: Isolated) -> AsyncIterator[Portal]:
+    stack = await start_portal_stack(isolated)
     try:
-        yield Portal(isolated, process, intake, routing, pool)
+        yield stack
     finally:
-        await pool.close()
+        await stack.pool.close()
 
 
 async def new_context(browser: Browser) -> BrowserContext:

@@ -25,7 +25,7 @@ from playwright.async_api import Browser, Page
 
 from aiguillage_common.migrations.cli import migrate_services
 from aiguillage_demo.samples import make_referral
-from aiguillage_demo.signing import PORTAL_KEY_ID, SECRETS_ENV, demo_key_ids, demo_secret, sign_as
+from aiguillage_demo.signing import SECRETS_ENV, demo_key_ids, demo_secret, sign_as
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.prescribers import (
     Jurisdiction,
@@ -35,13 +35,12 @@ from aiguillage_schemas.events.prescribers import (
 from aiguillage_schemas.signing import sign
 from tests.browser.conftest import (
     IDENTITY_SECRET,
-    PORTAL_SECRET,
     SCREENSHOTS,
     Portal,
-    _identity_api_port,
     new_context,
     serious_accessibility_violations,
     sign_in,
+    start_portal_stack,
 )
 from tests.browser.test_portal import with_identity
 from tests.conftest import Isolated, wait_started
@@ -93,40 +92,25 @@ async def console(isolated: Isolated, operations: str) -> AsyncIterator[Portal]:
     """Intake (knowing Lille's next key), routing and the portal with its console."""
     secrets = {key: demo_secret(key) for key in demo_key_ids().values()}
     secrets[NEXT_KEY] = NEXT_SECRET
-    intake = isolated.service(
-        "referral-intake",
-        AIGUILLAGE_OPERATIONS_SECRET=OPERATIONS_SECRET,
-        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
-        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=IDENTITY_SECRET,
-        **{SECRETS_ENV: json.dumps(secrets)},
+    stack = await start_portal_stack(
+        isolated,
+        intake_env={
+            "AIGUILLAGE_OPERATIONS_SECRET": OPERATIONS_SECRET,
+            SECRETS_ENV: json.dumps(secrets),
+            # Intake sees a registry update up to REGISTRY_CACHE_S (5 s) after storing it (its
+            # lookups are cached, unknown keys too): shorter here, so that the operator's
+            # replay right after the fix is not refused again by the cache.
+            "AIGUILLAGE_INTAKE_REGISTRY_CACHE_S": "0.2",
+        },
+        portal_env={
+            "AIGUILLAGE_INTAKE_IDENTITY_API_SECRET": IDENTITY_SECRET,
+            **_console_env(isolated),
+        },
     )
-    routing = isolated.service("routing")
-    intake.start()
-    routing.start()
-    await wait_started(intake, routing)
-
-    async def port() -> int | None:
-        return _identity_api_port(intake)
-
-    identity_port = await eventually(port, lambda p: p is not None, 30, what="identity API port")
-    process = isolated.service(
-        "portal",
-        AIGUILLAGE_PORTAL_LOG_LEVEL="DEBUG",
-        AIGUILLAGE_PORTAL_INTAKE_IDENTITY_URL=(
-            f"http://127.0.0.1:{identity_port}/internal/v1/identity-releases"
-        ),
-        AIGUILLAGE_PORTAL_IDENTITY_API_SECRET=IDENTITY_SECRET,
-        AIGUILLAGE_PORTAL_SIGNING_KEY_ID=PORTAL_KEY_ID,
-        AIGUILLAGE_PORTAL_SIGNING_SECRET=PORTAL_SECRET,
-        **_console_env(isolated),
-    )
-    process.start()
-    await wait_started(process)
-    pool = await _portal_pool(isolated)
     try:
-        yield Portal(isolated, process, intake, routing, pool)
+        yield stack
     finally:
-        await pool.close()
+        await stack.pool.close()
 
 
 async def _accessible(page: Page) -> None:
