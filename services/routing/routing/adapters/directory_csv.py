@@ -107,10 +107,10 @@ def load_directory(
                     )
     platform = folder / NATIONAL_HOUSING_FILE
     if platform.exists():
-        centre, site, places = national_housing(platform, geography, stamp)
-        centres[centre.centre_id] = centre
-        sites.append(site)
-        capacity[(site.site_id, ServiceCode.EVICTION_HOUSING)] = places
+        national_centre, national_site, housing = national_housing(platform, geography, stamp)
+        centres[national_centre.centre_id] = national_centre
+        sites.append(national_site)
+        capacity[(national_site.site_id, ServiceCode.EVICTION_HOUSING)] = housing
     return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
 
 
