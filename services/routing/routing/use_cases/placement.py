@@ -362,7 +362,7 @@ async def _retell_now(
     near = await uow.directory_snapshot(area)
     affected = {
         site.site_id: site
-        for site in near.sites
+        for site in near.local_sites  # nobody waits at a national provider
         if site.departement in area or any(home in site.serves for home in homes)
     }
     if not affected:
@@ -548,6 +548,7 @@ async def drain(
     geography = ctx.geography
     offered = 0
     homes = set(left)
+    done: set[str] = set()  # national providers already drained in this call
     for site_id in sorted({site_id for site_id, _ in freed}):
         while True:
             area = set(await uow.site_reach(site_id))
@@ -558,6 +559,7 @@ async def drain(
             if site is None:
                 break  # closed
             if site.national:
+                done.add(site.site_id)
                 offered += await _drain_national(uow, ctx, site, cause, now, homes)
                 break
             queue = queue_at(site, await uow.waiting_near(area), directory, geography, ctx.policy)
@@ -573,6 +575,15 @@ async def drain(
                 break  # decided otherwise on fresh counts: nothing more to give here
             offered += new.status == "offered"
             homes.add(ref.accepted.residence_departement)
+        # Care places freed here may let a referral waiting for eviction housing be split (care
+        # here, housing at the national platform) when the platform has room: the site's own
+        # queue never holds it (the site offers no housing).
+        area = set(await uow.site_reach(site_id))
+        for national in (await uow.directory_snapshot(area)).national_housing:
+            held = directory.capacity.get((national.site_id, ServiceCode.EVICTION_HOUSING))
+            if national.site_id not in done and held and held.places_held < held.places_total:
+                done.add(national.site_id)
+                offered += await _drain_national(uow, ctx, national, cause, now, homes)
     await retell(uow, ctx, homes, cause)
     return offered
 
