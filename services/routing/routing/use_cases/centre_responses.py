@@ -22,7 +22,12 @@ from aiguillage_schemas.events.routing_decisions import (
 )
 from aiguillage_schemas.vocabulary import RejectionReason, ServiceCode
 from routing.domain.referral import ReferralState
-from routing.use_cases.placement import drain, end_housing, reroute_or_escalate
+from routing.use_cases.placement import (
+    drain,
+    end_housing,
+    housing_given_back,
+    reroute_or_escalate,
+)
 from routing.use_cases.ports import CONSUMER, RoutingContext, RoutingUnitOfWork, envelope
 
 # Reports that end the person's path at the site and so free the places held there.
@@ -97,6 +102,7 @@ async def answer_offer(event: OfferAnswered, ctx: RoutingContext) -> ReferralSta
         new = await reroute_or_escalate(
             uow, ctx, ref, event.event_id, now, f"refus : {data.decline_reason}"
         )
+        freed += housing_given_back(ref, new)
         await drain(uow, ctx, freed, event.event_id, now)
         return new
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from routing.use_cases.placement import drain, end_housing, reroute_or_escalate
+from routing.use_cases.placement import (
+    drain,
+    end_housing,
+    housing_given_back,
+    reroute_or_escalate,
+)
 from routing.use_cases.ports import RoutingContext, RoutingUnitOfWork, derived_id
 
 
@@ -24,8 +29,8 @@ async def expire_one_offer(ctx: RoutingContext) -> str | None:
         cause = derived_id("offer-timeout", ref.referral_id, ref.attempt)
         # Only the care leg; a housing offer or place at the national platform stands.
         freed = await uow.release(ref.referral_id, ref.site_id)
-        await reroute_or_escalate(uow, ctx, ref, cause, now, "pas de réponse dans le délai")
-        await drain(uow, ctx, freed, cause, now)
+        new = await reroute_or_escalate(uow, ctx, ref, cause, now, "pas de réponse dans le délai")
+        await drain(uow, ctx, [*freed, *housing_given_back(ref, new)], cause, now)
         return ref.referral_id
 
 

@@ -31,7 +31,7 @@ from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.decision import Decision, Routed, Split, Unroutable, Waitlisted, decide
 from routing.domain.directory import Directory, Site
 from routing.domain.referral import HousingEnd, ReferralState, answer_deadline
-from routing.domain.waiting import next_for, positions, queue_at, reach
+from routing.domain.waiting import Waiting, next_for, positions, queue_at, reach
 from routing.use_cases.ports import (
     SOURCE,
     DecisionRow,
@@ -103,8 +103,7 @@ async def place(
         if ref.housing_held:
             # No site can give the care now: the platform's place goes back too and the
             # referral is decided whole (waiting list, or a human), as any referral.
-            # (The freed platform place is not handed on from here: ``place`` runs inside drains;
-            # the next split decision, or the next release at the platform, uses it.)
+            # (The freed platform place is handed on by the caller: ``housing_given_back``.)
             ref, _ = await end_housing(
                 uow,
                 ctx,
@@ -254,6 +253,16 @@ async def end_housing(
             ),
         )
     return new, freed
+
+
+def housing_given_back(
+    before: ReferralState, after: ReferralState
+) -> list[tuple[str, ServiceCode]]:
+    """The platform's place a re-route gave back (no site could give the care any more, or a
+    human took the referral over): the caller hands it to the waiting list with the rest."""
+    if before.housing_held and not after.housing_held and before.housing_site_id:
+        return [(before.housing_site_id, ServiceCode.EVICTION_HOUSING)]
+    return []
 
 
 async def _wait(
@@ -596,19 +605,29 @@ async def _drain_national(
     now: datetime,
     homes: set[str],
 ) -> int:
-    """A place freed at the national housing platform: the waiting referrals needing eviction
-    housing are decided again in the documented order (urgent first — they all are —, then
-    arrival, then entry), so the first whose care a local site can give now is split; stops once
-    the platform has no room left."""
+    """A place at the national housing platform (freed, or free while a care place frees): the
+    waiting referrals needing eviction housing are decided again in the documented order of the
+    site each waits at (urgent first — they all are —, then that site's département, then
+    arrival, then entry), so the first whose care a local site can give now is split; stops
+    once the platform has no room left."""
     key = (site.site_id, ServiceCode.EVICTION_HOUSING)
-    waiting = sorted(
-        (
-            w
-            for w in await uow.waiting_near(site.serves)
-            if ServiceCode.EVICTION_HOUSING in w.accepted.needed_services
-        ),
-        key=lambda w: (w.urgency_rank, w.arrived_at, w.seq),
-    )
+    housing = [
+        w
+        for w in await uow.waiting_near(site.serves)
+        if ServiceCode.EVICTION_HOUSING in w.accepted.needed_services
+    ]
+    if not housing:
+        return 0
+    near = await uow.directory_snapshot({w.accepted.residence_departement for w in housing})
+
+    def order(w: Waiting) -> tuple[object, ...]:
+        # The documented order at the site each waits at (its queue): urgent first, then those
+        # living in that site's département, then arrival, then entry.
+        named = near.site(w.site_id)
+        away = named is None or named.departement != w.accepted.residence_departement
+        return (w.urgency_rank, away, w.arrived_at, w.seq)
+
+    waiting = sorted(housing, key=order)
     offered = 0
     for entry in waiting:
         held = (await uow.directory_snapshot({site.departement})).capacity.get(key)
