@@ -26,11 +26,11 @@ from aiguillage_schemas.events.routing_decisions import (
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from routing.domain.decision import Policy, Routed, Split, Unroutable, Waitlisted, decide
 from routing.domain.directory import Capacity, Directory
-from routing.use_cases.centre_responses import answer_offer
+from routing.use_cases.centre_responses import answer_offer, report_path
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import cancel_referral, route_referral
-from tests.support.routing_events import answer
+from tests.support.routing_events import answer, path_report
 from tests.support.routing_events import lille_referral as accepted
 from tests.unit.routing_fakes import (
     T0,
@@ -326,3 +326,20 @@ async def test_another_centre_cannot_answer_for_the_platform_and_cancel_frees_bo
     assert capacity_of(store, PLATFORM, HOUSING).places_held == 0
     assert capacity_of(store, LILLE, COURSE).places_held == 0
     assert [e.data.outcome for e in housing_events(store)] == ["released"]
+
+
+async def test_a_platform_place_given_back_splits_the_first_referral_waiting_for_housing(
+    store: RoutingStore, ctx: RoutingContext
+) -> None:
+    store.set_capacity(PLATFORM, HOUSING, places_total=1)
+    await route_referral(accepted("ref-split-6", needs=NEEDS), ctx)
+    waiting = await route_referral(accepted("ref-split-7", needs=NEEDS), ctx)
+    assert waiting is not None
+    assert waiting.status == "waitlisted"  # the platform is full, no local housing place
+    await answer_offer(answer("ref-split-6", PLATFORM, "accepted"), ctx)
+    await answer_offer(answer("ref-split-6", LILLE, "accepted"), ctx)
+    await report_path(path_report("ref-split-6", LILLE, "path_completed"), ctx)
+    assert store.referrals["ref-split-6"].housing_status == "released"
+    now_split = store.referrals["ref-split-7"]
+    assert (now_split.status, now_split.housing_status) == ("offered", "offered")
+    assert capacity_of(store, PLATFORM, HOUSING).places_held == 1
