@@ -34,7 +34,9 @@ def offered() -> HousingOffered:
     return event
 
 
-def updated(outcome: Literal["accepted", "declined", "timed_out", "released"]) -> HousingUpdated:
+def updated(
+    outcome: Literal["accepted", "declined", "timed_out", "released", "ended"],
+) -> HousingUpdated:
     event = offered()
     return HousingUpdated(
         source="routing",
@@ -56,7 +58,7 @@ def test_the_platform_is_a_second_holder_for_the_housing_only() -> None:
     assert holder_after(offered()) is UNCHANGED  # the care centre keeps its hold
     assert housing_holder_after(offered()) == Holder("PN-HEBERGEMENT", "offered")
     assert housing_holder_after(updated("accepted")) == Holder("PN-HEBERGEMENT", "placed")
-    for outcome in ("declined", "timed_out", "released"):
+    for outcome in ("declined", "timed_out", "released", "ended"):
         assert housing_holder_after(updated(outcome)) is None
     split = ReferralState(False, False, "HDF-ARRAS", housing_holder_centre_id="PN-HEBERGEMENT")
     assert decide_release(split, "HDF-ARRAS", True) is Release.GRANTED
@@ -88,5 +90,8 @@ def test_the_platform_is_offered_the_housing_and_the_prescriber_told_each_outcom
     assert [(n.recipient_id, n.topic) for n in released] == [
         ("PN-HEBERGEMENT", "referral_withdrawn")
     ]
+    ended = planner.plan(updated("ended"), NOW).notifications
+    assert [(n.recipient_kind, n.topic) for n in ended] == [("prescriber", "path_reported")]
+    assert ended[0].facts["report"] == "hébergement terminé"
     accepted = planner.plan(updated("accepted"), NOW).notifications
     assert [(n.recipient_kind, n.topic) for n in accepted] == [("prescriber", "referral_placed")]

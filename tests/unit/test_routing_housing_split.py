@@ -21,6 +21,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
 from aiguillage_schemas.events.routing_decisions import (
     HousingOffered,
     HousingUpdated,
+    PathReported,
     ReferralRouted,
 )
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
@@ -343,3 +344,23 @@ async def test_a_platform_place_given_back_splits_the_first_referral_waiting_for
     now_split = store.referrals["ref-split-7"]
     assert (now_split.status, now_split.housing_status) == ("offered", "offered")
     assert capacity_of(store, PLATFORM, HOUSING).places_held == 1
+
+
+async def test_the_platform_reports_on_the_housing_leg_alone(
+    store: RoutingStore, ctx: RoutingContext
+) -> None:
+    await route_referral(accepted("ref-split-8", needs=NEEDS), ctx)
+    with pytest.raises(InvalidMessage) as early:  # nobody housed yet: nothing to report on
+        await report_path(path_report("ref-split-8", PLATFORM, "attended"), ctx)
+    assert early.value.problem.reason == "not_offered_to_sender"
+    await answer_offer(answer("ref-split-8", PLATFORM, "accepted"), ctx)
+    await answer_offer(answer("ref-split-8", LILLE, "accepted"), ctx)
+    await report_path(path_report("ref-split-8", PLATFORM, "attended"), ctx)
+    relayed = [e for e in store.events(PathReported) if isinstance(e, PathReported)]
+    assert [(e.data.site.site_id, e.data.report) for e in relayed] == [(PLATFORM, "attended")]
+    await report_path(path_report("ref-split-8", PLATFORM, "path_completed"), ctx)
+    state = store.referrals["ref-split-8"]
+    assert (state.status, state.housing_status) == ("placed", "ended")  # the care goes on
+    assert [e.data.outcome for e in housing_events(store)] == ["accepted", "ended"]
+    assert capacity_of(store, PLATFORM, HOUSING).places_held == 0
+    assert capacity_of(store, LILLE, COURSE).places_held == 1

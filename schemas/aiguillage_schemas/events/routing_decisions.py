@@ -224,7 +224,7 @@ class HousingOffered(Envelope):
     data: HousingOfferedData
 
 
-HousingOutcome = Literal["accepted", "declined", "timed_out", "released"]
+HousingOutcome = Literal["accepted", "declined", "timed_out", "released", "ended"]
 
 
 class HousingUpdatedData(Contract):
@@ -234,7 +234,10 @@ class HousingUpdatedData(Contract):
     outcome: HousingOutcome = Field(
         description="accepted: the person is housed by the platform; declined or timed_out: no "
         "housing, a human coordinator is told while the care goes on; released: the housing "
-        "place was given back (referral cancelled, path ended, or the care could not be given)."
+        "place was given back (referral cancelled, the care path ended, or the care could not be "
+        "given); ended: the platform reported the housing over (path_completed or "
+        "path_terminated on its site). The platform's other path reports are "
+        "referral.path_reported naming its site."
     )
     escalated: bool = Field(description="A human coordinator must find housing.")
     explanation: str

@@ -536,6 +536,12 @@ class Planner:
                     self._site_facts(site),
                 )
             ]
+        if event.data.outcome == "ended":  # the platform reported the housing over
+            facts = self._site_facts(site)
+            facts["report"] = "hébergement terminé"
+            facts["occurred_on"] = event.occurred_at.astimezone(PARIS).strftime("%d/%m/%Y")
+            facts["details"] = "aucune"
+            return [_Draft("prescriber", prescriber, "path_reported", site.site_id, facts)]
         if event.data.outcome == "released":
             return [
                 _Draft(

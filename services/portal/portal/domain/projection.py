@@ -56,6 +56,7 @@ HOUSING_OUTCOMES = {
     "declined": "Hébergement refusé (un coordinateur cherche une solution) par",
     "timed_out": "Hébergement sans réponse dans le délai (un coordinateur cherche une solution) de",
     "released": "Place d'hébergement rendue à",
+    "ended": "Hébergement terminé —",
 }
 # Path reports that end the person's path at the site.
 ENDING_REPORTS = {"path_completed": "completed", "path_terminated": "terminated"}

@@ -17,8 +17,8 @@ Status = Literal[
 # Statuses in which the referral holds places at its site.
 HOLDING: frozenset[str] = frozenset({"offered", "placed"})
 # The housing leg of a split (care locally, housing at the national platform): its own status.
-HousingStatus = Literal["offered", "placed", "declined", "timed_out", "released"]
-HousingEnd = Literal["declined", "timed_out", "released"]
+HousingStatus = Literal["offered", "placed", "declined", "timed_out", "released", "ended"]
+HousingEnd = Literal["declined", "timed_out", "released", "ended"]
 # Housing statuses in which the referral holds a place at the platform.
 HOUSING_HOLDING: frozenset[str] = frozenset({"offered", "placed"})
 FINAL: frozenset[str] = frozenset({"unroutable", "escalated", "withdrawn", "closed"})

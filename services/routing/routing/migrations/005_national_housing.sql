@@ -6,7 +6,7 @@ ALTER TABLE sites ADD COLUMN national boolean NOT NULL DEFAULT false;
 ALTER TABLE referrals
     ADD COLUMN housing_site_id   text,
     ADD COLUMN housing_status    text CHECK (housing_status IN (
-        'offered', 'placed', 'declined', 'timed_out', 'released')),
+        'offered', 'placed', 'declined', 'timed_out', 'released', 'ended')),
     ADD COLUMN housing_answer_by timestamptz;
 -- The timer looks only at open housing offers, earliest deadline first.
 CREATE INDEX referrals_due_housing ON referrals (housing_answer_by)

@@ -164,6 +164,13 @@ async def report_path(event: PathReport, ctx: RoutingContext) -> ReferralState |
     async with ctx.uow_factory() as uow:
         if not await uow.claim(CONSUMER + ".centres", event.event_id):
             return None
+        known = await uow.get_referral(event.subject)
+        if (
+            known is not None
+            and known.housing_site_id == data.site_id
+            and known.site_id != data.site_id
+        ):
+            return await _report_housing(uow, ctx, known, event, now)
         ref, site = await _owned(uow, event.subject, data.centre_id, data.site_id, "placed")
         new = ref
         freed: list[tuple[str, ServiceCode]] = []
@@ -198,3 +205,54 @@ async def report_path(event: PathReport, ctx: RoutingContext) -> ReferralState |
         )
         await drain(uow, ctx, freed, event.event_id, now)
         return new
+
+
+async def _report_housing(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    event: PathReport,
+    now: datetime,
+) -> ReferralState:
+    """The national platform reports on the housing it gives (the housing leg, placed): the end
+    of the housing (completed, terminated) gives its place back (``referral.housing_updated``
+    ``ended``: the care leg and its holder are untouched); any other report is relayed as a
+    path report naming the platform's site."""
+    data = event.data
+    platform = await uow.site_ref(data.site_id)
+    if ref.housing_status != "placed" or platform is None or platform.centre_id != data.centre_id:
+        raise InvalidMessage(
+            Problem(
+                RejectionReason.NOT_OFFERED_TO_SENDER,
+                "this referral is not housed at this centre's site",
+                "data.site_id",
+            )
+        )
+    if data.report in RELEASING_REPORTS:
+        new, freed = await end_housing(
+            uow,
+            ctx,
+            ref,
+            event.event_id,
+            "ended",
+            f"{platform.centre_name} : hébergement terminé le {data.occurred_on:%d/%m/%Y}.",
+        )
+        await drain(uow, ctx, freed, event.event_id, now)
+        return new
+    await uow.emit(
+        ctx.decisions_topic,
+        PathReported(
+            **envelope(ref, event.event_id, "housing-path"),
+            data=PathReportedData(
+                prescriber_id=ref.accepted.prescriber_id,
+                prescriber_kind=ref.accepted.prescriber_kind,
+                site=platform,
+                report=data.report,
+                occurred_on=data.occurred_on,
+                justified=data.justified,
+                termination_reason=data.termination_reason,
+                module=data.module,
+            ),
+        ),
+    )
+    return ref
