@@ -17,7 +17,7 @@ from aiguillage_schemas.vocabulary import ServiceCode
 from tests.conftest import Isolated, wait_started
 from tests.e2e.test_identity_release import SERVICE_SECRET, _async, ask, bound_port
 from tests.integration.test_notification_delivery import notifications_env
-from tests.support.routing_events import answer
+from tests.support.routing_events import answer, path_report
 from tests.support.waiting import eventually
 
 PLATFORM = "PN-HEBERGEMENT-NATIONAL"
@@ -137,3 +137,22 @@ async def test_care_goes_to_the_local_centre_and_housing_to_the_platform_each_an
     assert sorted((h["site_id"], h["service"]) for h in holds) == sorted(
         [(care_site, "responsibility_course"), (PLATFORM, "eviction_housing")]
     )
+
+    # The platform reports the housing over: its place is given back, it may no longer fetch the
+    # identity; the care goes on and its centre still may.
+    await isolated.kafka.send_event(
+        responses, path_report(referral.subject, PLATFORM, "path_completed")
+    )
+    await eventually(
+        state,
+        lambda s: s is not None and (s["status"], s["housing_status"]) == ("placed", "ended"),
+        90,
+        what="the housing leg ended, the care still placed",
+    )
+    await eventually(
+        lambda: ask(url, referral.subject, PLATFORM_CENTRE),
+        lambda reply: reply.status_code == 403,
+        60,
+        what="the platform no longer a holder",
+    )
+    assert (await ask(url, referral.subject, care_centre)).status_code == 200
