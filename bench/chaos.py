@@ -855,9 +855,10 @@ async def _observe_database(run: _Run, obs: report.Observations) -> None:
             )
         ]
         obs.holds = [
-            report.Hold(r["referral_id"], r["site_id"], r["service"])
+            report.Hold(r["referral_id"], r["site_id"], r["service"], r["national"])
             for r in await connection.fetch(
-                f"SELECT referral_id, site_id, service FROM {routing}.holds"  # noqa: S608
+                f"SELECT h.referral_id, h.site_id, h.service, s.national"  # noqa: S608
+                f" FROM {routing}.holds h JOIN {routing}.sites s USING (site_id)"
             )
         ]
         obs.notifications = [

@@ -103,6 +103,9 @@ class Hold:
     referral_id: str
     site_id: str
     service: str
+    # At a national provider (the housing platform): the housing leg of a split referral, held
+    # beside its care place at a local site by design (docs/routing.md).
+    national: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,9 +413,13 @@ def _double_decisions_row(obs: Observations) -> Row:
         per_cause[(decision.referral_id, decision.cause)].add(decision.decision_id)
     same_cause = {rid for (rid, _), ids in per_cause.items() if len(ids) > 1}
     sites: dict[str, set[str]] = defaultdict(set)
+    housing_legs: dict[str, set[str]] = defaultdict(set)
     for hold in obs.holds:
-        sites[hold.referral_id].add(hold.site_id)
-    two_places = {rid for rid, held in sites.items() if len(held) > 1}
+        (housing_legs if hold.national else sites)[hold.referral_id].add(hold.site_id)
+    # One local site per referral, and at most one national housing leg beside it.
+    two_places = {rid for rid, held in sites.items() if len(held) > 1} | {
+        rid for rid, held in housing_legs.items() if len(held) > 1
+    }
     offers: dict[tuple[str, int | None], set[str]] = defaultdict(set)
     for event in obs.routing_events:
         if event.event_type == "referral.routed" and event.decision_id is not None:
@@ -423,8 +430,8 @@ def _double_decisions_row(obs: Observations) -> Row:
     if affected:
         detail = (
             f"{len(same_cause)} with two decisions for one event, {len(two_places)} holding "
-            f"places at two sites, {len(two_offers)} offered twice for one attempt; "
-            + _sample(affected)
+            f"places at two sites (a split's housing leg aside), {len(two_offers)} offered "
+            "twice for one attempt; " + _sample(affected)
         )
     return _zero_row("double decisions (referrals)", len(affected), detail)
 

@@ -58,6 +58,8 @@ from aiguillage_schemas.events.centres import (
 )
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     ReferralEscalated,
     ReferralRouted,
     ReferralUnroutable,
@@ -617,6 +619,8 @@ class Year:
     urgent_room_at_arrival: dict[int, bool] = field(default_factory=dict)
     urgent_escalated: int = 0
     positions_told: int = 0
+    split: set[int] = field(default_factory=set)  # placed with the housing at the platform
+    housing_offers: int = 0  # housing legs offered to the national platform
     checks: Checks = field(default_factory=Checks)
 
 
@@ -664,18 +668,49 @@ async def run_year(
     def candidates(arrival: Arrival, index: int) -> list[Site]:
         return [s for s in directory.sites if rules.feasible(arrival.data, s, tried[index])]
 
+    housing: dict[int, str] = {}  # referral -> the national provider holding its housing leg
+    care_data: dict[int, ReferralAcceptedData] = {}
+
+    def split_room(index: int, at: Site | None = None) -> bool:
+        """The benchmark's own statement of the split: the referral needs eviction housing and
+        something else, is judicial, a national provider has a housing place, and a site meeting
+        every rule for the other needs (``at``, or any) has room for them."""
+        data = by_index[index].data
+        if S.EVICTION_HOUSING not in data.needed_services or not data.prescriber_kind.is_judicial:
+            return False
+        if not any(
+            capacity[(p.site_id, S.EVICTION_HOUSING)].places_held
+            < capacity[(p.site_id, S.EVICTION_HOUSING)].places_total
+            for p in national
+        ):
+            return False
+        care = care_data.get(index)
+        if care is None:
+            needs = [n for n in data.needed_services if n is not S.EVICTION_HOUSING]
+            care = care_data[index] = data.model_copy(update={"needed_services": needs})
+        if not care.needed_services:
+            return False
+        sites_ = [at] if at is not None else directory.local_sites
+        return any(
+            rules.feasible(care, s, tried[index]) and rules.room(capacity, s, care.needed_services)
+            for s in sites_
+        )
+
+    national = [s for s in directory.sites if s.national]
+
     while events and events[0][0] <= end:  # the year ends; what is still queued stays queued
         now, _, kind, index = heapq.heappop(events)
         clock.now = now
         arrival = by_index[index]
         before = set(waiting)
         freed_site: str | None = None
+        housing_freed = False
         if kind == "arrive":
             if arrival.data.urgency is Urgency.URGENT:
                 year.urgent_room_at_arrival[index] = any(
                     rules.room(capacity, s, arrival.data.needed_services)
                     for s in candidates(arrival, index)
-                )
+                ) or split_room(index)
             await route_referral(
                 ReferralAccepted(
                     source="bench",
@@ -696,9 +731,15 @@ async def run_year(
             await answer_offer(_bench_answer(index, site_id, kind), ctx)
             if kind == "accept":
                 year.placed[index] = (sites[site_id], rules.km(arrival.data, sites[site_id]))
+                if index in housing:
+                    year.split.add(index)
                 heapq.heappush(
                     events, (now + timedelta(days=arrival.path_days), next(seq), "end", index)
                 )
+        elif kind == "housing_accept":
+            state = store.referrals.get(_rid(index))
+            if index in housing and state is not None and state.housing_status == "offered":
+                await answer_offer(_bench_answer(index, housing[index], "accept"), ctx)
         elif kind == "end":
             site_id, needs = holds.pop(index)
             for service in needs:
@@ -708,9 +749,31 @@ async def run_year(
         offered_now: list[tuple[int, Site]] = []
         for _, event in store.outbox[read:]:
             subject = int(event.subject[1:])
+            if isinstance(event, HousingOffered):
+                # The housing leg at the national platform: its own place in the ledger; the
+                # platform answers within the day and accepts (its declines are not simulated).
+                platform = event.data.site.site_id
+                housing[subject] = platform
+                year.housing_offers += 1
+                held[(platform, S.EVICTION_HOUSING)] += 1
+                if (
+                    held[(platform, S.EVICTION_HOUSING)]
+                    > capacity[(platform, S.EVICTION_HOUSING)].places_total
+                ):
+                    checks.oversubscriptions += 1
+                heapq.heappush(
+                    events, (now + timedelta(days=0.5), next(seq), "housing_accept", subject)
+                )
+                continue
+            if isinstance(event, HousingUpdated):
+                if event.data.outcome != "accepted" and subject in housing:
+                    held[(housing.pop(subject), S.EVICTION_HOUSING)] -= 1
+                    housing_freed = True
+                continue
             if isinstance(event, ReferralRouted):
                 site = sites[event.data.site.site_id]
-                needs = tuple(sorted(set(by_index[subject].data.needed_services)))
+                # The services offered at that site: all the needs, or the care of a split.
+                needs = tuple(sorted(set(event.data.services)))
                 holds[subject] = (site.site_id, needs)
                 for service in needs:
                     held[(site.site_id, service)] += 1
@@ -784,16 +847,19 @@ async def run_year(
             site = sites[freed_site]
             for other in waiting:
                 data = by_index[other].data
-                if rules.feasible(data, site, tried[other]) and rules.room(
-                    capacity, site, data.needed_services
-                ):
+                if (
+                    rules.feasible(data, site, tried[other])
+                    and rules.room(capacity, site, data.needed_services)
+                ) or split_room(other, site):
                     checks.waiting_beside_room += 1
+        if housing_freed:  # a housing place at the platform: no split left undone
+            checks.waiting_beside_room += sum(1 for other in waiting if split_room(other))
         for other in waiting - before:  # joined now: nothing feasible may have room
             data = by_index[other].data
             if any(
                 rules.room(capacity, s, data.needed_services)
                 for s in candidates(by_index[other], other)
-            ):
+            ) or split_room(other):
                 checks.waiting_beside_room += 1
     year.waiting_at_end = len(waiting)
     for index, joined in year.joined.items():  # still waiting: count the wait so far
@@ -880,6 +946,8 @@ def summarise_year(year: Year, arrivals: list[Arrival]) -> dict[str, float]:
             sum(1 for i in promised if i in within) / len(promised) if promised else 1.0
         ),
         "positions_told": year.positions_told,
+        "split": len(year.split),
+        "housing_offers": year.housing_offers,
         "exclusion_violations": checks.exclusion_violations,
         "oversubscriptions": checks.oversubscriptions,
         "queue_jumps": checks.queue_jumps,
@@ -953,7 +1021,13 @@ def optimum(
         shape[key] = (needs, start, half_buckets * bucket_days, declines)
     capacity_row = {key: i for i, key in enumerate(sorted(directory.capacity))}
     rows_cap = len(capacity_row) * buckets
-    columns: list[tuple[str | None, float, bool, float]] = []  # site, km, home, weight
+    columns: list[tuple[str | None, float, bool, float]] = []  # site, km, home, split
+    # The national housing platform, as the service has it: eviction housing for judicial
+    # referrals from anywhere, distance not counted; a split (care at a site meeting every rule
+    # for the other needs, housing at the platform) takes a place at both.
+    platforms = [
+        site for site in directory.sites if site.national and S.EVICTION_HOUSING in site.services
+    ]
     rows: list[int] = []
     cols: list[int] = []
     values: list[float] = []
@@ -963,7 +1037,7 @@ def optimum(
         data = members[0].data
         needs, start, days, declines = shape[group]
         demand.append(len(members))
-        options: list[tuple[float, str, Site, float]] = []
+        options: list[tuple[float, str, Site, float, bool]] = []
         for site in directory.candidates(
             data.residence_departement,
             geography.neighbours.get(data.residence_departement, frozenset()),
@@ -987,14 +1061,56 @@ def optimum(
                 )
                 + (policy.language_penalty_km if data.language not in site.languages else 0)
             )
-            options.append((site_cost, site.site_id, site, km))
-        options.sort(key=lambda option: (option[0], option[1]))
-        usable = options[declines:] if declines < max_attempts else []
-        for site_cost, _, site, km in usable:
+            options.append((site_cost, site.site_id, site, km, False))
+        care = [n for n in needs if n is not S.EVICTION_HOUSING]
+        if platforms and care and len(care) < len(needs) and data.prescriber_kind.is_judicial:
+            care_data = data.model_copy(update={"needed_services": care})
+            for site in directory.candidates(
+                data.residence_departement,
+                geography.neighbours.get(data.residence_departement, frozenset()),
+                tuple(care),
+                policy.allow_neighbour_fallback,
+            ):
+                if not rules.feasible(care_data, site, ()):
+                    continue
+                km = rules.km(data, site)
+                site_cost = (
+                    km
+                    + (
+                        policy.away_from_home_km
+                        if site.departement != data.residence_departement
+                        else 0
+                    )
+                    + (
+                        policy.out_of_territory_km
+                        if data.residence_departement not in site.serves
+                        else 0
+                    )
+                    + (policy.language_penalty_km if data.language not in site.languages else 0)
+                )
+                options.append((site_cost, site.site_id, site, km, True))
+        options.sort(key=lambda option: (option[0], option[1], option[4]))
+        # A decline is final for the site offered (whole, or the care of a split).
+        declined_sites: list[str] = []
+        for option in options:
+            if len(declined_sites) >= declines:
+                break
+            if option[1] not in declined_sites:
+                declined_sites.append(option[1])
+        usable = (
+            [o for o in options if o[1] not in declined_sites] if declines < max_attempts else []
+        )
+        for site_cost, _, site, km, is_split in usable:
+            services = care if is_split else list(needs)
             for b in range(start, min(start + max_wait_buckets + 1, buckets)):
                 column = len(columns)
                 columns.append(
-                    (site.site_id, km, site.departement == data.residence_departement, 1)
+                    (
+                        site.site_id,
+                        km,
+                        site.departement == data.residence_departement,
+                        float(is_split),
+                    )
                 )
                 cost.append(site_cost + wait_km_per_day * (b - start) * bucket_days)
                 rows.append(rows_cap + g)
@@ -1005,8 +1121,13 @@ def optimum(
                     overlap = min(begin + days, (t + 1) * bucket_days) - max(begin, t * bucket_days)
                     if overlap <= 0:
                         break
-                    for service in needs:
+                    for service in services:
                         rows.append(capacity_row[(site.site_id, service)] * buckets + t)
+                        cols.append(column)
+                        values.append(overlap / bucket_days)
+                    if is_split:  # the housing at the (first) platform
+                        housing_key = (platforms[0].site_id, S.EVICTION_HOUSING)
+                        rows.append(capacity_row[housing_key] * buckets + t)
                         cols.append(column)
                         values.append(overlap / bucket_days)
         column = len(columns)
@@ -1032,14 +1153,15 @@ def optimum(
     )
     if result.status != 0:
         raise RuntimeError(f"optimum not found: {result.message}")
-    placed = home = 0.0
+    placed = home = split = 0.0
     distances: list[tuple[float, float]] = []
     load: dict[str, float] = defaultdict(float)
     sites = directory.by_id
-    for (site_id, km, is_home, _), flow in zip(columns, result.x, strict=True):
+    for (site_id, km, is_home, split_weight), flow in zip(columns, result.x, strict=True):
         if flow < 1e-9 or site_id is None:
             continue
         placed += flow
+        split += flow * split_weight
         home += flow if is_home else 0.0
         distances.append((km, flow))
         load[sites[site_id].centre_id] += flow
@@ -1054,6 +1176,7 @@ def optimum(
         "unplaced": len(arrivals) - placed,
         "load_std": statistics.pstdev(ratios) if ratios else 0.0,
         "lp_columns": len(columns),
+        "split": split,
     }
 
 
@@ -1120,6 +1243,8 @@ ROWS = [
     ("  of which offered within 24 h", "urgent_promise_kept", "{:.1%}"),
     ("urgent escalated at once (no place)", "urgent_escalated", "{:,.0f}"),
     ("positions told (waitlisted events)", "positions_told", "{:,.0f}"),
+    ("housing legs offered to the platform", "housing_offers", "{:,.0f}"),
+    ("placed split: care local, housing platform", "split", "{:,.0f}"),
     ("offers skipping a site >= 20 km nearer", "skipped_nearer", "{:,.0f}"),
     ("  mean extra km of those", "skipped_extra_km", "{:.1f}"),
 ]

@@ -19,6 +19,8 @@ from aiguillage_schemas.events.referral_requests import (
 )
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -40,6 +42,8 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     ReferralPlaced,
     ReferralWithdrawn,
     PathReported,
+    HousingOffered,
+    HousingUpdated,
     NotificationIssued,
     NotificationDeliveryFailed,
     MessageDeadLettered,

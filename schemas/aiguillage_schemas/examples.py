@@ -50,6 +50,13 @@ from aiguillage_schemas.events.referral_submitted import (
     Residence,
     VictimSafety,
 )
+from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingOfferedData,
+    HousingUpdated,
+    HousingUpdatedData,
+    SiteRef,
+)
 from aiguillage_schemas.vocabulary import (
     Availability,
     JudicialFrame,
@@ -235,7 +242,59 @@ def examples() -> dict[str, Envelope]:
             actor=Actor(kind="centre_user", id="u-7f3a2c91"),
         ),
     )
+    platform = SiteRef(
+        centre_id="PN-HEBERGEMENT",
+        centre_name="Plateforme nationale d'hébergement des auteurs évincés "
+        "(Groupe SOS Solidarités)",
+        site_id="PN-HEBERGEMENT-NATIONAL",
+        site_commune_insee="75111",
+        site_departement="75",
+        address_confidential=True,
+    )
+    housing_offered = HousingOffered(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a0a"),
+        occurred_at=AT,
+        source="routing",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=HousingOfferedData(
+            decision_id=UUID("3c1d7e2a-9b4f-4a61-8e5d-0f2b6a9c7d31"),
+            prescriber_id="parquet-tj-lille",
+            prescriber_kind=PrescriberKind.PARQUET,
+            site=platform,
+            care_site=SiteRef(
+                centre_id="HDF-ARRAS",
+                centre_name="CPCA Hauts-de-France (Arras / Home des Rosati)",
+                site_id="HDF-ARRAS-59",
+                site_commune_insee="59350",
+                site_departement="59",
+                address_confidential=False,
+            ),
+            distance_km=2.1,
+            explanation="Prise en charge au site HDF-ARRAS-59; hébergement : aucun site à "
+            "portée n'a de place, l'hébergement est proposé à la plateforme nationale.",
+            answer_by=datetime(2026, 11, 23, 9, 0, tzinfo=UTC),
+        ),
+    )
+    housing_updated = HousingUpdated(
+        event_id=UUID("0f6a2f3e-8a51-4b8e-9c39-6f0e3c1b2a0b"),
+        occurred_at=AT,
+        source="routing",
+        correlation_id=CORRELATION,
+        subject=REFERRAL_ID,
+        data=HousingUpdatedData(
+            prescriber_id="parquet-tj-lille",
+            prescriber_kind=PrescriberKind.PARQUET,
+            site=platform,
+            outcome="declined",
+            escalated=True,
+            explanation="La plateforme a refusé l'hébergement (no_capacity); un coordinateur "
+            "cherche une solution d'hébergement, la prise en charge continue.",
+        ),
+    )
     events: list[Envelope] = [
+        housing_offered,
+        housing_updated,
         submitted,
         submitted_v1,
         amended,

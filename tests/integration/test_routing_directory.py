@@ -81,7 +81,8 @@ async def test_seed_command_is_idempotent_and_keeps_what_centres_reported(
 ) -> None:
     first = _cli(isolated, "aiguillage-routing-directory", "load")
     assert first.returncode == 0, first.stderr
-    assert "781 inserted now" in first.stdout
+    # 781 site services of the CPCA sites and the national housing platform's eviction housing
+    assert "782 inserted now" in first.stdout
     schema = isolated.schema("routing")
     await isolated.db.execute(
         f"UPDATE {schema}.site_services SET places_total = 1 WHERE site_id = 'HDF-ARRAS-59'"

@@ -168,6 +168,15 @@ def test_two_decisions_for_one_event_or_two_sites_held_are_double_decisions() ->
     assert row(obs, "double decisions").value == "1"
 
 
+def test_a_split_housing_leg_is_not_a_double_but_two_housing_legs_are() -> None:
+    obs = clean()
+    platform = "PN-HEBERGEMENT-NATIONAL"
+    obs.holds.append(r.Hold("ref-c", platform, "eviction_housing", national=True))
+    assert row(obs, "double decisions").value == "0"  # care locally, housing at the platform
+    obs.holds.append(r.Hold("ref-c", "PN-OTHER-NATIONAL", "eviction_housing", national=True))
+    assert row(obs, "double decisions").value == "1"
+
+
 def test_a_redelivered_decision_event_is_not_a_double() -> None:
     obs = clean()
     obs.routing_events.append(obs.routing_events[0])

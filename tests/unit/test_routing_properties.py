@@ -19,7 +19,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralCancelledData,
 )
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
-from routing.domain.decision import Policy, Request, Routed, Waitlisted, decide, screen
+from routing.domain.decision import Policy, Request, Routed, Split, Waitlisted, decide, screen
 from routing.domain.directory import Directory
 from routing.use_cases.centre_responses import answer_offer
 from routing.use_cases.offer_timeouts import expire_one_offer
@@ -75,7 +75,16 @@ def test_a_chosen_site_meets_every_hard_constraint_and_the_choice_is_determinist
     fresh = fresh_directory(directory)
     decision = decide(referral, fresh, geography, now=T0)
     assert decision == decide(referral, fresh, geography, now=T0)
-    request = Request.of(referral, geography)
+    decided = referral
+    if isinstance(decision, Split):  # the record is the care leg's: the needs but housing
+        decided = referral.model_copy(
+            update={
+                "needed_services": [
+                    s for s in referral.needed_services if s is not ServiceCode.EVICTION_HOUSING
+                ]
+            }
+        )
+    request = Request.of(decided, geography)
     for candidate in decision.record.candidates:  # the cheap screen agrees with the record
         cost, feasible, room = screen(fresh.by_id[candidate.site_id], request, fresh, Policy(), T0)
         assert (cost, feasible, room) == (

@@ -273,5 +273,7 @@ def test_the_shipped_registry_has_one_key_per_centre_and_the_portals() -> None:
     centres = {s.centre_id for s in senders.values() if s.kind == "centre"}
     assert senders["portal-2026"] == PORTAL
     assert senders["hdf-arras-2026"] == ARRAS
-    assert len(centres) == 29
+    # the 29 CPCA and the national housing platform (which answers its housing offers)
+    assert len(centres) == 30
+    assert "PN-HEBERGEMENT" in centres
     assert all(key == f"{s.centre_id.lower()}-2026" for key, s in senders.items() if s.centre_id)

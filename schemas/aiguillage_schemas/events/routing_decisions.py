@@ -191,3 +191,65 @@ class PathReported(Envelope):
     schema_version: Literal[1] = 1
     subject: ReferralId
     data: PathReportedData
+
+
+class HousingOfferedData(Contract):
+    decision_id: UUID
+    prescriber_id: str
+    prescriber_kind: PrescriberKind
+    site: SiteRef = Field(description="The national housing provider offered the housing.")
+    care_site: SiteRef = Field(description="The local site offered the care (its own offer).")
+    distance_km: float = Field(
+        ge=0, description="From the residence to the care site (the platform serves nationally)."
+    )
+    explanation: str = Field(description="Plain-words summary of why the referral was split.")
+    answer_by: AwareDatetime = Field(
+        description="The platform must accept or decline the housing before this time."
+    )
+
+
+class HousingOffered(Envelope):
+    """Care locally, housing nationally: no site within reach had room for every need, so the
+    care is offered to the local site (its own ``referral.routed``) and the eviction housing to
+    the national housing platform (this event). The platform answers on ``centres.responses``
+    like a centre; it may fetch the person's identity for this referral while it holds the
+    housing offer or place."""
+
+    EVENT_TYPE = "referral.housing_offered"
+    SCHEMA_VERSION = 1
+
+    event_type: Literal["referral.housing_offered"] = "referral.housing_offered"
+    schema_version: Literal[1] = 1
+    subject: ReferralId
+    data: HousingOfferedData
+
+
+HousingOutcome = Literal["accepted", "declined", "timed_out", "released", "ended"]
+
+
+class HousingUpdatedData(Contract):
+    prescriber_id: str
+    prescriber_kind: PrescriberKind
+    site: SiteRef = Field(description="The national housing provider.")
+    outcome: HousingOutcome = Field(
+        description="accepted: the person is housed by the platform; declined or timed_out: no "
+        "housing, a human coordinator is told while the care goes on; released: the housing "
+        "place was given back (referral cancelled, the care path ended, or the care could not be "
+        "given); ended: the platform reported the housing over (path_completed or "
+        "path_terminated on its site). The platform's other path reports are "
+        "referral.path_reported naming its site."
+    )
+    escalated: bool = Field(description="A human coordinator must find housing.")
+    explanation: str
+
+
+class HousingUpdated(Envelope):
+    """What became of the housing leg of a split referral."""
+
+    EVENT_TYPE = "referral.housing_updated"
+    SCHEMA_VERSION = 1
+
+    event_type: Literal["referral.housing_updated"] = "referral.housing_updated"
+    schema_version: Literal[1] = 1
+    subject: ReferralId
+    data: HousingUpdatedData

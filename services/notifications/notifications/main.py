@@ -20,6 +20,8 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralRejected,
 )
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -95,7 +97,9 @@ def create_app(
                 | ReferralEscalated
                 | ReferralPlaced
                 | ReferralWithdrawn
-                | PathReported,
+                | PathReported
+                | HousingOffered
+                | HousingUpdated,
             ),
             (
                 topics.ACCEPTED,

@@ -23,6 +23,8 @@ from aiguillage_schemas.events.referral_requests import (
 )
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -131,7 +133,9 @@ def create_app(
             | ReferralWaitlisted
             | ReferralEscalated
             | ReferralUnroutable
-            | PathReported,
+            | PathReported
+            | HousingOffered
+            | HousingUpdated,
             description="Routing decisions, read to know which centre holds each referral and "
             "so may receive the identity (docs/intake.md).",
         )

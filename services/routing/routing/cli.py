@@ -97,7 +97,9 @@ def show(departement: Departement = None, database_url: DatabaseUrl = None) -> N
     now = datetime.now(UTC)
     freshness = timedelta(seconds=settings.capacity_freshness_s)
     for site in directory.sites:
-        flags = " (assumed)" if site.assumed else ""
+        flags = (" (assumed)" if site.assumed else "") + (
+            " (national: serves every département)" if site.national else ""
+        )
         print(f"{site.site_id}  {site.commune_insee} ({site.departement}){flags}")
         for service in sorted(site.services):
             capacity = directory.capacity[(site.site_id, service)]

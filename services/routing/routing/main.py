@@ -28,6 +28,8 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralCancelled,
 )
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -152,8 +154,11 @@ def create_app(
             | ReferralEscalated
             | ReferralPlaced
             | ReferralWithdrawn
-            | PathReported,
-            description="Routing decisions and path events, via the outbox.",
+            | PathReported
+            | HousingOffered
+            | HousingUpdated,
+            description="Routing decisions and path events, via the outbox (a split referral's "
+            "housing leg: referral.housing_offered, referral.housing_updated).",
         )
         broker.publisher(
             notices_topic,

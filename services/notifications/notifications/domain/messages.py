@@ -23,6 +23,8 @@ from aiguillage_schemas.events.notifications import (
 )
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -49,6 +51,8 @@ RoutingEvent = (
     | ReferralPlaced
     | ReferralWithdrawn
     | PathReported
+    | HousingOffered
+    | HousingUpdated
 )
 InboundEvent = RoutingEvent | ReferralAccepted | ReferralRejected | CapacityConfirmationDue
 ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
@@ -59,6 +63,8 @@ ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
     ReferralPlaced,
     ReferralWithdrawn,
     PathReported,
+    HousingOffered,
+    HousingUpdated,
 )
 
 SERVICE_LABELS = {
@@ -95,6 +101,12 @@ ESCALATION_LABELS = {
     "no_feasible_site": "aucun site ne peut accueillir la personne en l'état",
     "urgent_no_place": "orientation urgente sans place disponible à portée ; elle reste en tête "
     "de file",
+}
+HOUSING_ESCALATION_LABELS = {
+    "declined": "la plateforme nationale d'hébergement a refusé l'hébergement ; un coordinateur "
+    "cherche une solution d'hébergement, la prise en charge au centre continue",
+    "timed_out": "la plateforme nationale d'hébergement n'a pas répondu dans le délai ; un "
+    "coordinateur cherche une solution d'hébergement, la prise en charge au centre continue",
 }
 # What happens to a count left unconfirmed, per routing's policy (CapacityConfirmationDue.policy).
 STALE_OUTCOME_LABELS = {
@@ -416,6 +428,8 @@ class Planner:
             ]
         if isinstance(event, ReferralRouted):
             return self._routed(event)
+        if isinstance(event, HousingOffered | HousingUpdated):
+            return self._housing(event)
         if isinstance(event, CapacityConfirmationDue):
             return [self._confirmation_due(event)]
         if isinstance(event, ReferralUnroutable):
@@ -505,6 +519,70 @@ class Planner:
         else:
             topic = "referral_routed"
         return [centre, _Draft("prescriber", data.prescriber_id, topic, site.site_id, facts)]
+
+    def _housing(self, event: HousingOffered | HousingUpdated) -> list[_Draft]:
+        """The housing leg of a split referral (care at a local site, eviction housing at the
+        national platform), told with the topics of any offer: the platform is offered the
+        housing like a centre an offer (its webhook carries the identity: intake holds it as
+        the housing holder); the prescriber is told where the housing went, whether the
+        platform houses the person, and when a human must find housing (declined, timed out)."""
+        data = event.data
+        site = data.site
+        prescriber = data.prescriber_id
+        if isinstance(event, HousingOffered):
+            offer = _Draft(
+                "centre",
+                site.centre_id,
+                "referral_offered",
+                site.site_id,
+                {
+                    "site_id": site.site_id,
+                    "centre_name": site.centre_name,
+                    "answer_by": f"avant le {french_datetime(event.data.answer_by)}",
+                    "services": SERVICE_LABELS["eviction_housing"],
+                    "attempt": "1",
+                    **self.offer_facts(event.subject),
+                },
+            )
+            told = _Draft(
+                "prescriber", prescriber, "referral_routed", site.site_id, self._site_facts(site)
+            )
+            return [offer, told]
+        if event.data.outcome == "accepted":
+            return [
+                _Draft(
+                    "prescriber",
+                    prescriber,
+                    "referral_placed",
+                    site.site_id,
+                    self._site_facts(site),
+                )
+            ]
+        if event.data.outcome == "ended":  # the platform reported the housing over
+            facts = self._site_facts(site)
+            facts["report"] = "hébergement terminé"
+            facts["occurred_on"] = event.occurred_at.astimezone(PARIS).strftime("%d/%m/%Y")
+            facts["details"] = "aucune"
+            return [_Draft("prescriber", prescriber, "path_reported", site.site_id, facts)]
+        if event.data.outcome == "released":
+            return [
+                _Draft(
+                    "centre",
+                    site.centre_id,
+                    "referral_withdrawn",
+                    site.site_id,
+                    {"site_id": site.site_id, "centre_name": site.centre_name},
+                )
+            ]
+        return [
+            _Draft(
+                "prescriber",
+                prescriber,
+                "referral_escalated",
+                None,
+                {"reason": HOUSING_ESCALATION_LABELS[event.data.outcome]},
+            )
+        ]
 
     def _confirmation_due(self, event: CapacityConfirmationDue) -> _Draft:
         data = event.data

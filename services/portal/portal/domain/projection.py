@@ -16,6 +16,8 @@ from uuid import UUID
 
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -35,6 +37,8 @@ RoutingEvent = (
     | ReferralPlaced
     | ReferralWithdrawn
     | PathReported
+    | HousingOffered
+    | HousingUpdated
 )
 ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
     ReferralRouted,
@@ -44,7 +48,16 @@ ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
     ReferralPlaced,
     ReferralWithdrawn,
     PathReported,
+    HousingOffered,
+    HousingUpdated,
 )
+HOUSING_OUTCOMES = {
+    "accepted": "Hébergement accepté par",
+    "declined": "Hébergement refusé (un coordinateur cherche une solution) par",
+    "timed_out": "Hébergement sans réponse dans le délai (un coordinateur cherche une solution) de",
+    "released": "Place d'hébergement rendue à",
+    "ended": "Hébergement terminé —",
+}
 # Path reports that end the person's path at the site.
 ENDING_REPORTS = {"path_completed": "completed", "path_terminated": "terminated"}
 
@@ -170,6 +183,15 @@ def routing_change(event: RoutingEvent) -> RoutingChange:
             clears_site=not keeps_waiting,
             history=entry(f"Confiée à un coordinateur : {reason}"),
         )
+    if isinstance(event, HousingOffered):
+        # The housing leg of a split: history only; the referral's site stays the care site.
+        return change(
+            status=None,
+            history=entry(f"Hébergement proposé à {_site_words(event.data.site)}"),
+        )
+    if isinstance(event, HousingUpdated):
+        words = HOUSING_OUTCOMES[event.data.outcome]
+        return change(status=None, history=entry(f"{words} {_site_words(event.data.site)}"))
     if isinstance(event, ReferralWithdrawn):
         return change(
             status="withdrawn",

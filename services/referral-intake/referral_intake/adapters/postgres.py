@@ -215,6 +215,22 @@ class PostgresHoldersUnitOfWork(PostgresUnitOfWork):
         holders.pop(referral_id, None)  # kept in the order of the last change
         holders[referral_id] = values
 
+    async def set_housing_holder(
+        self, referral_id: str, holder: Holder | None, event_id: UUID
+    ) -> None:
+        # Rare (split referrals only): written at once, not batched. The batch's care holders
+        # are written when it ends; the two rows never depend on each other.
+        await self.connection.execute(
+            "INSERT INTO identity_housing_holders (referral_id, centre_id, state, event_id)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (referral_id) DO UPDATE SET"
+            " centre_id = excluded.centre_id, state = excluded.state,"
+            " event_id = excluded.event_id, updated_at = clock_timestamp()",
+            referral_id,
+            holder.centre_id if holder else None,
+            holder.state if holder else None,
+            event_id,
+        )
+
 
 class PostgresReleaseUnitOfWork(PostgresUnitOfWork):
     def __init__(self, pool: asyncpg.Pool, cipher: IdentityCipher) -> None:
@@ -225,8 +241,10 @@ class PostgresReleaseUnitOfWork(PostgresUnitOfWork):
         # FOR SHARE: a cancellation or purge committing meanwhile waits for this answer, or this
         # answer sees it; the identity is never released past a committed cancellation.
         row = await self.connection.fetchrow(
-            "SELECT r.status, r.purged_at, h.centre_id FROM referrals r"
+            "SELECT r.status, r.purged_at, h.centre_id, hh.centre_id AS housing_centre_id"
+            " FROM referrals r"
             " LEFT JOIN identity_holders h ON h.referral_id = r.referral_id"
+            " LEFT JOIN identity_housing_holders hh ON hh.referral_id = r.referral_id"
             " WHERE r.referral_id = $1 FOR SHARE OF r",
             referral_id,
         )
@@ -236,6 +254,7 @@ class PostgresReleaseUnitOfWork(PostgresUnitOfWork):
             cancelled=row["status"] == "cancelled",
             purged=row["purged_at"] is not None,
             holder_centre_id=row["centre_id"],
+            housing_holder_centre_id=row["housing_centre_id"],
         )
 
     async def has_handled(self, consumer: str, event_id: UUID) -> bool:

@@ -14,6 +14,8 @@ from typing import Literal
 
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingUpdated,
     PathReported,
     ReferralEscalated,
     ReferralPlaced,
@@ -32,6 +34,8 @@ HOLDER_EVENTS: tuple[type[Envelope], ...] = (
     ReferralEscalated,
     ReferralUnroutable,
     PathReported,
+    HousingOffered,
+    HousingUpdated,
 )
 PATH_ENDS = frozenset({"path_completed", "path_terminated"})
 
@@ -74,6 +78,22 @@ def holder_after(event: Envelope) -> Holder | Unchanged | None:
     return UNCHANGED
 
 
+def housing_holder_after(event: Envelope) -> Holder | Unchanged | None:
+    """The housing holder once ``event`` happened: when routing splits a referral (care at a
+    local site, eviction housing at the national platform), the platform is a second holder, for
+    the housing only, from its housing offer until the housing leg ends (declined, timed out or
+    released). Every other event leaves it as it was (the care holder is ``holder_after``'s)."""
+    if isinstance(event, HousingOffered):
+        return Holder(event.data.site.centre_id, "offered")
+    if isinstance(event, HousingUpdated):
+        return (
+            Holder(event.data.site.centre_id, "placed")
+            if event.data.outcome == "accepted"
+            else None
+        )
+    return UNCHANGED
+
+
 class Release(enum.StrEnum):
     """A release request's outcome; also its audit and log value."""
 
@@ -91,6 +111,7 @@ class ReferralState:
     cancelled: bool
     purged: bool
     holder_centre_id: str | None
+    housing_holder_centre_id: str | None = None  # the national platform, for the housing only
 
 
 def decide_release(state: ReferralState | None, centre_id: str, offer_seen: bool | None) -> Release:
@@ -108,7 +129,7 @@ def decide_release(state: ReferralState | None, centre_id: str, offer_seen: bool
         return Release.GONE
     if offer_seen is False:
         return Release.NOT_YET_KNOWN
-    if state.holder_centre_id is None or state.holder_centre_id != centre_id:
+    if centre_id not in {state.holder_centre_id, state.housing_holder_centre_id} - {None}:
         return Release.NOT_HOLDER
     return Release.GRANTED
 

@@ -22,6 +22,7 @@ from referral_intake.domain.identity_release import (
     Unchanged,
     decide_release,
     holder_after,
+    housing_holder_after,
 )
 
 ROUTED_CONSUMER = "referral-intake.routed"
@@ -29,6 +30,10 @@ ROUTED_CONSUMER = "referral-intake.routed"
 
 class HoldersUnitOfWork(UnitOfWork, Protocol):
     async def set_holder(self, referral_id: str, holder: Holder | None, event_id: UUID) -> None: ...
+
+    async def set_housing_holder(
+        self, referral_id: str, holder: Holder | None, event_id: UUID
+    ) -> None: ...
 
 
 class ReleaseUnitOfWork(UnitOfWork, Protocol):
@@ -50,6 +55,9 @@ async def track_holder(event: Envelope, uow_factory: Callable[[], HoldersUnitOfW
         holder = holder_after(event)
         if not isinstance(holder, Unchanged):
             await uow.set_holder(event.subject, holder, event.event_id)
+        housing = housing_holder_after(event)
+        if not isinstance(housing, Unchanged):
+            await uow.set_housing_holder(event.subject, housing, event.event_id)
     return True
 
 

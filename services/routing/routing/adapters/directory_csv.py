@@ -12,6 +12,7 @@ one offering eviction housing. Housing and probationary placement are for judici
 from __future__ import annotations
 
 import csv
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -104,4 +105,55 @@ def load_directory(
                         eligibility=seed_eligibility(service),
                         assumed=True,
                     )
+    platform = folder / NATIONAL_HOUSING_FILE
+    if platform.exists():
+        national_centre, national_site, housing = national_housing(platform, geography, stamp)
+        centres[national_centre.centre_id] = national_centre
+        sites.append(national_site)
+        capacity[(national_site.site_id, ServiceCode.EVICTION_HOUSING)] = housing
     return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
+
+
+NATIONAL_HOUSING_FILE = "national_housing_platform.json"
+
+
+def national_housing(
+    path: Path, geography: Geography, as_of: datetime
+) -> tuple[Centre, Site, Capacity]:
+    """The national platform for housing evicted perpetrators (data/national_housing_platform.json):
+    one centre, one site flagged ``national`` offering eviction housing only, serving every
+    département the network serves; its places are reported like any site's."""
+    row = json.loads(path.read_text(encoding="utf-8"))
+    everywhere = frozenset(geography.departements)
+    centre = Centre(
+        row["centre_id"],
+        row["name"],
+        row["region_code"],
+        everywhere,
+        coordinator_contact=row["coordinator_contact"],
+    )
+    coordinates = geography.coordinates(row["commune_insee"])
+    commune = geography.communes.get(row["commune_insee"])
+    if coordinates is None or commune is None:
+        raise ValueError(f"{path}: unknown commune {row['commune_insee']}")
+    site = Site(
+        site_id=row["site_id"],
+        centre_id=centre.centre_id,
+        commune_insee=row["commune_insee"],
+        departement=commune.departement,
+        lat=coordinates[0],
+        lon=coordinates[1],
+        services=frozenset({ServiceCode.EVICTION_HOUSING}),
+        serves=everywhere,
+        address_confidential=True,
+        assumed=bool(row.get("assumed", True)),
+        national=True,
+    )
+    places = Capacity(
+        places_total=int(row["eviction_housing_places"]),
+        places_held=0,
+        updated_at=as_of,
+        eligibility="judicial_only" if row["eligibility"] == "judicial_only" else "all",
+        assumed=bool(row.get("assumed", True)),
+    )
+    return centre, site, places

@@ -218,6 +218,16 @@ class MemoryRoutingUow:
         ]
         return min(due, key=lambda r: r.answer_by or now) if due else None
 
+    async def due_housing(self, now: datetime) -> ReferralState | None:
+        due = [
+            r
+            for r in self.store.referrals.values()
+            if r.housing_status == "offered"
+            and r.housing_answer_by is not None
+            and r.housing_answer_by <= now
+        ]
+        return min(due, key=lambda r: r.housing_answer_by or now) if due else None
+
     async def reserve(
         self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
     ) -> bool:
@@ -230,14 +240,23 @@ class MemoryRoutingUow:
         for service in wanted:
             held_now = capacity[(site_id, service)].places_held
             self.store.set_capacity(site_id, service, places_held=held_now + 1)
-        self.store.holds[referral_id] = [(site_id, s) for s in wanted]
+        self.store.holds[referral_id] = [
+            *self.store.holds.get(referral_id, []),
+            *((site_id, s) for s in wanted),
+        ]
         return True
 
-    async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]:
-        freed = sorted(self.store.holds.pop(referral_id, []))
-        for site_id, service in freed:
-            held = self.store.capacity[(site_id, service)].places_held
-            self.store.set_capacity(site_id, service, places_held=held - 1)
+    async def release(
+        self, referral_id: str, site_id: str | None = None
+    ) -> list[tuple[str, ServiceCode]]:
+        held = self.store.holds.pop(referral_id, [])
+        freed = sorted(h for h in held if site_id is None or h[0] == site_id)
+        kept = [h for h in held if h not in freed]
+        if kept:
+            self.store.holds[referral_id] = kept
+        for freed_site, service in freed:
+            count = self.store.capacity[(freed_site, service)].places_held
+            self.store.set_capacity(freed_site, service, places_held=count - 1)
         return freed
 
     async def waitlist_add(

@@ -31,7 +31,7 @@ from routing.use_cases.ports import DecisionRow
 _WAITLIST_LOCK = 0x52_4F_55_54_57_41_49_54  # "ROUTWAIT"
 _SITE_COLUMNS = (
     "s.site_id, s.centre_id, s.commune_insee, s.departement, s.lat, s.lon, s.serves,"
-    " s.address_confidential, s.assumed, s.languages,"
+    " s.address_confidential, s.assumed, s.languages, s.national,"
     " c.name, c.region_code, c.departements, c.coordinator_contact"
 )
 
@@ -79,6 +79,7 @@ async def read_directory(
                 address_confidential=row["address_confidential"],
                 assumed=row["assumed"],
                 languages=frozenset(row["languages"]),
+                national=row["national"],
             )
         )
     return Directory(centres=centres, sites=tuple(sites), capacity=capacity)
@@ -202,8 +203,9 @@ async def seed_directory(
         )
         await connection.executemany(
             "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
-            " address_confidential, assumed, languages)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (site_id) DO NOTHING",
+            " address_confidential, assumed, languages, national)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (site_id) DO NOTHING",
             [
                 (
                     s.site_id,
@@ -216,6 +218,7 @@ async def seed_directory(
                     s.address_confidential,
                     s.assumed,
                     sorted(s.languages),
+                    s.national,
                 )
                 for s in directory.sites
             ],
@@ -392,11 +395,14 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     async def save_referral(self, state: ReferralState) -> None:
         await self.connection.execute(
             "INSERT INTO referrals (referral_id, correlation_id, accepted, status, site_id,"
-            " attempt, tried, urgency_rank, arrived_at, answer_by)"
-            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10)"
+            " attempt, tried, urgency_rank, arrived_at, answer_by, housing_site_id,"
+            " housing_status, housing_answer_by)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             " ON CONFLICT (referral_id) DO UPDATE SET status = EXCLUDED.status,"
             " site_id = EXCLUDED.site_id, attempt = EXCLUDED.attempt, tried = EXCLUDED.tried,"
-            " answer_by = EXCLUDED.answer_by, updated_at = clock_timestamp()",
+            " answer_by = EXCLUDED.answer_by, housing_site_id = EXCLUDED.housing_site_id,"
+            " housing_status = EXCLUDED.housing_status,"
+            " housing_answer_by = EXCLUDED.housing_answer_by, updated_at = clock_timestamp()",
             *_referral_values(state),
         )
 
@@ -405,8 +411,9 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         # get_referral). A concurrent insert of the same id waits for the other transaction.
         row = await self.connection.fetchrow(
             "WITH added AS (INSERT INTO referrals (referral_id, correlation_id, accepted, status,"
-            " site_id, attempt, tried, urgency_rank, arrived_at, answer_by)"
-            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10)"
+            " site_id, attempt, tried, urgency_rank, arrived_at, answer_by, housing_site_id,"
+            " housing_status, housing_answer_by)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             " ON CONFLICT (referral_id) DO NOTHING RETURNING referral_id)"
             " SELECT * FROM referrals WHERE referral_id = $1"
             " AND NOT EXISTS (SELECT 1 FROM added) FOR UPDATE",
@@ -419,6 +426,15 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         row = await self.connection.fetchrow(
             "SELECT * FROM referrals WHERE status = 'offered' AND answer_by <= $1"
             " ORDER BY answer_by LIMIT 1 FOR UPDATE SKIP LOCKED",
+            now,
+        )
+        return _state(row) if row is not None else None
+
+    async def due_housing(self, now: datetime) -> ReferralState | None:
+        row = await self.connection.fetchrow(
+            "SELECT * FROM referrals WHERE housing_status = 'offered'"
+            " AND housing_answer_by <= $1"
+            " ORDER BY housing_answer_by LIMIT 1 FOR UPDATE SKIP LOCKED",
             now,
         )
         return _state(row) if row is not None else None
@@ -450,9 +466,14 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         )
         return len(taken) == len(wanted)
 
-    async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]:
+    async def release(
+        self, referral_id: str, site_id: str | None = None
+    ) -> list[tuple[str, ServiceCode]]:
         rows = await self.connection.fetch(
-            "DELETE FROM holds WHERE referral_id = $1 RETURNING site_id, service", referral_id
+            "DELETE FROM holds WHERE referral_id = $1 AND ($2::text IS NULL OR site_id = $2)"
+            " RETURNING site_id, service",
+            referral_id,
+            site_id,
         )
         freed = sorted((row["site_id"], ServiceCode(row["service"])) for row in rows)
         for site_id, service in freed:
@@ -587,6 +608,9 @@ def _referral_values(state: ReferralState) -> tuple[object, ...]:
         state.urgency_rank,
         state.arrived_at,
         state.answer_by,
+        state.housing_site_id,
+        state.housing_status,
+        state.housing_answer_by,
     )
 
 
@@ -602,4 +626,7 @@ def _state(row: asyncpg.Record) -> ReferralState:
         urgency_rank=row["urgency_rank"],
         arrived_at=row["arrived_at"],
         answer_by=row["answer_by"],
+        housing_site_id=row["housing_site_id"],
+        housing_status=row["housing_status"],
+        housing_answer_by=row["housing_answer_by"],
     )

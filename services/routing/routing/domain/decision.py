@@ -167,7 +167,31 @@ class Unroutable:
     record: DecisionRecord
 
 
-Decision = Routed | Waitlisted | Unroutable
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Care locally, housing nationally: no site has room for every need (or none offers eviction
+    housing within reach), but ``care`` has room for the care (the needs without eviction
+    housing) and the national platform ``housing`` has room for the housing. Both legs are
+    reserved in the same transaction and offered, answered and timed out each on its own."""
+
+    care: Routed
+    housing: Site
+    explanation: str
+
+    @property
+    def site(self) -> Site:
+        return self.care.site
+
+    @property
+    def distance_km(self) -> float:
+        return self.care.distance_km
+
+    @property
+    def record(self) -> DecisionRecord:
+        return self.care.record
+
+
+Decision = Routed | Waitlisted | Unroutable | Split
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +233,88 @@ def decide(
     *,
     now: datetime,
     tried: Collection[str] = (),
+    housing_tried: Collection[str] = (),
 ) -> Decision:
-    policy = policy or Policy()
+    """The decision for ``referral``; ``housing_tried``: national housing providers that already
+    declined or let this referral's housing offer time out (never offered it again)."""
+    decision = _decide(referral, directory, geography, policy or Policy(), now, tried)
+    if isinstance(decision, Routed) or ServiceCode.EVICTION_HOUSING not in referral.needed_services:
+        return decision
+    return split(referral, directory, geography, policy or Policy(), now, tried, housing_tried) or (
+        decision
+    )
+
+
+def national_housing_with_room(
+    referral: ReferralAcceptedData,
+    directory: Directory,
+    now: datetime,
+    policy: Policy,
+    housing_tried: Collection[str] = (),
+) -> Site | None:
+    """The first national housing provider that may house this person and has a place now.
+    It serves nationally: no territory, distance nor exclusion zone applies (the care site is
+    the one the person attends near home); eligibility (judicial only) and room do."""
+    judicial = referral.prescriber_kind.is_judicial
+    for site in directory.national_housing:
+        if site.site_id in housing_tried:
+            continue
+        held = directory.capacity.get((site.site_id, ServiceCode.EVICTION_HOUSING))
+        if held is None or not (held.eligibility == "all" or judicial):
+            continue
+        places = held.open_places(now, policy.capacity_freshness)
+        if places is None and policy.stale_capacity == "rank":
+            places = max(held.places_total - held.places_held, 0)
+        if places:
+            return site
+    return None
+
+
+def split(
+    referral: ReferralAcceptedData,
+    directory: Directory,
+    geography: Geography,
+    policy: Policy,
+    now: datetime,
+    tried: Collection[str] = (),
+    housing_tried: Collection[str] = (),
+) -> Split | None:
+    """Care at the best local site with room for the care, housing at the national platform,
+    when both have room; None otherwise. The care site meets every hard constraint for the care
+    needs (the same decision, on the needs without eviction housing)."""
+    care_needs = [s for s in referral.needed_services if s is not ServiceCode.EVICTION_HOUSING]
+    if not care_needs:
+        return None
+    housing = national_housing_with_room(referral, directory, now, policy, housing_tried)
+    if housing is None:
+        return None
+    care = _decide(
+        referral.model_copy(update={"needed_services": care_needs}),
+        directory,
+        geography,
+        policy,
+        now,
+        tried,
+    )
+    if not isinstance(care, Routed):
+        return None
+    platform = directory.centre_of(housing).name
+    return Split(
+        care,
+        housing,
+        f"{care.explanation} Hébergement : aucun site à portée n'a de place d'hébergement pour "
+        f"auteur évincé; l'hébergement est proposé à la {platform} (site {housing.site_id}).",
+    )
+
+
+def _decide(
+    referral: ReferralAcceptedData,
+    directory: Directory,
+    geography: Geography,
+    policy: Policy,
+    now: datetime,
+    tried: Collection[str],
+) -> Routed | Waitlisted | Unroutable:
     request = Request.of(referral, geography)
     pool = directory.candidates(
         request.home, request.neighbours, request.needed, policy.allow_neighbour_fallback

@@ -42,6 +42,9 @@ class Site:
     address_confidential: bool = False
     assumed: bool = False
     languages: frozenset[str] = frozenset({"fr"})
+    # A national provider (the national housing platform): never a candidate of the ordinary
+    # decision, only the housing leg of a split (care locally, housing nationally).
+    national: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +89,24 @@ class Directory:
         return {site.site_id: site for site in self.sites}
 
     @cached_property
+    def local_sites(self) -> tuple[Site, ...]:
+        """The sites the ordinary decision and the waiting lists look at (national ones aside)."""
+        return tuple(site for site in self.sites if not site.national)
+
+    @cached_property
+    def national_housing(self) -> tuple[Site, ...]:
+        """National providers of eviction housing (the national platform), by site id."""
+        return tuple(
+            site
+            for site in sorted(self.sites, key=lambda s: s.site_id)
+            if site.national and ServiceCode.EVICTION_HOUSING in site.services
+        )
+
+    @cached_property
     def _by_departement(self) -> dict[str, tuple[Site, ...]]:
         """Each département's sites: those serving it and those lying in it (built once)."""
         index: dict[str, list[Site]] = {}
-        for site in self.sites:
+        for site in self.local_sites:
             for departement in {*site.serves, site.departement}:
                 index.setdefault(departement, []).append(site)
         return {d: tuple(sites) for d, sites in index.items()}
@@ -99,7 +116,7 @@ class Directory:
         """Per (département, service): the sites offering the service that serve the département
         or lie in it (built once per snapshot)."""
         index: dict[tuple[str, ServiceCode], list[Site]] = {}
-        for site in self.sites:
+        for site in self.local_sites:
             for departement in {*site.serves, site.departement}:
                 for service in site.services:
                     index.setdefault((departement, service), []).append(site)
@@ -152,7 +169,7 @@ class Directory:
             # than indexing it for a single decision.
             return [
                 site
-                for site in self.sites
+                for site in self.local_sites
                 if wanted <= site.services
                 and (
                     home in site.serves

@@ -16,6 +16,11 @@ Status = Literal[
 ]
 # Statuses in which the referral holds places at its site.
 HOLDING: frozenset[str] = frozenset({"offered", "placed"})
+# The housing leg of a split (care locally, housing at the national platform): its own status.
+HousingStatus = Literal["offered", "placed", "declined", "timed_out", "released", "ended"]
+HousingEnd = Literal["declined", "timed_out", "released", "ended"]
+# Housing statuses in which the referral holds a place at the platform.
+HOUSING_HOLDING: frozenset[str] = frozenset({"offered", "placed"})
 FINAL: frozenset[str] = frozenset({"unroutable", "escalated", "withdrawn", "closed"})
 
 
@@ -37,6 +42,21 @@ class ReferralState:
     urgency_rank: int
     arrived_at: datetime
     answer_by: datetime | None = None
+    # The housing leg, when the care is given locally and the housing by a national provider.
+    housing_site_id: str | None = None
+    housing_status: HousingStatus | None = None
+    housing_answer_by: datetime | None = None
+
+    @property
+    def housing_held(self) -> bool:
+        return self.housing_status in HOUSING_HOLDING
+
+    @property
+    def housing_tried(self) -> tuple[str, ...]:
+        """National providers that declined or let the housing offer time out."""
+        if self.housing_site_id and self.housing_status in ("declined", "timed_out"):
+            return (self.housing_site_id,)
+        return ()
 
 
 def answer_deadline(

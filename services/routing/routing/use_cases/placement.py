@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from aiguillage_schemas.events.routing_decisions import (
+    HousingOffered,
+    HousingOfferedData,
+    HousingUpdated,
+    HousingUpdatedData,
     ReferralEscalated,
     ReferralEscalatedData,
     ReferralRouted,
@@ -24,10 +28,10 @@ from aiguillage_schemas.events.routing_decisions import (
     SiteRef,
 )
 from aiguillage_schemas.vocabulary import ServiceCode
-from routing.domain.decision import Decision, Routed, Unroutable, Waitlisted, decide
+from routing.domain.decision import Decision, Routed, Split, Unroutable, Waitlisted, decide
 from routing.domain.directory import Directory, Site
-from routing.domain.referral import ReferralState, answer_deadline
-from routing.domain.waiting import next_for, positions, queue_at, reach
+from routing.domain.referral import HousingEnd, ReferralState, answer_deadline
+from routing.domain.waiting import Waiting, next_for, positions, queue_at, reach
 from routing.use_cases.ports import (
     SOURCE,
     DecisionRow,
@@ -67,13 +71,48 @@ async def place(
         data.residence_departement,
         *ctx.geography.neighbours.get(data.residence_departement, ()),
     }
+    housing = ServiceCode.EVICTION_HOUSING
+    care_needs = [s for s in data.needed_services if s is not housing]
+    if ref.housing_held:
+        # The national platform already holds the housing: only the care is decided again.
+        data = data.model_copy(update={"needed_services": care_needs})
     for _ in range(ctx.reservation_retries):
         directory = await uow.directory_snapshot(territory)
-        decision = decide(data, directory, ctx.geography, ctx.policy, now=now, tried=ref.tried)
+        decision = decide(
+            data,
+            directory,
+            ctx.geography,
+            ctx.policy,
+            now=now,
+            tried=ref.tried,
+            housing_tried=ref.housing_tried,
+        )
         if isinstance(decision, Routed):
             if await uow.reserve(ref.referral_id, decision.site.site_id, data.needed_services):
                 return await _offer(uow, ctx, ref, decision, directory, cause, now)
             continue  # another instance took the last place: decide again on fresh counts
+        if isinstance(decision, Split):
+            # Both legs in this transaction, all or nothing: care at the local site, then the
+            # housing at the platform; a lost race on the second gives the first back.
+            care_site = decision.care.site.site_id
+            if await uow.reserve(ref.referral_id, care_site, care_needs):
+                if await uow.reserve(ref.referral_id, decision.housing.site_id, [housing]):
+                    return await _offer_split(uow, ctx, ref, decision, directory, cause, now)
+                await uow.release(ref.referral_id, care_site)
+            continue
+        if ref.housing_held:
+            # No site can give the care now: the platform's place goes back too and the
+            # referral is decided whole (waiting list, or a human), as any referral.
+            # (The freed platform place is handed on by the caller: ``housing_given_back``.)
+            ref, _ = await end_housing(
+                uow,
+                ctx,
+                ref,
+                cause,
+                "released",
+                "Aucun site ne peut assurer la prise en charge; la place d'hébergement est rendue.",
+            )
+            return await place(uow, ctx, ref, cause, now)
         if isinstance(decision, Waitlisted):
             return await _wait(uow, ctx, ref, decision, cause)
         if ref.tried:
@@ -92,6 +131,7 @@ async def _offer(
     directory: Directory,
     cause: uuid.UUID,
     now: datetime,
+    services: Sequence[ServiceCode] | None = None,
 ) -> ReferralState:
     answer_by = answer_deadline(
         ref.accepted, now, ctx.offer_timeout, ctx.urgent_offer_timeout, ctx.min_offer_window
@@ -119,7 +159,13 @@ async def _offer(
                 prescriber_id=ref.accepted.prescriber_id,
                 prescriber_kind=ref.accepted.prescriber_kind,
                 site=site_ref(decision.site, directory),
-                services=list(ref.accepted.needed_services),
+                services=list(services)
+                if services
+                else [
+                    s
+                    for s in ref.accepted.needed_services
+                    if s is not ServiceCode.EVICTION_HOUSING or not ref.housing_held
+                ],
                 distance_km=decision.distance_km,
                 explanation=decision.explanation,
                 attempt=new.attempt,
@@ -129,6 +175,94 @@ async def _offer(
         ),
     )
     return new
+
+
+async def _offer_split(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    decision: Split,
+    directory: Directory,
+    cause: uuid.UUID,
+    now: datetime,
+) -> ReferralState:
+    """The care offer (``referral.routed``, as any offer, for the care services) and the housing
+    offer to the platform (``referral.housing_offered``, 24 h like every eviction-housing offer),
+    each with its own deadline."""
+    care = dataclasses.replace(decision.care, explanation=decision.explanation)
+    services = [s for s in ref.accepted.needed_services if s is not ServiceCode.EVICTION_HOUSING]
+    offered = await _offer(uow, ctx, ref, care, directory, cause, now, services)
+    new = dataclasses.replace(
+        offered,
+        housing_site_id=decision.housing.site_id,
+        housing_status="offered",
+        housing_answer_by=now + ctx.urgent_offer_timeout,
+    )
+    await uow.save_referral(new)
+    decision_id = derived_id("decision", cause, ref.referral_id, new.attempt)
+    await uow.emit(
+        ctx.decisions_topic,
+        HousingOffered(
+            **envelope(new, cause, "housing-offered"),
+            data=HousingOfferedData(
+                decision_id=decision_id,
+                prescriber_id=ref.accepted.prescriber_id,
+                prescriber_kind=ref.accepted.prescriber_kind,
+                site=site_ref(decision.housing, directory),
+                care_site=site_ref(decision.care.site, directory),
+                distance_km=decision.distance_km,
+                explanation=decision.explanation,
+                answer_by=new.housing_answer_by or now,
+            ),
+        ),
+    )
+    return new
+
+
+async def end_housing(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    ref: ReferralState,
+    cause: uuid.UUID,
+    outcome: HousingEnd,
+    explanation: str,
+) -> tuple[ReferralState, list[tuple[str, ServiceCode]]]:
+    """The housing leg ends (declined, timed out, released): the platform's place is given back
+    and everyone concerned is told; a decline or a timeout is escalated to a human while the
+    care goes on. Returns the new state (the care leg unchanged) and the places freed (the
+    caller hands them to the waiting list)."""
+    if not ref.housing_held or ref.housing_site_id is None:
+        return ref, []
+    freed = await uow.release(ref.referral_id, ref.housing_site_id)
+    new = dataclasses.replace(ref, housing_status=outcome, housing_answer_by=None)
+    await uow.save_referral(new)
+    platform = await uow.site_ref(ref.housing_site_id)
+    if platform is not None:
+        await uow.emit(
+            ctx.decisions_topic,
+            HousingUpdated(
+                **envelope(new, cause, f"housing-{outcome}"),
+                data=HousingUpdatedData(
+                    prescriber_id=ref.accepted.prescriber_id,
+                    prescriber_kind=ref.accepted.prescriber_kind,
+                    site=platform,
+                    outcome=outcome,
+                    escalated=outcome in ("declined", "timed_out"),
+                    explanation=explanation,
+                ),
+            ),
+        )
+    return new, freed
+
+
+def housing_given_back(
+    before: ReferralState, after: ReferralState
+) -> list[tuple[str, ServiceCode]]:
+    """The platform's place a re-route gave back (no site could give the care any more, or a
+    human took the referral over): the caller hands it to the waiting list with the rest."""
+    if before.housing_held and not after.housing_held and before.housing_site_id:
+        return [(before.housing_site_id, ServiceCode.EVICTION_HOUSING)]
+    return []
 
 
 async def _wait(
@@ -237,7 +371,7 @@ async def _retell_now(
     near = await uow.directory_snapshot(area)
     affected = {
         site.site_id: site
-        for site in near.sites
+        for site in near.local_sites  # nobody waits at a national provider
         if site.departement in area or any(home in site.serves for home in homes)
     }
     if not affected:
@@ -327,6 +461,11 @@ async def escalate(
     explanation: str,
     decision: Decision | None = None,
 ) -> ReferralState:
+    if ref.housing_held:
+        # A human takes the whole referral over: the platform's place is given back too.
+        ref, _ = await end_housing(
+            uow, ctx, ref, cause, "released", "Un coordinateur reprend l'orientation."
+        )
     new = dataclasses.replace(ref, status="escalated", site_id=None, answer_by=None)
     await uow.waitlist_remove(ref.referral_id)
     await uow.save_referral(new)
@@ -418,6 +557,7 @@ async def drain(
     geography = ctx.geography
     offered = 0
     homes = set(left)
+    done: set[str] = set()  # national providers already drained in this call
     for site_id in sorted({site_id for site_id, _ in freed}):
         while True:
             area = set(await uow.site_reach(site_id))
@@ -427,6 +567,10 @@ async def drain(
             site = directory.site(site_id)
             if site is None:
                 break  # closed
+            if site.national:
+                done.add(site.site_id)
+                offered += await _drain_national(uow, ctx, site, cause, now, homes)
+                break
             queue = queue_at(site, await uow.waiting_near(area), directory, geography, ctx.policy)
             chosen = next_for(site, queue, directory, geography, ctx.policy, now)
             if chosen is None:
@@ -440,7 +584,62 @@ async def drain(
                 break  # decided otherwise on fresh counts: nothing more to give here
             offered += new.status == "offered"
             homes.add(ref.accepted.residence_departement)
+        # Care places freed here may let a referral waiting for eviction housing be split (care
+        # here, housing at the national platform) when the platform has room: the site's own
+        # queue never holds it (the site offers no housing).
+        area = set(await uow.site_reach(site_id))
+        for national in (await uow.directory_snapshot(area)).national_housing:
+            held = directory.capacity.get((national.site_id, ServiceCode.EVICTION_HOUSING))
+            if national.site_id not in done and held and held.places_held < held.places_total:
+                done.add(national.site_id)
+                offered += await _drain_national(uow, ctx, national, cause, now, homes)
     await retell(uow, ctx, homes, cause)
+    return offered
+
+
+async def _drain_national(
+    uow: RoutingUnitOfWork,
+    ctx: RoutingContext,
+    site: Site,
+    cause: uuid.UUID,
+    now: datetime,
+    homes: set[str],
+) -> int:
+    """A place at the national housing platform (freed, or free while a care place frees): the
+    waiting referrals needing eviction housing are decided again in the documented order of the
+    site each waits at (urgent first — they all are —, then that site's département, then
+    arrival, then entry), so the first whose care a local site can give now is split; stops
+    once the platform has no room left."""
+    key = (site.site_id, ServiceCode.EVICTION_HOUSING)
+    housing = [
+        w
+        for w in await uow.waiting_near(site.serves)
+        if ServiceCode.EVICTION_HOUSING in w.accepted.needed_services
+    ]
+    if not housing:
+        return 0
+    near = await uow.directory_snapshot({w.accepted.residence_departement for w in housing})
+
+    def order(w: Waiting) -> tuple[object, ...]:
+        # The documented order at the site each waits at (its queue): urgent first, then those
+        # living in that site's département, then arrival, then entry.
+        named = near.site(w.site_id)
+        away = named is None or named.departement != w.accepted.residence_departement
+        return (w.urgency_rank, away, w.arrived_at, w.seq)
+
+    waiting = sorted(housing, key=order)
+    offered = 0
+    for entry in waiting:
+        held = (await uow.directory_snapshot({site.departement})).capacity.get(key)
+        if held is None or held.places_held >= held.places_total:
+            break
+        ref = await uow.get_referral(entry.referral_id)
+        if ref is None or ref.status != "waitlisted":
+            continue
+        new = await place(uow, ctx, ref, cause, now)
+        if new.status == "offered":
+            offered += 1
+            homes.add(ref.accepted.residence_departement)
     return offered
 
 

@@ -90,7 +90,17 @@ class RoutingUnitOfWork(UnitOfWork, Protocol):
     async def reserve(
         self, referral_id: str, site_id: str, services: Sequence[ServiceCode]
     ) -> bool: ...
-    async def release(self, referral_id: str) -> list[tuple[str, ServiceCode]]: ...
+    async def release(
+        self, referral_id: str, site_id: str | None = None
+    ) -> list[tuple[str, ServiceCode]]:
+        """Give back the referral's places (only those at ``site_id`` when given: one leg of a
+        split); returns the (site, service) freed."""
+        ...
+
+    async def due_housing(self, now: datetime) -> ReferralState | None:
+        """One open housing offer (split referral) past its deadline, locked as ``due_offer``."""
+        ...
+
     async def waitlist_add(
         self, state: ReferralState, site_id: str, service: ServiceCode, decision_id: uuid.UUID
     ) -> None: ...

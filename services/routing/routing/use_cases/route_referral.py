@@ -6,8 +6,9 @@ import dataclasses
 
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralCancelled
 from aiguillage_schemas.events.routing_decisions import ReferralWithdrawn, ReferralWithdrawnData
+from aiguillage_schemas.vocabulary import ServiceCode
 from routing.domain.referral import FINAL, HOLDING, ReferralState, urgency_rank
-from routing.use_cases.placement import drain, place
+from routing.use_cases.placement import drain, end_housing, place
 from routing.use_cases.ports import CONSUMER, SOURCE, RoutingContext, derived_id
 
 __all__ = ["CONSUMER", "cancel_referral", "route_referral"]
@@ -49,7 +50,18 @@ async def cancel_referral(event: ReferralCancelled, ctx: RoutingContext) -> Refe
         site = None
         if ref is not None and ref.status in HOLDING and ref.site_id is not None:
             site = await uow.site_ref(ref.site_id)
-        freed = await uow.release(event.subject) if ref is not None else []
+        freed: list[tuple[str, ServiceCode]] = []
+        if ref is not None and ref.housing_held:
+            # The platform is told its housing offer or place is released (the event names it).
+            ref, freed = await end_housing(
+                uow,
+                ctx,
+                ref,
+                event.event_id,
+                "released",
+                "Orientation annulée par le prescripteur; la place d'hébergement est rendue.",
+            )
+        freed += await uow.release(event.subject) if ref is not None else []
         await uow.waitlist_remove(event.subject)
         new = None
         if ref is not None:
