@@ -498,7 +498,7 @@ async def _run(
     run = DemoRun.new()
     print(
         f"Demo run {run.token}: topics {run.prefix}*, schemas "
-        f"{', '.join(run.schema(s) for s in DEMO_COMMANDS)} (fresh; dropped at the end"
+        f"{', '.join(run.schema(s) for s in DEMO_SCHEMAS)} (fresh; dropped at the end"
         f"{' — kept: --keep' if keep else ' unless --keep'})"
     )
     services: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
