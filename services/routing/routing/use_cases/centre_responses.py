@@ -187,24 +187,29 @@ async def report_path(event: PathReport, ctx: RoutingContext) -> ReferralState |
             freed += await uow.release(ref.referral_id)
             new = dataclasses.replace(ref, status="closed")
             await uow.save_referral(new)
-        await uow.emit(
-            ctx.decisions_topic,
-            PathReported(
-                **envelope(ref, event.event_id, "path"),
-                data=PathReportedData(
-                    prescriber_id=ref.accepted.prescriber_id,
-                    prescriber_kind=ref.accepted.prescriber_kind,
-                    site=site,
-                    report=data.report,
-                    occurred_on=data.occurred_on,
-                    justified=data.justified,
-                    termination_reason=data.termination_reason,
-                    module=data.module,
-                ),
-            ),
-        )
+        await uow.emit(ctx.decisions_topic, _path_reported(ref, event, "path", site))
         await drain(uow, ctx, freed, event.event_id, now)
         return new
+
+
+def _path_reported(ref: ReferralState, event: PathReport, leg: str, site: SiteRef) -> PathReported:
+    """A centre's report relayed to the prescriber, naming the site of the leg it is about
+    (the care site, or the national platform for the housing); ``leg`` keeps the two event ids
+    apart."""
+    data = event.data
+    return PathReported(
+        **envelope(ref, event.event_id, leg),
+        data=PathReportedData(
+            prescriber_id=ref.accepted.prescriber_id,
+            prescriber_kind=ref.accepted.prescriber_kind,
+            site=site,
+            report=data.report,
+            occurred_on=data.occurred_on,
+            justified=data.justified,
+            termination_reason=data.termination_reason,
+            module=data.module,
+        ),
+    )
 
 
 async def _report_housing(
@@ -239,20 +244,5 @@ async def _report_housing(
         )
         await drain(uow, ctx, freed, event.event_id, now)
         return new
-    await uow.emit(
-        ctx.decisions_topic,
-        PathReported(
-            **envelope(ref, event.event_id, "housing-path"),
-            data=PathReportedData(
-                prescriber_id=ref.accepted.prescriber_id,
-                prescriber_kind=ref.accepted.prescriber_kind,
-                site=platform,
-                report=data.report,
-                occurred_on=data.occurred_on,
-                justified=data.justified,
-                termination_reason=data.termination_reason,
-                module=data.module,
-            ),
-        ),
-    )
+    await uow.emit(ctx.decisions_topic, _path_reported(ref, event, "housing-path", platform))
     return ref
