@@ -962,6 +962,37 @@ def summarise_year(year: Year, arrivals: list[Arrival]) -> dict[str, float]:
 # -- the offline optimum -------------------------------------------------------------------------
 
 
+def _site_options(
+    rules: Rules,
+    person: ReferralAcceptedData,
+    wanted: ReferralAcceptedData,
+    wanted_needs: tuple[ServiceCode, ...],
+    split: bool,
+) -> list[tuple[float, str, Site, float, bool]]:
+    """The sites meeting every rule for ``wanted_needs`` (the whole referral, or the care of a
+    split), each with the policy's cost of the site for ``person``: distance, leaving the home
+    département, leaving the territory, language."""
+    policy, home = rules.policy, person.residence_departement
+    options = []
+    for site in rules.directory.candidates(
+        home,
+        rules.geography.neighbours.get(home, frozenset()),
+        wanted_needs,
+        policy.allow_neighbour_fallback,
+    ):
+        if not rules.feasible(wanted, site, ()):
+            continue
+        km = rules.km(person, site)
+        site_cost = (
+            km
+            + (policy.away_from_home_km if site.departement != home else 0)
+            + (policy.out_of_territory_km if home not in site.serves else 0)
+            + (policy.language_penalty_km if person.language not in site.languages else 0)
+        )
+        options.append((site_cost, site.site_id, site, km, split))
+    return options
+
+
 def optimum(
     arrivals: list[Arrival],
     directory: Directory,
@@ -1037,58 +1068,11 @@ def optimum(
         data = members[0].data
         needs, start, days, declines = shape[group]
         demand.append(len(members))
-        options: list[tuple[float, str, Site, float, bool]] = []
-        for site in directory.candidates(
-            data.residence_departement,
-            geography.neighbours.get(data.residence_departement, frozenset()),
-            needs,
-            policy.allow_neighbour_fallback,
-        ):
-            if not rules.feasible(data, site, ()):
-                continue
-            km = rules.km(data, site)
-            site_cost = (
-                km
-                + (
-                    policy.away_from_home_km
-                    if site.departement != data.residence_departement
-                    else 0
-                )
-                + (
-                    policy.out_of_territory_km
-                    if data.residence_departement not in site.serves
-                    else 0
-                )
-                + (policy.language_penalty_km if data.language not in site.languages else 0)
-            )
-            options.append((site_cost, site.site_id, site, km, False))
+        options = _site_options(rules, data, data, needs, split=False)
         care = [n for n in needs if n is not S.EVICTION_HOUSING]
         if platforms and care and len(care) < len(needs) and data.prescriber_kind.is_judicial:
             care_data = data.model_copy(update={"needed_services": care})
-            for site in directory.candidates(
-                data.residence_departement,
-                geography.neighbours.get(data.residence_departement, frozenset()),
-                tuple(care),
-                policy.allow_neighbour_fallback,
-            ):
-                if not rules.feasible(care_data, site, ()):
-                    continue
-                km = rules.km(data, site)
-                site_cost = (
-                    km
-                    + (
-                        policy.away_from_home_km
-                        if site.departement != data.residence_departement
-                        else 0
-                    )
-                    + (
-                        policy.out_of_territory_km
-                        if data.residence_departement not in site.serves
-                        else 0
-                    )
-                    + (policy.language_penalty_km if data.language not in site.languages else 0)
-                )
-                options.append((site_cost, site.site_id, site, km, True))
+            options += _site_options(rules, data, care_data, tuple(care), split=True)
         options.sort(key=lambda option: (option[0], option[1], option[4]))
         # A decline is final for the site offered (whole, or the care of a split).
         declined_sites: list[str] = []
