@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import TEST_MASTER_KEY, free_port
+from tests.support.services import TEST_MASTER_KEY, TEST_TOTP_KEY, free_port
 
 BIN = Path(sys.executable).parent
 COMMANDS = [
@@ -30,6 +30,8 @@ COMMANDS = [
     ["aiguillage", "dead-letters", "list"],
     ["aiguillage", "dead-letters", "show", "abcd1234"],
     ["aiguillage", "purge"],
+    ["aiguillage", "portal-users", "list-users"],
+    ["aiguillage-portal-admin", "list-users"],
 ]
 
 
@@ -45,6 +47,7 @@ def test_a_tool_reaches_the_shared_database_url_and_fails_in_one_line(command: l
         "AIGUILLAGE_DATABASE_URL": f"postgresql://u:secret-pw@127.0.0.1:{port}/copy",
         "AIGUILLAGE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "AIGUILLAGE_INTAKE_IDENTITY_MASTER_KEY": TEST_MASTER_KEY,
+        "AIGUILLAGE_PORTAL_TOTP_KEY": TEST_TOTP_KEY,
     }
     done = subprocess.run(
         [str(BIN / command[0]), *command[1:]], env=env, capture_output=True, text=True, timeout=60

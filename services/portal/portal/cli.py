@@ -4,7 +4,6 @@ list and disable them. Reads the portal's settings (``AIGUILLAGE_PORTAL_*`` or t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
@@ -16,6 +15,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aiguillage_common.cli import (
+    EXIT_REFUSED,
+    Unreachable,
+    fail,
+    overrides,
+    settings_or_fail,
+    where,
+    why,
+)
+from aiguillage_common.cli import (
+    run as run_command,
+)
 from portal.adapters.postgres import PortalStore
 from portal.adapters.secret_box import SecretBox, SecretBoxError
 from portal.domain.access import ROLES, Role
@@ -30,34 +41,34 @@ T = TypeVar("T")
 def _with_store(
     database_url: str | None, action: Callable[[PortalStore, PortalSettings], Awaitable[T]]
 ) -> T:
-    settings = PortalSettings()
-    url = database_url or settings.database_url
-
+    """Run ``action`` on the portal's store, with the same settings and the same one-line
+    failures as the other operator commands (exit 2 when PostgreSQL cannot be reached)."""
+    settings = settings_or_fail(PortalSettings, "AIGUILLAGE_PORTAL_", **overrides(database_url))
     try:
         box = SecretBox(settings.totp_key.get_secret_value())
     except SecretBoxError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(error), EXIT_REFUSED)  # a missing setting, like settings_or_fail's
 
     async def main() -> T:
         try:
             pool = await asyncpg.create_pool(
-                url,
+                settings.database_url,
                 min_size=1,
                 max_size=2,
                 timeout=10,
                 server_settings={"search_path": settings.db_schema},
             )
-        except (OSError, asyncpg.PostgresError) as error:
-            console.print(f"[red]PostgreSQL unreachable ({type(error).__name__}).[/red]")
-            raise typer.Exit(2) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            raise Unreachable(
+                f"cannot reach PostgreSQL at {where(settings.database_url)} ({why(error)})"
+            ) from None
         assert pool is not None
         try:
             return await action(PortalStore(pool, box), settings)
         finally:
             await pool.close()
 
-    return asyncio.run(main())
+    return run_command(main())
 
 
 DatabaseUrl = Annotated[
