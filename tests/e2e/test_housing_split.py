@@ -10,12 +10,15 @@ webhook receiver and the SMTP sink are the real local peers of ``aiguillage_demo
 
 from __future__ import annotations
 
+import json
+
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from aiguillage_schemas.vocabulary import ServiceCode
 from tests.conftest import Isolated, wait_started
 from tests.e2e.test_identity_release import SERVICE_SECRET, _async, ask, bound_port
+from tests.e2e.test_timeline import aiguillage
 from tests.integration.test_notification_delivery import notifications_env
 from tests.support.routing_events import answer, path_report
 from tests.support.waiting import eventually
@@ -156,3 +159,14 @@ async def test_care_goes_to_the_local_centre_and_housing_to_the_platform_each_an
         what="the platform no longer a holder",
     )
     assert (await ask(url, referral.subject, care_centre)).status_code == 200
+
+    # The operators' timeline tells both legs, the platform named as the housing's actor.
+    done = await aiguillage(isolated, "timeline", referral.subject, "--json")
+    assert done.returncode == 0, done.stderr
+    steps = [json.loads(line) for line in done.stdout.splitlines()]
+    said = {(step["kind"], step["what"]) for step in steps}
+    assert (
+        "referral.housing_offered",
+        f"housing offered to {PLATFORM}, care at {care_site} (split)",
+    ) in said, done.stdout
+    assert ("referral.housing_updated", f"housing at {PLATFORM}: ended") in said, done.stdout

@@ -87,7 +87,8 @@ async def routing_part(connection: Connection, referral_id: str) -> Part:
             )
         )
     state = await connection.fetchrow(
-        "SELECT status, site_id, attempt, tried, answer_by FROM referrals WHERE referral_id = $1",
+        "SELECT status, site_id, attempt, tried, answer_by, housing_site_id, housing_status"
+        " FROM referrals WHERE referral_id = $1",
         referral_id,
     )
     if state is not None:
@@ -96,6 +97,10 @@ async def routing_part(connection: Connection, referral_id: str) -> Part:
         if state["answer_by"] is not None:
             said += f", answer by {utc_text(state['answer_by'])}"
         part.now.append(("routing", said))
+        if state["housing_status"] is not None:  # a split: the housing leg at the platform
+            part.now.append(
+                ("routing", f"housing {state['housing_status']} at {state['housing_site_id']}")
+            )
     waiting = await connection.fetchrow(
         "SELECT site_id, service, told_position FROM waitlist WHERE referral_id = $1", referral_id
     )
@@ -140,6 +145,14 @@ def routing_event(out: asyncpg.Record) -> Entry | None:
         )
     elif kind == "referral.withdrawn":
         what = "withdrawn" + (f" from {site_id}" if site_id else "")
+    elif kind == "referral.housing_offered":
+        care = site_of({"site": data.get("care_site")}).get("site_id")
+        what = f"housing offered to {site_id}, care at {care} (split)"
+        actors = (*actor("centre", centre_id), *actor("site", site_id))
+    elif kind == "referral.housing_updated":
+        what = f"housing at {site_id}: {data.get('outcome')}"
+        actors = (*actor("centre", centre_id), *actor("site", site_id))
+        why = (*codes(data.get("outcome")), *(("escalated",) if data.get("escalated") else ()))
     return Entry(
         at=out["created_at"],
         service="routing",
