@@ -19,15 +19,7 @@ from aiguillage_schemas.events.referral_requests import (
 )
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from aiguillage_schemas.events.routing_decisions import (
-    HousingOffered,
-    HousingUpdated,
-    PathReported,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralWithdrawn,
+    ROUTING_DECISION_EVENTS,
 )
 
 ALL_EVENTS: tuple[type[Envelope], ...] = (
@@ -35,15 +27,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     ReferralAccepted,
     ReferralRejected,
     ReferralCancelled,
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralWithdrawn,
-    PathReported,
-    HousingOffered,
-    HousingUpdated,
+    *ROUTING_DECISION_EVENTS,
     NotificationIssued,
     NotificationDeliveryFailed,
     MessageDeadLettered,

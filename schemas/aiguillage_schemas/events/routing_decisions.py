@@ -253,3 +253,29 @@ class HousingUpdated(Envelope):
     schema_version: Literal[1] = 1
     subject: ReferralId
     data: HousingUpdatedData
+
+
+# Everything routing publishes on referrals.routed, in one place: consumers decode with the tuple
+# and document their subscription with the union, so a new event is added once, here.
+RoutingDecisionEvent = (
+    ReferralRouted
+    | ReferralUnroutable
+    | ReferralWaitlisted
+    | ReferralEscalated
+    | ReferralPlaced
+    | ReferralWithdrawn
+    | PathReported
+    | HousingOffered
+    | HousingUpdated
+)
+ROUTING_DECISION_EVENTS: tuple[type[RoutingDecisionEvent], ...] = (
+    ReferralRouted,
+    ReferralUnroutable,
+    ReferralWaitlisted,
+    ReferralEscalated,
+    ReferralPlaced,
+    ReferralWithdrawn,
+    PathReported,
+    HousingOffered,
+    HousingUpdated,
+)

@@ -20,15 +20,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralRejected,
 )
 from aiguillage_schemas.events.routing_decisions import (
-    HousingOffered,
-    HousingUpdated,
-    PathReported,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralWithdrawn,
+    RoutingDecisionEvent,
 )
 from notifications.adapters.directory import (
     load_recipients,
@@ -91,15 +83,7 @@ def create_app(
                 CONSUMER,
                 ROUTING_EVENTS,
                 settings.consumer_group,
-                ReferralRouted
-                | ReferralUnroutable
-                | ReferralWaitlisted
-                | ReferralEscalated
-                | ReferralPlaced
-                | ReferralWithdrawn
-                | PathReported
-                | HousingOffered
-                | HousingUpdated,
+                RoutingDecisionEvent,
             ),
             (
                 topics.ACCEPTED,

@@ -23,15 +23,7 @@ from aiguillage_schemas.events.referral_requests import (
 )
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted, ReferralSubmittedV1
 from aiguillage_schemas.events.routing_decisions import (
-    HousingOffered,
-    HousingUpdated,
-    PathReported,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralWithdrawn,
+    RoutingDecisionEvent,
 )
 from referral_intake.adapters.identity_api import IdentityApi
 from referral_intake.adapters.identity_cipher import IdentityCipher
@@ -127,15 +119,7 @@ def create_app(
             topic=settings.topic(topics.ROUTED.name),
             # Its own group: following routing must never pause or rebalance admissions.
             group_id=f"{settings.consumer_group}.routed",
-            documented_payload=ReferralRouted
-            | ReferralPlaced
-            | ReferralWithdrawn
-            | ReferralWaitlisted
-            | ReferralEscalated
-            | ReferralUnroutable
-            | PathReported
-            | HousingOffered
-            | HousingUpdated,
+            documented_payload=RoutingDecisionEvent,
             description="Routing decisions, read to know which centre holds each referral and "
             "so may receive the identity (docs/intake.md).",
         )

@@ -23,6 +23,7 @@ from aiguillage_schemas.events.notifications import (
 )
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
 from aiguillage_schemas.events.routing_decisions import (
+    ROUTING_DECISION_EVENTS,
     HousingOffered,
     HousingUpdated,
     PathReported,
@@ -32,6 +33,7 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralUnroutable,
     ReferralWaitlisted,
     ReferralWithdrawn,
+    RoutingDecisionEvent,
     SiteRef,
 )
 from notifications.domain.delivery import FallbackReason
@@ -43,29 +45,9 @@ _IDS = uuid.UUID("9d3f1c0e-7b2a-4e55-8f61-2a9c3e7d5b14")
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{5,63}$")  # ReferralId of the contracts
 PARIS = ZoneInfo("Europe/Paris")
 
-RoutingEvent = (
-    ReferralRouted
-    | ReferralUnroutable
-    | ReferralWaitlisted
-    | ReferralEscalated
-    | ReferralPlaced
-    | ReferralWithdrawn
-    | PathReported
-    | HousingOffered
-    | HousingUpdated
-)
+RoutingEvent = RoutingDecisionEvent
 InboundEvent = RoutingEvent | ReferralAccepted | ReferralRejected | CapacityConfirmationDue
-ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralWithdrawn,
-    PathReported,
-    HousingOffered,
-    HousingUpdated,
-)
+ROUTING_EVENTS = ROUTING_DECISION_EVENTS
 
 SERVICE_LABELS = {
     "initial_assessment": "évaluation initiale",

@@ -16,41 +16,22 @@ from uuid import UUID
 
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralRejected
 from aiguillage_schemas.events.routing_decisions import (
+    ROUTING_DECISION_EVENTS,
     HousingOffered,
     HousingUpdated,
-    PathReported,
     ReferralEscalated,
     ReferralPlaced,
     ReferralRouted,
     ReferralUnroutable,
     ReferralWaitlisted,
     ReferralWithdrawn,
+    RoutingDecisionEvent,
     SiteRef,
 )
 from portal.domain import labels
 
-RoutingEvent = (
-    ReferralRouted
-    | ReferralUnroutable
-    | ReferralWaitlisted
-    | ReferralEscalated
-    | ReferralPlaced
-    | ReferralWithdrawn
-    | PathReported
-    | HousingOffered
-    | HousingUpdated
-)
-ROUTING_EVENTS: tuple[type[RoutingEvent], ...] = (
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralWithdrawn,
-    PathReported,
-    HousingOffered,
-    HousingUpdated,
-)
+RoutingEvent = RoutingDecisionEvent
+ROUTING_EVENTS = ROUTING_DECISION_EVENTS
 HOUSING_OUTCOMES = {
     "accepted": "Hébergement accepté par",
     "declined": "Hébergement refusé (un coordinateur cherche une solution) par",

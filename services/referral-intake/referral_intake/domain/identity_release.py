@@ -14,6 +14,7 @@ from typing import Literal
 
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.routing_decisions import (
+    ROUTING_DECISION_EVENTS,
     HousingOffered,
     HousingUpdated,
     PathReported,
@@ -25,18 +26,8 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralWithdrawn,
 )
 
-# Events that change who holds the referral; any other event on the topic leaves it as it was.
-HOLDER_EVENTS: tuple[type[Envelope], ...] = (
-    ReferralRouted,
-    ReferralPlaced,
-    ReferralWithdrawn,
-    ReferralWaitlisted,
-    ReferralEscalated,
-    ReferralUnroutable,
-    PathReported,
-    HousingOffered,
-    HousingUpdated,
-)
+# The events read to know who holds the referral: every event routing publishes on the topic.
+HOLDER_EVENTS: tuple[type[Envelope], ...] = ROUTING_DECISION_EVENTS
 PATH_ENDS = frozenset({"path_completed", "path_terminated"})
 
 HoldState = Literal["offered", "placed"]
