@@ -283,6 +283,9 @@ class PortalStore:
         self.pool = pool
         self._box = box
 
+    async def _rows(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self.pool.fetch(sql, *args))
+
     def _user(self, row: Row) -> UserRecord:
         user = _user(row)
         if user.totp_secret is not None:
@@ -551,72 +554,56 @@ class PortalStore:
         return row
 
     async def history(self, referral_id: str) -> list[Row]:
-        return list(
-            await self.pool.fetch(
-                "SELECT occurred_at, kind, summary, site_id FROM referral_history"
-                " WHERE referral_id = $1 ORDER BY occurred_at, recorded_at",
-                referral_id,
-            )
+        return await self._rows(
+            "SELECT occurred_at, kind, summary, site_id FROM referral_history"
+            " WHERE referral_id = $1 ORDER BY occurred_at, recorded_at",
+            referral_id,
         )
 
     async def centre_history(self, referral_id: str, centre_id: str) -> list[Row]:
         """What a centre reads of a referral's history: its own sites' steps and those naming
         no site, not which other centres were offered it or declined it."""
-        return list(
-            await self.pool.fetch(
-                "SELECT h.occurred_at, h.kind, h.summary, h.site_id FROM referral_history h"
-                " WHERE h.referral_id = $1 AND (h.site_id IS NULL OR h.site_id IN"
-                " (SELECT site_id FROM sites WHERE centre_id = $2))"
-                " ORDER BY h.occurred_at, h.recorded_at",
-                referral_id,
-                centre_id,
-            )
+        return await self._rows(
+            "SELECT h.occurred_at, h.kind, h.summary, h.site_id FROM referral_history h"
+            " WHERE h.referral_id = $1 AND (h.site_id IS NULL OR h.site_id IN"
+            " (SELECT site_id FROM sites WHERE centre_id = $2))"
+            " ORDER BY h.occurred_at, h.recorded_at",
+            referral_id,
+            centre_id,
         )
 
     async def centre_referrals(self, centre_id: str) -> list[Row]:
-        return list(
-            await self.pool.fetch(
-                "SELECT * FROM referrals WHERE centre_id = $1 AND status IN ('offered', 'placed')"
-                " ORDER BY status DESC, answer_by NULLS LAST, updated_at",
-                centre_id,
-            )
+        return await self._rows(
+            "SELECT * FROM referrals WHERE centre_id = $1 AND status IN ('offered', 'placed')"
+            " ORDER BY status DESC, answer_by NULLS LAST, updated_at",
+            centre_id,
         )
 
     async def prescriber_referrals(self, prescriber_id: str) -> list[Row]:
-        return list(
-            await self.pool.fetch(
-                "SELECT * FROM referrals WHERE prescriber_id = $1 ORDER BY updated_at DESC"
-                " LIMIT 500",
-                prescriber_id,
-            )
+        return await self._rows(
+            "SELECT * FROM referrals WHERE prescriber_id = $1 ORDER BY updated_at DESC LIMIT 500",
+            prescriber_id,
         )
 
     async def prescriber_rejections(self, prescriber_id: str) -> list[Row]:
-        return list(
-            await self.pool.fetch(
-                "SELECT * FROM rejections WHERE prescriber_id = $1 ORDER BY occurred_at DESC"
-                " LIMIT 200",
-                prescriber_id,
-            )
+        return await self._rows(
+            "SELECT * FROM rejections WHERE prescriber_id = $1 ORDER BY occurred_at DESC LIMIT 200",
+            prescriber_id,
         )
 
     async def rejections_of(self, referral_id: str, prescriber_id: str) -> list[Row]:
-        return list(
-            await self.pool.fetch(
-                "SELECT * FROM rejections WHERE referral_id = $1 AND prescriber_id = $2"
-                " ORDER BY occurred_at",
-                referral_id,
-                prescriber_id,
-            )
+        return await self._rows(
+            "SELECT * FROM rejections WHERE referral_id = $1 AND prescriber_id = $2"
+            " ORDER BY occurred_at",
+            referral_id,
+            prescriber_id,
         )
 
     async def capacities(self, centre_id: str) -> list[Row]:
-        return list(
-            await self.pool.fetch(
-                "SELECT ss.*, s.departement FROM site_services ss JOIN sites s USING (site_id)"
-                " WHERE s.centre_id = $1 AND ss.open ORDER BY ss.site_id, ss.service",
-                centre_id,
-            )
+        return await self._rows(
+            "SELECT ss.*, s.departement FROM site_services ss JOIN sites s USING (site_id)"
+            " WHERE s.centre_id = $1 AND ss.open ORDER BY ss.site_id, ss.service",
+            centre_id,
         )
 
     async def centre_name(self, centre_id: str) -> str | None:
@@ -631,9 +618,7 @@ class PortalStore:
         ]
 
     async def audit_entries(self, limit: int = 300) -> list[Row]:
-        return list(
-            await self.pool.fetch("SELECT * FROM audit_log ORDER BY id DESC LIMIT $1", limit)
-        )
+        return await self._rows("SELECT * FROM audit_log ORDER BY id DESC LIMIT $1", limit)
 
     async def record_audit(self, action: str, outcome: str, **fields: Any) -> None:
         async with self.pool.acquire() as connection:
