@@ -21,6 +21,7 @@ from aiguillage_common.cli import (
     fail,
     overrides,
     settings_or_fail,
+    typer_app,
     where,
     why,
 )
@@ -33,7 +34,7 @@ from portal.domain.access import ROLES, Role
 from portal.settings import PortalSettings
 from portal.use_cases.accounts import AccountRefused, create_user
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+app = typer_app("aiguillage-portal-admin", __doc__ or "")
 console = Console()
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@ a session. The rules are the pure ones of ``portal.domain.security``; the store 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Callable
@@ -95,7 +96,11 @@ async def sign_in(
         await store.record_sign_in(email, client_address, "throttled", None, now)
         return SignIn("throttled", retry_after=wait)
     user: AccountRecord | None = await store.user_by_email(email)
-    password_ok = verify_password(user.password_hash if user else None, password)
+    # argon2id costs tens of milliseconds of CPU: off the event loop that also runs the
+    # portal's consumers and outbox relay.
+    password_ok = await asyncio.to_thread(
+        verify_password, user.password_hash if user else None, password
+    )
     if user is None or user.disabled or not user.enrolled or not password_ok:
         outcome = "disabled" if user is not None and user.disabled else "bad_password"
         await store.record_sign_in(
