@@ -133,10 +133,6 @@ def _identity_api_port(intake: ServiceProcess) -> int | None:
     return None
 
 
-async def _none() -> None:
-    return None
-
-
 async def start_portal_stack(
     isolated: Isolated,
     intake_env: dict[str, str] | None = None,

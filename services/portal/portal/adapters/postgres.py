@@ -18,7 +18,7 @@ import asyncpg
 
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from portal.adapters.secret_box import SecretBox
-from portal.domain.access import Principal, ReferralView, Role
+from portal.domain.access import Principal, Role
 from portal.domain.projection import Admission, HistoryEntry, RejectionRecord, RoutingChange
 
 Row = asyncpg.Record
@@ -227,17 +227,6 @@ class PortalUnitOfWork(PostgresUnitOfWork):
         await audit(self.connection, action, outcome, **fields)
 
 
-def referral_view(row: Row) -> ReferralView:
-    return ReferralView(
-        referral_id=row["referral_id"],
-        prescriber_id=row["prescriber_id"],
-        status=row["status"] or "received",
-        centre_id=row["centre_id"],
-        site_id=row["site_id"],
-        pending_action=row["pending_action"],
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     user_id: UUID
@@ -428,18 +417,6 @@ class PortalStore:
                 connection, "enrolled", "ok", user_id=user_id, client_address=client_address
             )
         return True
-
-    async def new_enrolment(
-        self, user_id: UUID, token_sha256: str, totp_secret: str, expires_at: datetime
-    ) -> None:
-        await self.pool.execute(
-            "INSERT INTO enrolments (token_sha256, user_id, totp_secret, expires_at)"
-            " VALUES ($1, $2, $3, $4)",
-            token_sha256,
-            user_id,
-            self._box.seal(totp_secret, user_id),
-            expires_at,
-        )
 
     async def set_disabled(self, user_id: UUID, by: UUID | None, now: datetime) -> bool:
         async with self.pool.acquire() as connection, connection.transaction():

@@ -8,6 +8,7 @@ the holding centre's offer page only, passed to that one template, and never log
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pyotp
 import segno
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -34,11 +35,12 @@ from aiguillage_schemas.events.routing_decisions import PathReportKind, Terminat
 from aiguillage_schemas.vocabulary import ServiceCode
 from portal.adapters.identity import IdentityClient
 from portal.adapters.passwords import hash_password, verify_password
-from portal.adapters.postgres import PortalStore, PortalUnitOfWork, referral_view
+from portal.adapters.postgres import PortalStore, PortalUnitOfWork
 from portal.domain import labels
 from portal.domain.access import (
     ROLES,
     Principal,
+    ReferralView,
     home_path,
     may_answer_offer,
     may_operate,
@@ -143,7 +145,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
 
     @app.get("/static/htmx.min.js", include_in_schema=False)
     async def htmx() -> Response:
-        return Response(deps.htmx_file.read_bytes(), media_type="text/javascript")
+        return FileResponse(deps.htmx_file, media_type="text/javascript")
 
     @app.middleware("http")
     async def headers(
@@ -399,7 +401,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         await deps.store.complete_enrolment(
             key,
             user.user_id,
-            hash_password(str(form["password"])),
+            await asyncio.to_thread(hash_password, str(form["password"])),
             secret,
             step,
             now,
@@ -454,9 +456,8 @@ def create_web_app(deps: WebDeps) -> FastAPI:
     ) -> Response:
         row = await deps.store.referral(referral_id)
         principal = session.principal
-        if row is None or not may_see_offer(principal, referral_view(row)):
+        if row is None or not may_see_offer(principal, view := ReferralView.of(row)):
             return not_found(request, session)
-        view = referral_view(row)
         identity = None
         if may_read_identity(principal, view):
             answer = await deps.identity.lookup(referral_id, principal.centre_id or "")
@@ -482,7 +483,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
                 "path_reports": PATH_REPORTS,
                 "termination_reasons": TERMINATION_REASONS,
                 "services": [s.value for s in ServiceCode],
-                "today": datetime.now(PARIS).date().isoformat(),
+                "today": deps.clock().astimezone(PARIS).date().isoformat(),
                 "error": error,
                 "notice": notice,
             },
@@ -557,7 +558,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
                 occurred_on,
                 deps.uow_factory,
                 deps.topics,
-                datetime.now(PARIS).date(),
+                deps.clock().astimezone(PARIS).date(),
                 justified=form.get("justified") == "oui" if kind == "no_show" else None,
                 termination_reason=termination,  # type: ignore[arg-type]
                 module=ServiceCode(module) if module else None,

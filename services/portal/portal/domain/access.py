@@ -10,7 +10,7 @@ see is reported to them as not existing (404), so that ids cannot be probed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 Role = Literal["centre", "prescriber", "operator"]
@@ -47,6 +47,18 @@ class ReferralView:
     centre_id: str | None
     site_id: str | None
     pending_action: str | None = None
+
+    @classmethod
+    def of(cls, row: Any) -> ReferralView:
+        """From a row of the projection's ``referrals`` table (a mapping by column name)."""
+        return cls(
+            referral_id=row["referral_id"],
+            prescriber_id=row["prescriber_id"],
+            status=row["status"] or "received",
+            centre_id=row["centre_id"],
+            site_id=row["site_id"],
+            pending_action=row["pending_action"],
+        )
 
 
 def affiliation_problem(role: Role, centre_id: str | None, prescriber_id: str | None) -> str | None:

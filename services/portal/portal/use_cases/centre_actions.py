@@ -61,17 +61,6 @@ class Topics:
     directory_updates: str
 
 
-def _view(row: Any) -> ReferralView:
-    return ReferralView(
-        referral_id=row["referral_id"],
-        prescriber_id=row["prescriber_id"],
-        status=row["status"] or "received",
-        centre_id=row["centre_id"],
-        site_id=row["site_id"],
-        pending_action=row["pending_action"],
-    )
-
-
 def _context(row: Any) -> OfferContext:
     return OfferContext(row["referral_id"], row["correlation_id"], row["centre_id"], row["site_id"])
 
@@ -88,9 +77,9 @@ async def answer_offer(
 ) -> Envelope:
     async with uow_factory() as uow:
         row = await uow.referral_for_update(referral_id)
-        if row is None or not may_see_offer(principal, _view(row)):
+        if row is None or not may_see_offer(principal, view := ReferralView.of(row)):
             raise NotFound(referral_id)
-        if not may_answer_offer(principal, _view(row)):
+        if not may_answer_offer(principal, view):
             raise ActionRefused("Cette offre a déjà reçu une réponse.")
         event = responses.offer_answer(principal, _context(row), answer, reason, text, now)
         await uow.emit(topics.centre_responses, event)
@@ -124,9 +113,9 @@ async def report_path(
 ) -> Envelope:
     async with uow_factory() as uow:
         row = await uow.referral_for_update(referral_id)
-        if row is None or not may_see_offer(principal, _view(row)):
+        if row is None or not may_see_offer(principal, view := ReferralView.of(row)):
             raise NotFound(referral_id)
-        if not may_report_path(principal, _view(row)):
+        if not may_report_path(principal, view):
             raise ActionRefused("Le parcours se déclare une fois l'orientation acceptée.")
         event = responses.path_report(
             principal,
