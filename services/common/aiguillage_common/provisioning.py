@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
@@ -118,6 +118,14 @@ class _IncAlterConfigsRequest(Request[_IncAlterConfigsRequestV0]):  # type: igno
         return request_struct_class(self._resources, False)
 
 
+def _failure(codes: Iterable[int], message: str) -> ProvisioningError:
+    """A broker's refusal: worth waiting for when every code is one Kafka calls retriable (a
+    request timed out, the controller moving, a leader not elected yet), final otherwise."""
+    if all(for_code(code).retriable for code in codes):
+        return ProvisioningTimeout(message)
+    return ProvisioningError(message)
+
+
 async def _start_admin(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
     """Connect, retrying until ``deadline``: a broker that is still booting refuses connections."""
     last: Exception | None = None
@@ -173,9 +181,10 @@ async def _topic_configs(
     for response in await admin.describe_configs(resources):
         for resource in response.to_object()["resources"]:
             if resource["error_code"] != _NONE:
-                raise ProvisioningError(
+                raise _failure(
+                    [resource["error_code"]],
                     f"cannot read the configs of {resource['resource_name']}: code "
-                    f"{resource['error_code']} {resource.get('error_message')}"
+                    f"{resource['error_code']} {resource.get('error_message')}",
                 )
             current[resource["resource_name"]] = {
                 entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]
@@ -206,13 +215,16 @@ async def set_topic_configs(
     # aiokafka has no public way to send a request it does not wrap; any broker takes topic
     # configs (KRaft forwards them to the controller).
     response = await admin._send_request(_IncAlterConfigsRequest(topic_configs))
-    failures = [
-        f"{r['resource_name']}: code {r['error_code']} {r.get('error_message')}"
-        for r in response.to_object()["responses"]
-        if r["error_code"] != _NONE
-    ]
-    if failures:
-        raise ProvisioningError("altering topic configs failed: " + "; ".join(failures))
+    failed = [r for r in response.to_object()["responses"] if r["error_code"] != _NONE]
+    if failed:
+        raise _failure(
+            [r["error_code"] for r in failed],
+            "altering topic configs failed: "
+            + "; ".join(
+                f"{r['resource_name']}: code {r['error_code']} {r.get('error_message')}"
+                for r in failed
+            ),
+        )
 
 
 async def _enforce_configs(
@@ -228,7 +240,7 @@ async def _enforce_configs(
     # wait, so a record published once provisioning returned gets the new config.
     while drift:
         if time.monotonic() >= deadline:
-            raise ProvisioningError(f"topic configs still not in force: {drift}")
+            raise ProvisioningTimeout(f"topic configs still not in force: {drift}")
         await asyncio.sleep(0.2)
         drift = config_drift(drift, await _topic_configs(admin, drift))
 
@@ -282,15 +294,17 @@ async def provision(
                 ]
             )
             failures: list[str] = []
+            codes: list[int] = []
             raced: list[str] = []
             for err in response.to_object()["topic_errors"]:
                 code = err["error_code"]
                 if code == _TOPIC_ALREADY_EXISTS:  # created concurrently by someone else
                     raced.append(err["topic"])
                 elif code != _NONE:
+                    codes.append(code)
                     failures.append(f"{err['topic']}: code {code} {err.get('error_message')}")
             if failures:
-                raise ProvisioningError("topic creation failed: " + "; ".join(failures))
+                raise _failure(codes, "topic creation failed: " + "; ".join(failures))
             if raced:
                 _check_partitions(wanted, await _partition_counts(admin, raced))
         pending = await _leaderless(admin, names)
