@@ -255,12 +255,11 @@ def national_housing_with_room(
     """The first national housing provider that may house this person and has a place now.
     It serves nationally: no territory, distance nor exclusion zone applies (the care site is
     the one the person attends near home); eligibility (judicial only) and room do."""
-    judicial = referral.prescriber_kind.is_judicial
     for site in directory.national_housing:
         if site.site_id in housing_tried:
             continue
         held = directory.capacity.get((site.site_id, ServiceCode.EVICTION_HOUSING))
-        if held is None or not (held.eligibility == "all" or judicial):
+        if held is None or not held.admits(referral.prescriber_kind):
             continue
         places = held.open_places(now, policy.capacity_freshness)
         if places is None and policy.stale_capacity == "rank":
