@@ -34,7 +34,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aiguillage_common.codec import encode_event
-from aiguillage_common.migrations.cli import SERVICES, TOOLS, WEB, migrate_services
+from aiguillage_common.migrations.cli import MIGRATED, migrate_services
 from aiguillage_common.provisioning import delete_groups, provision, unprovision
 from aiguillage_demo.peers import free_port
 from aiguillage_demo.samples import DEMO_CASES, make_referral
@@ -50,7 +50,6 @@ from aiguillage_demo.signing import (
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.referral_submitted import ReferralSubmitted
 
-MIGRATED = {**SERVICES, **WEB, **TOOLS}
 # The pipeline's three services (the benches run these too) ...
 COMMANDS = {
     "referral-intake": "aiguillage-intake",
