@@ -278,33 +278,19 @@ class Planner:
         self, digest_id: uuid.UUID, topic: str, items: Sequence[Mapping[str, str]]
     ) -> Rendered:
         """The e-mail of a digest of ``topic`` holding ``items`` (the facts of each entry, in
-        order): one entry reads as it always did; several read as one list."""
+        order): one entry reads as it always did; several read as one list, each entry written
+        by the digest template's ``[item]`` section, the rest from the first entry's facts."""
         if len(items) == 1:
             return self._templates.render(topic, items[0])
-        if topic == "capacity_confirmation_due":
-            blocks = [
-                f"{i}. Site {item['site_id']}, service « {item['service']} » : "
-                f"{item['places_total']} places, confirmées le {item['as_of']} ; "
-                f"non confirmées {item['stale_when']} (référence {item['reference']})"
-                for i, item in enumerate(items, 1)
-            ]
-            first = items[0]
-            extra = {"centre_name": first["centre_name"], "policy": first["policy"]}
-        else:
-            blocks = [
-                f"{i}. Référence {item['reference']} : {item['reason']}\n"
-                f"{item['explanation']}\n{item['problems']}"
-                for i, item in enumerate(items, 1)
-            ]
-            extra = {}
+        digest = DIGEST_TEMPLATES[topic]
         facts = {
-            **extra,
+            **items[0],
             "count": str(len(items)),
-            "items": "\n\n".join(blocks),
+            "items": self._templates.render_items(digest, items),
             "reference": "plusieurs, voir la liste",
             "correlation_id": str(digest_id),
         }
-        return self._templates.render(DIGEST_TEMPLATES[topic], facts)
+        return self._templates.render(digest, facts)
 
     def _channels(self, draft: _Draft) -> tuple[Channel, ...]:
         recipient = self._recipients.find(draft.kind, draft.recipient_id)

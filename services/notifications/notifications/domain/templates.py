@@ -5,18 +5,19 @@ signed webhooks) and the e-mail text. E-mail is not an authenticated channel, so
 carries the reference and what to do next, never identity, judicial or health details. The HTML
 part of an e-mail is the e-mail text, escaped, in one shared layout. A topic about no referral (a
 capacity reminder) may replace the shared footer, which names the referral, with a ``[footer]``
-section of its own.
+section of its own. A digest's template has an ``[item]`` section: one entry of its list, from
+that entry's facts and its number ``$n``.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from string import Template
 
 SECTIONS = ("subject", "text", "email")
-OPTIONAL_SECTIONS = ("footer",)
+OPTIONAL_SECTIONS = ("footer", "item")
 
 
 class TemplateError(ValueError):
@@ -29,6 +30,7 @@ class TopicTemplate:
     text: Template
     email: Template
     footer: Template | None = None  # replaces the shared footer when given
+    item: Template | None = None  # a digest's entry
 
     @classmethod
     def parse(cls, name: str, source: str) -> TopicTemplate:
@@ -46,13 +48,10 @@ class TopicTemplate:
         if missing:
             raise TemplateError(f"template {name} lacks section(s) {missing}")
         subject, text, email = (Template("\n".join(found[s]).strip()) for s in SECTIONS)
-        footer = found.get("footer")
-        return cls(
-            subject,
-            text,
-            email,
-            Template("\n".join(footer).strip()) if footer is not None else None,
+        footer, item = (
+            Template("\n".join(found[s]).strip()) if s in found else None for s in OPTIONAL_SECTIONS
         )
+        return cls(subject, text, email, footer, item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +67,18 @@ class Templates:
     topics: Mapping[str, TopicTemplate]
     footer: Template  # appended to every text: the reference and the correlation id
     layout_html: Template  # $subject, $paragraphs (already escaped HTML)
+
+    def render_items(self, topic: str, items: Sequence[Mapping[str, str]]) -> str:
+        """A digest's list: its ``[item]`` section for each entry, numbered from 1."""
+        template = self.topics.get(topic)
+        if template is None or template.item is None:
+            raise TemplateError(f"no [item] section for topic {topic}")
+        try:
+            return "\n\n".join(
+                template.item.substitute({**facts, "n": str(n)}) for n, facts in enumerate(items, 1)
+            )
+        except (KeyError, ValueError) as error:
+            raise TemplateError(f"template {topic} lacks a fact: {error}") from None
 
     def render(self, topic: str, facts: Mapping[str, str]) -> Rendered:
         template = self.topics.get(topic)
