@@ -69,7 +69,7 @@ class FakeDigests:
 
     async def add_to_digest(
         self, entry: Any, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: Any
-    ) -> tuple[uuid.UUID, list[dict[str, str]]]:
+    ) -> uuid.UUID:
         digests: dict[tuple[str, str, str, str], Any] = self.store.tables.setdefault(
             "open_digests", [{}]
         )[0]
@@ -78,7 +78,14 @@ class FakeDigests:
             digests[key] = {"id": uuid.uuid4(), "items": {}, "send_at": send_at}
         digest = digests[key]
         digest["items"].setdefault(entry.notification_id, dict(entry.facts))
-        return digest["id"], list(digest["items"].values())
+        self.store.tables.setdefault("digest_items", [{}])[0][digest["id"]] = digest["items"]
+        return digest["id"]
+
+    async def digest_items(self, digest_id: uuid.UUID) -> list[dict[str, str]]:
+        return list(self.store.tables["digest_items"][0][digest_id].values())
+
+    def deferred(self, key: object, make: Any) -> None:
+        return None  # not in a consumer's batch: the digest e-mail is written at once
 
     async def set_digest_email(self, digest_id: uuid.UUID, rendered: Any) -> None:
         self.store.tables.setdefault("digest_emails", [{}])[0][digest_id] = rendered

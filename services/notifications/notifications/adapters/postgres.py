@@ -517,12 +517,12 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
 
     async def add_to_digest(
         self, entry: DigestEntry, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: datetime
-    ) -> tuple[uuid.UUID, list[dict[str, str]]]:
+    ) -> uuid.UUID:
         # Written at once, not when the unit of work closes: the next entry reads it back. The
         # open digest's delivery row is locked until the commit, so the worker (SKIP LOCKED)
         # cannot start its e-mail while an entry is joining it; one it has started (leased or
         # attempted) is closed for good, and the entry opens a new digest.
-        digest_id = await self.connection.fetchval(
+        digest_id: uuid.UUID | None = await self.connection.fetchval(
             "SELECT g.notification_id FROM digests g JOIN deliveries d USING (delivery_id)"
             " JOIN notifications n ON n.notification_id = g.notification_id"
             " WHERE g.recipient_kind = $1 AND g.recipient_id = $2 AND g.address = $3"
@@ -551,19 +551,22 @@ class PostgresNotificationsUnitOfWork(PostgresUnitOfWork, _DeliveryStatements):
                 send_at,
                 entry.topic,
             )
-        rows = await self.connection.fetch(
-            "WITH added AS ("
-            "  INSERT INTO digest_items (digest_id, position, notification_id, facts)"
-            "  SELECT $1, coalesce(max(position) + 1, 0), $2, $3::jsonb"
-            "  FROM digest_items WHERE digest_id = $1"
-            "  ON CONFLICT (digest_id, notification_id) DO NOTHING RETURNING position, facts)"
-            " SELECT position, facts FROM digest_items WHERE digest_id = $1"
-            " UNION ALL SELECT position, facts FROM added ORDER BY position",
+        await self.connection.execute(
+            "INSERT INTO digest_items (digest_id, position, notification_id, facts)"
+            " SELECT $1, coalesce(max(position) + 1, 0), $2, $3::jsonb"
+            " FROM digest_items WHERE digest_id = $1"
+            " ON CONFLICT (digest_id, notification_id) DO NOTHING",
             digest_id,
             entry.notification_id,
             json.dumps(dict(entry.facts)),
         )
-        return digest_id, [json.loads(row["facts"]) for row in rows]
+        return digest_id
+
+    async def digest_items(self, digest_id: uuid.UUID) -> list[dict[str, str]]:
+        rows = await self.connection.fetch(
+            "SELECT facts FROM digest_items WHERE digest_id = $1 ORDER BY position", digest_id
+        )
+        return [json.loads(row["facts"]) for row in rows]
 
     async def set_digest_email(self, digest_id: uuid.UUID, rendered: Rendered) -> None:
         await self.connection.execute(

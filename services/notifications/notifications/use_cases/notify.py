@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from aiguillage_common.unit_of_work import UnitOfWork
+from aiguillage_common.unit_of_work import D, UnitOfWork
 from aiguillage_schemas.events.notifications import NotificationIssued, NotificationIssuedData
 from notifications.domain.messages import (
     Delivery,
@@ -40,13 +41,20 @@ class NotificationsUnitOfWork(UnitOfWork, Protocol):
 
     async def add_to_digest(
         self, entry: DigestEntry, cause_id: uuid.UUID, correlation_id: uuid.UUID, send_at: datetime
-    ) -> tuple[uuid.UUID, list[dict[str, str]]]:
+    ) -> uuid.UUID:
         """Add ``entry`` to its recipient's open digest for that address (one whose e-mail no
-        worker has started), or open one whose e-mail is due at ``send_at``. Returns the
-        digest's id and the facts of all its entries, in order."""
+        worker has started), or open one whose e-mail is due at ``send_at``; the digest's id."""
+        ...
+
+    async def digest_items(self, digest_id: uuid.UUID) -> list[dict[str, str]]:
+        """The facts of the digest's entries, in order."""
         ...
 
     async def set_digest_email(self, digest_id: uuid.UUID, rendered: Rendered) -> None: ...
+
+    def deferred(self, key: object, make: Callable[[], D]) -> D | None:
+        """See ``PostgresUnitOfWork.deferred``: batch-wide work run once before the commit."""
+        ...
 
     async def cancel_reminders(self, referral_id: str) -> None:
         """Cancel the referral's pending reminders (those scheduled before this call)."""
@@ -73,17 +81,42 @@ async def notify(
         )
         for entry in plan.digest:
             send_at = now + planner.digest_window
-            digest_id, items = await uow.add_to_digest(
+            digest_id = await uow.add_to_digest(
                 entry, event.event_id, event.correlation_id, send_at
             )
-            await uow.set_digest_email(
-                digest_id, planner.digest_email(digest_id, entry.topic, items)
-            )
+            # A burst joins one digest many times in a batch: its e-mail is written once, when
+            # the batch ends, not again for every entry.
+            later = uow.deferred(_DigestEmails, lambda: _DigestEmails(uow_factory, planner))
+            if later is None:
+                await write_digest_email(uow, planner, digest_id, entry.topic)
+            else:
+                later.digests[digest_id] = entry.topic
         if plan.cancel_reminders:
             await uow.cancel_reminders(event.subject)
         if plan.reminder is not None:
             await uow.schedule_reminder(plan.reminder)
     return list(plan.notifications)
+
+
+async def write_digest_email(
+    uow: NotificationsUnitOfWork, planner: Planner, digest_id: uuid.UUID, topic: str
+) -> None:
+    items = await uow.digest_items(digest_id)
+    await uow.set_digest_email(digest_id, planner.digest_email(digest_id, topic, items))
+
+
+@dataclass
+class _DigestEmails:
+    """The digests a batch added entries to, each e-mail written once before the batch commits."""
+
+    uow_factory: Callable[[], NotificationsUnitOfWork]
+    planner: Planner
+    digests: dict[uuid.UUID, str] = field(default_factory=dict)  # digest id -> topic
+
+    async def run(self) -> None:
+        async with self.uow_factory() as uow:
+            for digest_id, topic in self.digests.items():
+                await write_digest_email(uow, self.planner, digest_id, topic)
 
 
 async def record_notifications(
