@@ -77,6 +77,23 @@ class InboundRecord:
     def coordinates(self) -> str:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
+    def checked_value(self, max_bytes: int | None = None) -> bytes:
+        """The value, after the checks that need nothing but the record and come before any
+        cryptography runs on it: its size, headers that decode, a value at all."""
+        if self.value is not None and max_bytes is not None and len(self.value) > max_bytes:
+            raise InvalidMessage(
+                Problem(RejectionReason.MESSAGE_TOO_LARGE, f"the value exceeds {max_bytes} bytes")
+            )
+        if self.has_bad_headers:
+            raise InvalidMessage(Problem(RejectionReason.BAD_HEADER, "a header value is not UTF-8"))
+        if not self.value:
+            raise InvalidMessage(
+                Problem(
+                    RejectionReason.EMPTY_MESSAGE, "the message has no value (or is a tombstone)"
+                )
+            )
+        return self.value
+
     def rejection(self, problem: Problem, event_id: UUID | None = None) -> Rejection:
         """Why this record was refused; ``errors`` lists every problem found (at least one)."""
         return Rejection(

@@ -77,21 +77,6 @@ class IntakeUnitOfWorkAll(IntakeUnitOfWork, RequestsUnitOfWork, Protocol):
     pass
 
 
-def precheck(record: InboundRecord, max_bytes: int) -> bytes:
-    """Checks that need nothing but the record, before any cryptography runs on it."""
-    if record.value is not None and len(record.value) > max_bytes:
-        raise InvalidMessage(
-            Problem(RejectionReason.MESSAGE_TOO_LARGE, f"the value exceeds {max_bytes} bytes")
-        )
-    if record.has_bad_headers:
-        raise InvalidMessage(Problem(RejectionReason.BAD_HEADER, "a header value is not UTF-8"))
-    if not record.value:
-        raise InvalidMessage(
-            Problem(RejectionReason.EMPTY_MESSAGE, "the message has no value (or is a tombstone)")
-        )
-    return record.value
-
-
 def read_request(record: InboundRecord) -> Envelope:
     """Decode the body and check the key; v1 submissions come out upgraded to v2."""
     event = decode_event(record.value, ACCEPTED_VERSIONS)
@@ -146,7 +131,7 @@ class IntakeHandler:
 
     async def __call__(self, record: InboundRecord) -> None:
         try:
-            value = precheck(record, self._max_bytes)
+            value = record.checked_value(self._max_bytes)
         except InvalidMessage as invalid:
             raise InvalidMessage(await self._named_by_key_id(record, invalid.problem)) from None
         prescriber = await self._authenticate(record, value)

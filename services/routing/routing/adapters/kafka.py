@@ -22,7 +22,6 @@ from aiguillage_schemas.events.centres import (
     PathReport,
 )
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralCancelled
-from aiguillage_schemas.vocabulary import RejectionReason
 from routing.domain.referral import ReferralState
 from routing.domain.senders import Sender, authenticate, authorise, claim_of
 from routing.use_cases.centre_responses import answer_offer, report_path
@@ -80,15 +79,10 @@ class SenderCheck:
         self._clock = clock
 
     def authenticate(self, record: InboundRecord) -> Sender:
-        if record.has_bad_headers:
-            raise InvalidMessage(Problem(RejectionReason.BAD_HEADER, "a header value is not UTF-8"))
-        if not record.value:
-            raise InvalidMessage(
-                Problem(RejectionReason.EMPTY_MESSAGE, "the message has no value (or a tombstone)")
-            )
+        value = record.checked_value()
         found = authenticate(
             record.headers,
-            record.value,
+            value,
             record.broker_timestamp_ms,
             self._senders,
             self._secrets,
