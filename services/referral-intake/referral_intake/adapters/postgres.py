@@ -76,19 +76,14 @@ class PostgresIntakeUnitOfWork(PostgresUnitOfWork):
         )
 
     async def replace_identity(self, referral_id: str, identity: Identity) -> None:
-        await self._seal(referral_id, identity, insert=False)
-
-    async def _seal(self, referral_id: str, identity: Identity, *, insert: bool) -> None:
         sealed = self._cipher.seal(referral_id, identity)
-        sql = (
-            "INSERT INTO identities (referral_id, ciphertext, wrapped_key, master_key_id)"
-            " VALUES ($1, $2, $3, $4)"
-            if insert
-            else "UPDATE identities SET ciphertext = $2, wrapped_key = $3, master_key_id = $4"
-            " WHERE referral_id = $1"
-        )
         await self.connection.execute(
-            sql, referral_id, sealed.ciphertext, sealed.wrapped_key, sealed.master_key_id
+            "UPDATE identities SET ciphertext = $2, wrapped_key = $3, master_key_id = $4"
+            " WHERE referral_id = $1",
+            referral_id,
+            sealed.ciphertext,
+            sealed.wrapped_key,
+            sealed.master_key_id,
         )
 
 
