@@ -12,6 +12,7 @@ from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.centres import (
     CapacityUpdated,
     ServiceClosed,
+    ServiceClosedData,
     ServiceOpened,
     SiteAdded,
     SiteClosed,
@@ -64,18 +65,16 @@ async def project(
             await uow.apply_admission(admission(event))
         elif isinstance(event, ReferralRejected):
             await uow.add_rejection(rejection(event))
-        elif isinstance(event, CapacityUpdated):
+        elif isinstance(event, CapacityUpdated | ServiceOpened | ServiceClosed):
             d = event.data
-            actor = d.actor.id if d.actor else event.source
-            await uow.set_capacity(d.site_id, str(d.service), d.places_total, d.as_of, actor)
-        elif isinstance(event, ServiceOpened):
-            o = event.data
-            actor = o.actor.id if o.actor else event.source
-            await uow.set_capacity(o.site_id, str(o.service), o.places_total, o.as_of, actor)
-        elif isinstance(event, ServiceClosed):
-            c = event.data
-            actor = c.actor.id if c.actor else event.source
-            await uow.set_capacity(c.site_id, str(c.service), None, c.as_of, actor, open_=False)
+            await uow.set_capacity(
+                d.site_id,
+                str(d.service),
+                None if isinstance(d, ServiceClosedData) else d.places_total,
+                d.as_of,
+                d.actor.id if d.actor else event.source,
+                open_=not isinstance(d, ServiceClosedData),
+            )
         elif isinstance(event, SiteAdded):
             await uow.add_site(event.data.site_id, event.data.centre_id, event.data.serves[0])
         elif isinstance(event, SiteClosed):
