@@ -17,7 +17,7 @@ from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from aiguillage_schemas.vocabulary import ServiceCode
 from tests.conftest import Isolated, wait_started
-from tests.e2e.test_identity_release import SERVICE_SECRET, _async, ask, bound_port
+from tests.e2e.test_identity_release import SERVICE_SECRET, ask, bound_port
 from tests.e2e.test_timeline import aiguillage
 from tests.integration.test_notification_delivery import notifications_env
 from tests.support.routing_events import answer, path_report
@@ -41,7 +41,7 @@ async def test_care_goes_to_the_local_centre_and_housing_to_the_platform_each_an
     routing.start()
     await wait_started(intake, routing)
     port = await eventually(
-        lambda: _async(bound_port(intake)), lambda p: p is not None, 30, what="identity API port"
+        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API port"
     )
     url = f"http://127.0.0.1:{port}/internal/v1/identity-releases"
     notifications = isolated.service(
@@ -89,7 +89,7 @@ async def test_care_goes_to_the_local_centre_and_housing_to_the_platform_each_an
         }
 
     await eventually(
-        lambda: _async(hooks.accepted()),
+        lambda: hooks.accepted(),
         lambda calls: offers_to(list(calls)) == {care_centre, PLATFORM_CENTRE},
         120,
         what="both offers delivered with the identity",

@@ -66,7 +66,7 @@ async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
     routing.start()
     await wait_started(intake, routing)
     port = await eventually(
-        lambda: _async(bound_port(intake)), lambda p: p is not None, 30, what="identity API port"
+        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API port"
     )
     url = f"http://127.0.0.1:{port}{PATH}"
     notifications = isolated.service(
@@ -175,7 +175,3 @@ async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
         for field, canary in canaries.items():
             assert canary not in mail, f"{field} in an e-mail"
     assert '"identity_release.answered"' in intake.logs()
-
-
-async def _async(value: int | None) -> int | None:
-    return value

@@ -89,7 +89,7 @@ async def test_each_service_s_metrics_count_the_batch_it_handled(
     routing.start()
     await wait_started(intake, routing)
     port = await eventually(
-        lambda: _value(bound_port(intake)), lambda p: p is not None, 30, what="identity API"
+        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API"
     )
     notifications = isolated.service(
         "notifications",
@@ -265,7 +265,3 @@ async def test_each_service_s_metrics_count_the_batch_it_handled(
         await connection.execute("RESET search_path")
     assert series(routing_metrics, "aiguillage_capacity_stale_sites")
     assert total(routing_metrics, "aiguillage_capacity_stale_sites") == stale
-
-
-async def _value(value: int | None) -> int | None:
-    return value

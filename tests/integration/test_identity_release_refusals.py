@@ -75,9 +75,7 @@ async def test_refused_identity_sends_the_offer_without_it_and_an_absent_intake_
     )
     intake.start()
     await wait_started(intake)
-    await eventually(
-        lambda: _value(bound_port(intake)), lambda p: p == port, 30, what="identity API port"
-    )
+    await eventually(lambda: bound_port(intake), lambda p: p == port, 30, what="identity API port")
     notifications = isolated.service(
         "notifications",
         **notifications_env(hooks, smtp),
@@ -192,7 +190,3 @@ async def test_refused_identity_sends_the_offer_without_it_and_an_absent_intake_
     # Asked for with every held try, the fallback exists once and was sent once.
     assert len([r for r in rows if r["fallback_for"] is not None]) == 1
     assert len([m for m in smtp.to(LYON_MAIL) if held.subject in m.subject]) == 2
-
-
-async def _value(value: int | None) -> int | None:
-    return value

@@ -54,7 +54,7 @@ async def test_a_burst_of_rejections_reaches_the_prescriber_as_one_e_mail_listin
 
     references = [event.subject for event in burst]
     [mail] = await eventually(
-        lambda: _async(smtp.to(SPIP_MAIL)),
+        lambda: smtp.to(SPIP_MAIL),
         lambda mails: any(all(ref in m.text() for ref in references) for m in mails),
         timeout_s=90,
         what="one e-mail listing the 20 rejections",
@@ -81,7 +81,3 @@ async def test_a_burst_of_rejections_reaches_the_prescriber_as_one_e_mail_listin
         " GROUP BY g.notification_id, d.state"
     )
     assert [(row["state"], row["items"]) for row in digests] == [("delivered", 20)]
-
-
-async def _async(value: object) -> object:
-    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -11,7 +12,7 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T] | T],
     accept: Callable[[T], bool],
     timeout_s: float = 30.0,
     interval_s: float = 0.1,
@@ -19,7 +20,8 @@ async def eventually(
 ) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
-        value = await probe()
+        found = probe()  # a coroutine (a query) or a plain value (what a peer kept)
+        value: T = await found if inspect.isawaitable(found) else found
         if accept(value):
             return value
         if time.monotonic() > deadline:
