@@ -37,19 +37,18 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import email.parser
-import email.policy
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +60,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from aiguillage_common.geography import default_data_dir
 from aiguillage_common.provisioning import provision, unprovision
-from aiguillage_demo.peers import SmtpSink
+from aiguillage_demo.peers import ReceivedMail, SmtpSink
 from aiguillage_schemas import topics
 from bench.chaos_report import PRESCRIBER_TOPICS
 from bench.harness import (
@@ -433,12 +432,13 @@ class StampedSmtpSink(SmtpSink):
         super().__init__()
         self.arrived_at: list[float] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    def accept(self, mail: ReceivedMail) -> str | Awaitable[str]:
         self.arrived_at.append(time.time())
-        return await super().handle_DATA(server, session, envelope)
+        return super().accept(mail)
 
 
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.default)
+# The Message-ID header of a message as the notifications service writes it (one line).
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^@>]+)@", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass
@@ -456,8 +456,8 @@ class Pump:
         assert isinstance(smtp, StampedSmtpSink)
         while self.mails < len(smtp.arrived_at) and self.mails < len(smtp.received):
             mail = smtp.received[self.mails]
-            message_id = str(_HEADERS.parsebytes(mail.raw)["Message-ID"] or "")
-            key = message_id.strip().strip("<>").split("@", 1)[0]
+            found = _MESSAGE_ID.search(mail.raw.partition(b"\r\n\r\n")[0])
+            key = found.group(1).decode() if found else ""
             self.tracker.on_receipt(Receipt(key, smtp.arrived_at[self.mails], "email"))
             self.mails += 1
         calls = self.peers.hooks.calls

@@ -10,11 +10,12 @@ import asyncio
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiguillage_demo.peers import SmtpSink, WebhookReceiver
+from aiguillage_demo.peers import ReceivedMail, SmtpSink, WebhookReceiver
 from aiguillage_schemas import topics
 from aiguillage_schemas.events.routing_decisions import (
     ReferralPlaced,
@@ -394,12 +395,16 @@ class AnswerHeldSmtp(SmtpSink):
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        answer = await super().handle_DATA(server, session, envelope)
-        if self.address in envelope.rcpt_tos and not self.release.is_set():
+    def accept(self, mail: ReceivedMail) -> str | Awaitable[str]:
+        answer = super().accept(mail)
+        if self.address in mail.rcpt_tos and not self.release.is_set():
             self.holding.set()
-            await self.release.wait()
+            return self._held(answer)
         return answer
+
+    async def _held(self, answer: str | Awaitable[str]) -> str:
+        await self.release.wait()
+        return answer if isinstance(answer, str) else await answer
 
 
 async def test_killed_mid_email_resends_that_email_once_at_restart_and_nothing_else(

@@ -3,7 +3,7 @@
 E-mails rendered straight to bytes read like the ones ``EmailMessage`` built; SMTP sessions are
 reused, renewed and replaced without handing a message over twice; the delivery worker's rounds
 are written together, yet no lane sends before the outcome of its previous send is recorded.
-Real local servers (aiosmtpd, aiohttp) on OS-chosen ports; no Kafka, no PostgreSQL.
+Real local servers (the demo's SMTP sink, aiohttp) on OS-chosen ports; no Kafka, no PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from aiguillage_demo.peers import SmtpSink
+from aiguillage_demo.peers import SmtpSession, SmtpSink
 from notifications.adapters.email import EmailSender, build_message, render_message
 from notifications.adapters.http import HttpClient, HttpFailure
 from notifications.domain.delivery import AttemptResult, DeliveryJob, Settled
@@ -70,25 +70,16 @@ def test_a_line_break_in_a_header_is_refused_rather_than_sent() -> None:
 
 
 class CountingSink(SmtpSink):
-    """Counts sessions (EHLO) and the names given in them; can drop every open session."""
+    """Counts sessions (EHLO) and the names given in them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ehlo_names: list[str] = []
-        self.sessions: list[Any] = []
+        self.greeted_sessions: list[SmtpSession] = []
 
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        self.ehlo_names.append(hostname)
-        self.sessions.append(server)
-        session.host_name = hostname
-        return responses
-
-    def drop_sessions(self) -> None:
-        for server in self.sessions:
-            if server.transport is not None:
-                server.transport.close()
+    def greeted(self, session: SmtpSession, name: str) -> None:
+        self.ehlo_names.append(name)
+        self.greeted_sessions.append(session)
 
 
 @pytest.fixture
@@ -164,12 +155,9 @@ async def test_an_idle_session_is_closed() -> None:
             idle_timeout_s=0.05,
         )  # fmt: skip
         assert (await sender.send(_mail(delivery_id=uuid.uuid4()))).outcome == "delivered"
-        (server,) = sink.sessions
-        for _ in range(100):
-            if server.transport is None:
-                break
-            await asyncio.sleep(0.02)
-        assert server.transport is None  # QUIT said, nothing left open on the relay
+        (session,) = sink.greeted_sessions
+        # QUIT said, nothing left open on the relay.
+        await eventually(lambda: session.is_open, lambda is_open: not is_open, timeout_s=5.0)
         await sender.aclose()
     finally:
         await sink.stop()
