@@ -40,6 +40,7 @@ from referral_intake.domain.identity_release import (
 from referral_intake.use_cases.identity_release import (
     ROUTED_CONSUMER,
     ReleaseRequest,
+    ReleaseView,
     release_identity,
     track_holder,
 )
@@ -193,7 +194,14 @@ class FakeIntake(FakeUnitOfWork):
     async def set_holder(self, referral_id: str, holder: Holder | None, event_id: Any) -> None:
         self.write("holders", (referral_id, holder))
 
-    async def referral_state(self, referral_id: str) -> ReferralState | None:
+
+class FakeReleaseStore:
+    """The identity API's reads and audit over the same fake store, each its own transaction."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    def _state(self, referral_id: str) -> ReferralState | None:
         referral = self.store.tables.get("referrals_by_id", [{}])[0].get(referral_id)
         if referral is None:
             return None
@@ -201,14 +209,21 @@ class FakeIntake(FakeUnitOfWork):
         holder = holders[-1] if holders else None
         return ReferralState(referral == "cancelled", False, holder.centre_id if holder else None)
 
-    async def has_handled(self, consumer: str, event_id: uuid.UUID) -> bool:
-        return (consumer, event_id) in self.store.claims
+    async def release_view(
+        self, referral_id: str, consumer: str, offer_event_id: uuid.UUID | None
+    ) -> ReleaseView:
+        seen = None if offer_event_id is None else (consumer, offer_event_id) in self.store.claims
+        return ReleaseView(seen, self._state(referral_id), object())
 
-    async def open_identity(self, referral_id: str) -> Identity:
+    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> bool:
+        state = self._state(referral_id)
+        if outcome is Release.GRANTED and (state is None or state.cancelled or state.purged):
+            return False
+        self.store.tables.setdefault("audit", []).append((referral_id, centre_id, str(outcome)))
+        return True
+
+    def open_identity(self, referral_id: str, sealed: object) -> Identity:
         return Identity(last_name="Zed", first_name="Ann", birth_date=date(1980, 1, 2))
-
-    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> None:
-        self.write("audit", (referral_id, centre_id, str(outcome)))
 
 
 async def test_only_the_current_holder_gets_the_identity_and_every_answer_is_audited() -> None:
@@ -218,27 +233,28 @@ async def test_only_the_current_holder_gets_the_identity_and_every_answer_is_aud
     def uow() -> FakeIntake:
         return FakeIntake(store)
 
+    releases = FakeReleaseStore(store)
     first, second = routed("ARA-LYON"), routed("NA-BORDEAUX")
-    not_yet = await release_identity(ReleaseRequest(REF, "ARA-LYON", first.event_id), uow)
+    not_yet = await release_identity(ReleaseRequest(REF, "ARA-LYON", first.event_id), releases)
     assert not_yet.outcome is Release.NOT_YET_KNOWN
     assert not_yet.identity is None
 
     assert await track_holder(first, uow)
     assert not await track_holder(first, uow)  # a redelivery changes nothing
-    granted = await release_identity(ReleaseRequest(REF, "ARA-LYON", first.event_id), uow)
+    granted = await release_identity(ReleaseRequest(REF, "ARA-LYON", first.event_id), releases)
     assert granted.outcome is Release.GRANTED
     assert granted.identity is not None
 
     assert await track_holder(second, uow)  # re-routed: Lyon no longer holds it
-    refused = await release_identity(ReleaseRequest(REF, "ARA-LYON", first.event_id), uow)
+    refused = await release_identity(ReleaseRequest(REF, "ARA-LYON", first.event_id), releases)
     assert refused.outcome is Release.NOT_HOLDER
     assert refused.identity is None
     assert (ROUTED_CONSUMER, second.event_id) in store.claims
 
     store.tables["referrals_by_id"] = [{REF: "cancelled"}]
-    gone = await release_identity(ReleaseRequest(REF, "NA-BORDEAUX", second.event_id), uow)
+    gone = await release_identity(ReleaseRequest(REF, "NA-BORDEAUX", second.event_id), releases)
     assert gone.outcome is Release.GONE
-    unknown = await release_identity(ReleaseRequest("ref-nobody-01", "ARA-LYON"), uow)
+    unknown = await release_identity(ReleaseRequest("ref-nobody-01", "ARA-LYON"), releases)
     assert unknown.outcome is Release.UNKNOWN
     assert [row[2] for row in store.rows("audit")] == [
         "not_yet_known",
@@ -272,42 +288,24 @@ def test_intake_answers_read_as_lookups() -> None:
     assert lookup_from_status(200, None).outcome == "unavailable"  # a 200 without a person
 
 
-class CommitLandsBetweenReads(FakeIntake):
-    """Intake's store while routing's offer is being committed: the batch that handles it commits
-    right after the release's first read, before its second."""
+class CancelledAfterTheRead(FakeReleaseStore):
+    """The referral is cancelled right after the request read it (as still open)."""
 
-    def __init__(self, store: FakeStore, commit: list[Any]) -> None:
-        super().__init__(store)
-        self._commit = commit
-
-    async def _then_commit(self) -> None:
-        if self._commit:
-            await self._commit.pop()()
-
-    async def referral_state(self, referral_id: str) -> ReferralState | None:
-        state = await super().referral_state(referral_id)
-        await self._then_commit()
-        return state
-
-    async def has_handled(self, consumer: str, event_id: uuid.UUID) -> bool:
-        handled = await super().has_handled(consumer, event_id)
-        await self._then_commit()
-        return handled
+    async def release_view(
+        self, referral_id: str, consumer: str, offer_event_id: uuid.UUID | None
+    ) -> ReleaseView:
+        view = await super().release_view(referral_id, consumer, offer_event_id)
+        self.store.tables["referrals_by_id"] = [{referral_id: "cancelled"}]
+        return view
 
 
-async def test_an_offer_committed_during_a_request_never_refuses_the_rightful_centre() -> None:
+async def test_a_referral_cancelled_during_a_request_is_never_released() -> None:
     store = FakeStore()
     store.tables["referrals_by_id"] = [{REF: "open"}]
     offer = routed("ARA-LYON")
-
-    async def routing_commits() -> None:
-        assert await track_holder(offer, lambda: FakeIntake(store))
-
-    racing = CommitLandsBetweenReads(store, [routing_commits])
-    answer = await release_identity(ReleaseRequest(REF, "ARA-LYON", offer.event_id), lambda: racing)
-    # Not yet known (the centre's webhook retries), never "not the holder" (delivered without it).
-    assert answer.outcome is Release.NOT_YET_KNOWN
-    again = await release_identity(
-        ReleaseRequest(REF, "ARA-LYON", offer.event_id), lambda: FakeIntake(store)
+    assert await track_holder(offer, lambda: FakeIntake(store))
+    answer = await release_identity(
+        ReleaseRequest(REF, "ARA-LYON", offer.event_id), CancelledAfterTheRead(store)
     )
-    assert again.outcome is Release.GRANTED
+    assert (answer.outcome, answer.identity) == (Release.GONE, None)
+    assert [row[2] for row in store.rows("audit")] == ["gone"]

@@ -38,7 +38,7 @@ from referral_intake.adapters.postgres import (
     PostgresIntakeUnitOfWork,
     PostgresRegistry,
     PostgresRegistryUnitOfWork,
-    PostgresReleaseUnitOfWork,
+    PostgresReleaseStore,
 )
 from referral_intake.adapters.registry_file import load_registry_file
 from referral_intake.settings import IntakeSettings
@@ -145,7 +145,7 @@ def create_app(
             return []  # no identity API: nobody outside intake can read an identity
         return [
             IdentityApi(
-                lambda: PostgresReleaseUnitOfWork(runtime.require_pool(), cipher),
+                PostgresReleaseStore(runtime.require_pool(), cipher),
                 secret.encode("utf-8"),
                 settings.identity_api_host,
                 settings.identity_api_port,

@@ -30,7 +30,7 @@ from aiguillage_schemas.events.referral_submitted import ReferralId
 from referral_intake.domain.identity_release import HTTP_STATUS, Release
 from referral_intake.use_cases.identity_release import (
     ReleaseRequest,
-    ReleaseUnitOfWork,
+    ReleaseStore,
     release_identity,
 )
 
@@ -63,7 +63,7 @@ class IdentityApi:
 
     def __init__(
         self,
-        uow_factory: Callable[[], ReleaseUnitOfWork],
+        store: ReleaseStore,
         secret: bytes,
         host: str,
         port: int,
@@ -72,7 +72,7 @@ class IdentityApi:
         clock: Callable[[], float] = time.time,
         on_answer: Callable[[str], None] | None = None,
     ) -> None:
-        self._uow_factory = uow_factory
+        self._store = store
         self._secret = secret
         self._host = host
         self._port = port
@@ -133,7 +133,7 @@ class IdentityApi:
             answer = await asyncio.wait_for(
                 release_identity(
                     ReleaseRequest(parsed.referral_id, parsed.centre_id, parsed.offer_event_id),
-                    self._uow_factory,
+                    self._store,
                 ),
                 self._timeout_s,
             )

@@ -17,6 +17,7 @@ from referral_intake.adapters.identity_cipher import IdentityCipher, SealedIdent
 from referral_intake.domain.admission import Admitted
 from referral_intake.domain.identity_release import Holder, ReferralState, Release
 from referral_intake.domain.registry import effective_entry
+from referral_intake.use_cases.identity_release import ReleaseView
 from referral_intake.use_cases.referral_requests import StoredReferral
 
 
@@ -227,55 +228,71 @@ class PostgresHoldersUnitOfWork(PostgresUnitOfWork):
         )
 
 
-class PostgresReleaseUnitOfWork(PostgresUnitOfWork):
+# What a release request needs, read in one statement, so in one snapshot: whether intake has
+# handled the offer event the request names (NULL when it names none), the referral's state and
+# holders, and its sealed identity (opened only for a granted release).
+_RELEASE_VIEW = """
+SELECT CASE WHEN $2::uuid IS NULL THEN NULL ELSE EXISTS (
+           SELECT 1 FROM processed_events WHERE consumer = $3 AND event_id = $2) END AS seen,
+       r.referral_id IS NOT NULL AS known, r.status, r.purged_at, h.centre_id,
+       hh.centre_id AS housing_centre_id, i.ciphertext, i.wrapped_key, i.master_key_id
+FROM (SELECT 1) AS one
+LEFT JOIN referrals r ON r.referral_id = $1
+LEFT JOIN identity_holders h ON h.referral_id = r.referral_id
+LEFT JOIN identity_housing_holders hh ON hh.referral_id = r.referral_id
+LEFT JOIN identities i ON i.referral_id = r.referral_id
+"""
+
+# The audit row of an answer. A grant is recorded only if the referral is still open, with its
+# row locked until this statement commits: a cancellation or purge either waits for the grant,
+# or has committed and the grant is not recorded (the caller reads again and answers 'gone').
+# So an identity is never released past a committed cancellation.
+_AUDIT_RELEASE = """
+INSERT INTO identity_releases (referral_id, centre_id, outcome)
+SELECT $1, $2, $3
+WHERE $3 <> 'granted' OR EXISTS (
+    SELECT 1 FROM referrals
+    WHERE referral_id = $1 AND status <> 'cancelled' AND purged_at IS NULL
+    FOR SHARE)
+RETURNING true
+"""
+
+
+class PostgresReleaseStore:
+    """The identity API's reads and audit: one statement each, each its own transaction (a
+    request costs two round trips, not a transaction of four statements)."""
+
     def __init__(self, pool: asyncpg.Pool, cipher: IdentityCipher) -> None:
-        super().__init__(pool)
+        self._pool = pool
         self._cipher = cipher
 
-    async def referral_state(self, referral_id: str) -> ReferralState | None:
-        # FOR SHARE: a cancellation or purge committing meanwhile waits for this answer, or this
-        # answer sees it; the identity is never released past a committed cancellation.
-        row = await self.connection.fetchrow(
-            "SELECT r.status, r.purged_at, h.centre_id, hh.centre_id AS housing_centre_id"
-            " FROM referrals r"
-            " LEFT JOIN identity_holders h ON h.referral_id = r.referral_id"
-            " LEFT JOIN identity_housing_holders hh ON hh.referral_id = r.referral_id"
-            " WHERE r.referral_id = $1 FOR SHARE OF r",
-            referral_id,
+    async def release_view(
+        self, referral_id: str, consumer: str, offer_event_id: UUID | None
+    ) -> ReleaseView:
+        row = await self._pool.fetchrow(_RELEASE_VIEW, referral_id, offer_event_id, consumer)
+        assert row is not None  # one row, whether the referral exists or not
+        state = (
+            ReferralState(
+                cancelled=row["status"] == "cancelled",
+                purged=row["purged_at"] is not None,
+                holder_centre_id=row["centre_id"],
+                housing_holder_centre_id=row["housing_centre_id"],
+            )
+            if row["known"]
+            else None
         )
-        if row is None:
-            return None
-        return ReferralState(
-            cancelled=row["status"] == "cancelled",
-            purged=row["purged_at"] is not None,
-            holder_centre_id=row["centre_id"],
-            housing_holder_centre_id=row["housing_centre_id"],
+        sealed = (
+            None
+            if row["wrapped_key"] is None
+            else SealedIdentity(row["ciphertext"], row["wrapped_key"], row["master_key_id"])
         )
+        return ReleaseView(row["seen"], state, sealed)
 
-    async def has_handled(self, consumer: str, event_id: UUID) -> bool:
-        found = await self.connection.fetchval(
-            "SELECT true FROM processed_events WHERE consumer = $1 AND event_id = $2",
-            consumer,
-            event_id,
-        )
-        return bool(found)
-
-    async def open_identity(self, referral_id: str) -> Identity:
-        row = await self.connection.fetchrow(
-            "SELECT ciphertext, wrapped_key, master_key_id FROM identities WHERE referral_id = $1",
-            referral_id,
-        )
-        if row is None or row["wrapped_key"] is None:
+    def open_identity(self, referral_id: str, sealed: object) -> Identity:
+        if not isinstance(sealed, SealedIdentity):
             raise LookupError("the referral has no readable identity")
-        return self._cipher.open(
-            referral_id,
-            SealedIdentity(row["ciphertext"], row["wrapped_key"], row["master_key_id"]),
-        )
+        return self._cipher.open(referral_id, sealed)
 
-    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> None:
-        await self.connection.execute(
-            "INSERT INTO identity_releases (referral_id, centre_id, outcome) VALUES ($1, $2, $3)",
-            referral_id,
-            centre_id,
-            str(outcome),
-        )
+    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> bool:
+        recorded = await self._pool.fetchval(_AUDIT_RELEASE, referral_id, centre_id, str(outcome))
+        return bool(recorded)

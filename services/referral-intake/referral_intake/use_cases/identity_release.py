@@ -2,7 +2,7 @@
 
 Holder tracking consumes ``referrals.routed`` with the usual guarantees (inbox by event id in the
 same transaction as the change, commit after it). A release request is answered from the same
-database, and every request, granted or not, is audited in the transaction that reads the identity.
+database, and every request, granted or not, is audited before any identity is opened.
 """
 
 from __future__ import annotations
@@ -36,14 +36,26 @@ class HoldersUnitOfWork(UnitOfWork, Protocol):
     ) -> None: ...
 
 
-class ReleaseUnitOfWork(UnitOfWork, Protocol):
-    async def referral_state(self, referral_id: str) -> ReferralState | None: ...
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    """What one release request reads, in one snapshot."""
 
-    async def has_handled(self, consumer: str, event_id: UUID) -> bool: ...
+    offer_seen: bool | None  # None when the request names no offer event
+    state: ReferralState | None  # None: no such referral
+    sealed: object | None  # the sealed identity, opened only for a grant
 
-    async def open_identity(self, referral_id: str) -> Identity: ...
 
-    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> None: ...
+class ReleaseStore(Protocol):
+    async def release_view(
+        self, referral_id: str, consumer: str, offer_event_id: UUID | None
+    ) -> ReleaseView: ...
+
+    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> bool:
+        """Record the answer; False (nothing recorded) for a grant on a referral that was
+        cancelled or purged since it was read."""
+        ...
+
+    def open_identity(self, referral_id: str, sealed: object) -> Identity: ...
 
 
 async def track_holder(event: Envelope, uow_factory: Callable[[], HoldersUnitOfWork]) -> bool:
@@ -74,25 +86,22 @@ class ReleaseAnswer:
     identity: Identity | None = None
 
 
-async def release_identity(
-    request: ReleaseRequest, uow_factory: Callable[[], ReleaseUnitOfWork]
-) -> ReleaseAnswer:
-    uow = uow_factory()
-    async with uow:
-        # Whether the offer was handled is read BEFORE the holder. Each statement sees what was
-        # committed when it ran, and the batch that handles the offer may commit between the two
-        # reads: read the other way round, the holder would be the one before the offer while the
-        # offer reads as handled, and the rightful centre would be refused for good (403).
-        seen = (
-            None
-            if request.offer_event_id is None
-            else await uow.has_handled(ROUTED_CONSUMER, request.offer_event_id)
+async def release_identity(request: ReleaseRequest, store: ReleaseStore) -> ReleaseAnswer:
+    while True:
+        # Whether the offer was handled and who holds the referral are read together, in one
+        # snapshot: read apart, the batch that handles the offer could commit in between, and
+        # the rightful centre would read as not the holder and be refused for good (403).
+        view = await store.release_view(
+            request.referral_id, ROUTED_CONSUMER, request.offer_event_id
         )
-        state = await uow.referral_state(request.referral_id)
-        outcome = decide_release(state, request.centre_id, seen)
-        # Audited before the identity is read: a failure to audit releases nothing.
-        await uow.audit_release(request.referral_id, request.centre_id, outcome)
-        identity = (
-            await uow.open_identity(request.referral_id) if outcome is Release.GRANTED else None
-        )
+        outcome = decide_release(view.state, request.centre_id, view.offer_seen)
+        # Audited before the identity is opened: a failure to audit releases nothing. A grant
+        # the audit refuses (closed meanwhile) is decided again on a fresh read.
+        if await store.audit_release(request.referral_id, request.centre_id, outcome):
+            break
+    identity = (
+        store.open_identity(request.referral_id, view.sealed)
+        if outcome is Release.GRANTED
+        else None
+    )
     return ReleaseAnswer(outcome, identity)

@@ -1,0 +1,126 @@
+"""Intake's identity release against PostgreSQL: one read, then an audit that refuses a grant on a
+referral cancelled since, even one whose cancellation is committing at that very moment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from aiguillage_demo.samples import make_referral
+from aiguillage_schemas import topics
+from referral_intake.adapters.identity_cipher import IdentityCipher
+from referral_intake.adapters.postgres import PostgresReleaseStore
+from referral_intake.domain.identity_release import Release
+from referral_intake.use_cases.identity_release import (
+    ROUTED_CONSUMER,
+    ReleaseRequest,
+    release_identity,
+)
+from tests.conftest import Isolated
+from tests.support.services import TEST_MASTER_KEY
+from tests.support.waiting import eventually
+
+CENTRE = "ARA-LYON"
+APPLICATION = f"release-store-test-{uuid.uuid4().hex[:8]}"  # finds this test's sessions only
+
+
+@pytest.fixture
+async def schema_pool(isolated: Isolated) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(
+        isolated.endpoints.database_url,
+        min_size=1,
+        max_size=4,
+        server_settings={
+            "search_path": isolated.schema("referral-intake"),
+            "application_name": APPLICATION,
+        },
+    )
+    assert pool is not None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _stored_referral_held_by(isolated: Isolated, pool: asyncpg.Pool, index: int) -> str:
+    """A referral accepted by intake (as a process), then held by CENTRE."""
+    referral = make_referral(index)
+    await isolated.kafka.send_event(isolated.topic(topics.INTAKE), referral)
+    await eventually(
+        lambda: pool.fetchval(
+            "SELECT count(*) FROM identities WHERE referral_id = $1", referral.subject
+        ),
+        lambda n: n == 1,
+        timeout_s=60,
+        what="the referral stored",
+    )
+    await pool.execute(
+        "INSERT INTO identity_holders (referral_id, centre_id, state, event_id)"
+        " VALUES ($1, $2, 'offered', $3)",
+        referral.subject,
+        CENTRE,
+        uuid.uuid4(),
+    )
+    return referral.subject
+
+
+async def _audit(pool: asyncpg.Pool, referral_id: str) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT outcome FROM identity_releases WHERE referral_id = $1 ORDER BY id", referral_id
+    )
+    return [row["outcome"] for row in rows]
+
+
+async def test_the_holder_gets_the_identity_read_and_audited_once(
+    isolated: Isolated, schema_pool: asyncpg.Pool
+) -> None:
+    await isolated.start_all("referral-intake")
+    referral_id = await _stored_referral_held_by(isolated, schema_pool, 1)
+    store = PostgresReleaseStore(schema_pool, IdentityCipher(TEST_MASTER_KEY, "k1"))
+
+    answer = await release_identity(ReleaseRequest(referral_id, CENTRE), store)
+    assert answer.outcome is Release.GRANTED
+    assert answer.identity == make_referral(1).data.identity
+    refused = await release_identity(ReleaseRequest(referral_id, "NA-BORDEAUX"), store)
+    assert (refused.outcome, refused.identity) == (Release.NOT_HOLDER, None)
+    unseen = await release_identity(ReleaseRequest(referral_id, CENTRE, uuid.uuid4()), store)
+    assert unseen.outcome is Release.NOT_YET_KNOWN  # names an offer intake has not handled
+    assert await _audit(schema_pool, referral_id) == ["granted", "not_holder", "not_yet_known"]
+    assert (await store.release_view("ref-nobody-0001", ROUTED_CONSUMER, None)).state is None
+
+
+async def test_a_grant_waits_for_a_committing_cancellation_and_is_then_refused(
+    isolated: Isolated, schema_pool: asyncpg.Pool
+) -> None:
+    await isolated.start_all("referral-intake")
+    referral_id = await _stored_referral_held_by(isolated, schema_pool, 2)
+    store = PostgresReleaseStore(schema_pool, IdentityCipher(TEST_MASTER_KEY, "k1"))
+    view = await store.release_view(referral_id, ROUTED_CONSUMER, None)
+    assert view.state is not None
+    assert not view.state.cancelled  # read while still open
+
+    async with schema_pool.acquire() as other, other.transaction():
+        # A cancellation in flight holds the referral's row: the grant's audit waits for it.
+        await other.execute(
+            "UPDATE referrals SET status = 'cancelled' WHERE referral_id = $1", referral_id
+        )
+        audit = asyncio.create_task(store.audit_release(referral_id, CENTRE, Release.GRANTED))
+        await eventually(
+            lambda: schema_pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                APPLICATION,
+            ),
+            lambda waiting: waiting >= 1,
+            timeout_s=10,
+            what="the audit waiting for the cancellation",
+        )
+        assert not audit.done()
+    assert await audit is False  # the cancellation committed first: nothing granted
+    answer = await release_identity(ReleaseRequest(referral_id, CENTRE), store)
+    assert (answer.outcome, answer.identity) == (Release.GONE, None)
+    assert await _audit(schema_pool, referral_id) == ["gone"]
