@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from aiguillage_common.geography import default_data_dir
@@ -19,7 +18,7 @@ from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.notifications import RecipientKind
 from aiguillage_schemas.topics import Topic, is_topic_name, notice_topic
 from notifications.domain.recipients import Channel, Recipient, Recipients, recipient_key
-from notifications.domain.templates import Templates, TopicTemplate
+from notifications.domain.templates import Template, Templates, TopicTemplate
 from notifications.settings import NotificationsSettings
 
 log = get_logger("aiguillage.notifications.directory")

