@@ -5,11 +5,12 @@ same id and mail systems (and people) can tell it is the same message.
 
 The message is rendered straight to the bytes sent (7-bit: RFC 2047 subject, quoted-printable
 parts), not through ``email.message.EmailMessage`` and its generator, which cost more than the
-SMTP exchange itself. SMTP sessions are kept open and reused (one per e-mail sent at a time, so
-at most ``max_sessions``): a new one is opened on the first send, after ``max_messages`` messages,
-after ``idle_timeout_s`` without use, and whenever a session failed. A reused session that turns
-out to be closed by the relay is replaced and the message offered again on a fresh one, which is
-safe: nothing is handed over before the end of DATA.
+SMTP exchange itself. It is sent with ``smtp_client`` (the envelope pipelined when the relay
+offers it: two round trips per message instead of four). SMTP sessions are kept open and reused
+(one per e-mail sent at a time, so at most ``max_sessions``): a new one is opened on the first
+send, after ``max_messages`` messages, after ``idle_timeout_s`` without use, and whenever a
+session failed. A reused session that turns out to be closed by the relay is replaced and the
+message offered again on a fresh one, which is safe: nothing is handed over before the end of DATA.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ import email
 import email.policy
 import functools
 import socket
+import ssl
 import time
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
-import aiosmtplib
-
+from notifications.adapters.smtp_client import (
+    SmtpClient,
+    SmtpDisconnected,
+    SmtpProtocolError,
+    SmtpRefused,
+)
 from notifications.domain.delivery import AttemptResult, DeliveryJob, smtp_result
 
 FALLBACK_NOTICE = (
@@ -155,7 +161,7 @@ def build_message(job: DeliveryJob, sender: str, domain: str) -> EmailMessage:
 class _Session:
     __slots__ = ("expiry", "sent", "smtp")
 
-    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
+    def __init__(self, smtp: SmtpClient) -> None:
         self.smtp = smtp
         self.sent = 0
         self.expiry: asyncio.TimerHandle | None = None
@@ -177,6 +183,7 @@ class EmailSender:
         max_sessions: int = 1,
         max_messages: int = 100,
         idle_timeout_s: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -186,6 +193,7 @@ class EmailSender:
         self._username = username
         self._password = password
         self._start_tls = start_tls
+        self._tls_context = tls_context  # None: the system's CAs, host name checked
         # EHLO name: given, or this host's FQDN looked up once (not per connection).
         self._local_hostname = local_hostname or None
         self._max_messages = max(1, max_messages)
@@ -195,55 +203,52 @@ class EmailSender:
         self._closed = False
 
     async def send(self, job: DeliveryJob) -> AttemptResult:
-        if not job.target.isascii():
+        # A line break in an address would end the command and start another: refused, like an
+        # address that cannot be written in an SMTP command at all.
+        if not job.target.isascii() or "\r" in job.target or "\n" in job.target:
             return AttemptResult("permanent", 0, "bad_address")
         envelope_from, raw = render_message(job, self._sender, self._domain)
         async with self._slots:
             started = time.monotonic()
-            session: _Session | None = None
             try:
-                session = await self._envelope(envelope_from)
-                await session.smtp.rcpt(job.target, timeout=self._timeout_s)
-                await session.smtp.data(raw, timeout=self._timeout_s)
-            except aiosmtplib.SMTPResponseException as error:
-                # Refused (sender, recipient or message): the session serves the next message
-                # once its envelope is reset.
-                if session is not None and await self._reset(session):
-                    self._checkin(session)
+                await self._hand_over(envelope_from, job.target, raw)
+            except SmtpRefused as error:
                 return smtp_result(error.code, _ms(started))
-            except (aiosmtplib.SMTPTimeoutError, TimeoutError):
-                _close(session)
+            except TimeoutError:
                 return AttemptResult("transient", _ms(started), "timeout")
-            except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError):
-                _close(session)
+            except OSError:  # refused, reset or closed connection, TLS failure
                 return AttemptResult("transient", _ms(started), "connect")
-            except BaseException:
-                _close(session)
-                raise
-            self._checkin(session)
+            except SmtpProtocolError:
+                # A relay that does not speak as expected (or offers no STARTTLS though asked):
+                # nothing wrong with the message, and never sent in clear instead.
+                return AttemptResult("transient", _ms(started), "protocol")
             return AttemptResult("delivered", _ms(started), smtp_code=250)
 
-    async def _envelope(self, envelope_from: str) -> _Session:
-        """A session with MAIL FROM accepted. A reused session the relay has closed meanwhile
-        (disconnected, or 421 closing) is replaced once: nothing was handed over yet."""
+    async def _hand_over(self, envelope_from: str, target: str, raw: bytes) -> None:
+        """Send on a pooled session. A refused message leaves its session usable once its
+        envelope is reset; any other failure closes it. A reused session the relay has closed
+        meanwhile (disconnected before answering MAIL, or 421 to it) is replaced once and the
+        message offered again: nothing was handed over yet."""
         session, reused = await self._checkout()
         while True:
             try:
-                await session.smtp.mail(envelope_from, timeout=self._timeout_s)
-                return session
-            except aiosmtplib.SMTPResponseException as error:
-                if not (reused and error.code == 421):
+                await session.smtp.send_message(envelope_from, target, raw)
+            except SmtpRefused as error:
+                if not (reused and error.command == "MAIL" and error.code == 421):
                     if await self._reset(session):
                         self._checkin(session)
                     raise
                 session.smtp.close()
-            except aiosmtplib.SMTPServerDisconnected:
+            except SmtpDisconnected as error:
                 session.smtp.close()
-                if not reused:
+                if not (reused and error.command == "MAIL"):
                     raise
             except BaseException:
                 session.smtp.close()
                 raise
+            else:
+                self._checkin(session)
+                return
             session, reused = await self._open(), False
 
     async def aclose(self) -> None:
@@ -253,10 +258,7 @@ class EmailSender:
         for session in idle:
             if session.expiry is not None:
                 session.expiry.cancel()
-            try:
-                await session.smtp.quit(timeout=min(self._timeout_s, 2.0))
-            except Exception:
-                session.smtp.close()
+            await self._quit(session)
 
     async def _checkout(self) -> tuple[_Session, bool]:
         while self._idle:
@@ -295,13 +297,14 @@ class EmailSender:
 
     async def _quit(self, session: _Session) -> None:
         try:
-            await session.smtp.quit(timeout=min(self._timeout_s, 2.0))
+            async with asyncio.timeout(min(self._timeout_s, 2.0)):
+                await session.smtp.quit()
         except Exception:
             session.smtp.close()
 
     async def _reset(self, session: _Session) -> bool:
         try:
-            await session.smtp.rset(timeout=self._timeout_s)
+            await session.smtp.rset()
         except Exception:
             session.smtp.close()
             return False
@@ -310,26 +313,21 @@ class EmailSender:
     async def _open(self) -> _Session:
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
-        smtp = aiosmtplib.SMTP(
-            hostname=self._host,
-            port=self._port,
-            timeout=self._timeout_s,
+        smtp = await SmtpClient.connect(
+            self._host,
+            self._port,
+            local_hostname=self._local_hostname,
+            timeout_s=self._timeout_s,
+            start_tls=self._start_tls,
+            tls_context=self._tls_context,
             username=self._username,
             password=self._password,
-            start_tls=self._start_tls,
-            local_hostname=self._local_hostname,
         )
-        await smtp.connect()
         return _Session(smtp)
 
 
 # Sessions being closed in the background: a reference keeps their task alive until it ends.
 _background: set[asyncio.Task[None]] = set()
-
-
-def _close(session: _Session | None) -> None:
-    if session is not None:
-        session.smtp.close()
 
 
 def _ms(started: float) -> int:
