@@ -299,6 +299,13 @@ class SmtpClient:
                             raise SmtpDisconnected(command)
                         self._buffer += data
                         self._pending = parse_replies(self._buffer)
+            except ConnectionError as error:
+                self.close()
+                if isinstance(error, SmtpDisconnected):
+                    raise
+                # Reset by the relay: closed like an end of file, and told apart from a
+                # connection that could not be made.
+                raise SmtpDisconnected(command) from error
             except BaseException:
                 self.close()
                 raise
