@@ -175,7 +175,7 @@ class SmtpClient:
                 if reply.code not in accepted:
                     raise SmtpRefused(verb, reply)
             return await self._accepted(payload)
-        self._write(envelope)
+        self._write(envelope, "MAIL")
         refusal: SmtpRefused | None = None
         for verb, accepted in _ENVELOPE:
             try:
@@ -273,15 +273,15 @@ class SmtpClient:
         if reply.code != 235:
             raise SmtpRefused("AUTH", reply)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, command: str) -> None:
         if self._writer.is_closing():
-            raise SmtpDisconnected("a command")
+            raise SmtpDisconnected(command)
         self._writer.write(data)
 
     async def _exchange(self, data: bytes, command: str) -> SmtpReply:
         """Write ``data`` (if any) and read one reply."""
         if data:
-            self._write(data)
+            self._write(data, command)
         return await self._read(command)
 
     async def _read(self, command: str) -> SmtpReply:
