@@ -23,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aiguillage_demo.peers import ReceivedMail, SmtpSession, SmtpSink
 from notifications.adapters.email import EmailSender
@@ -246,6 +248,47 @@ def test_replies_are_parsed_several_per_read_and_multi_line() -> None:
     assert parse_replies(buffer) == [SmtpReply(250, "OK")]
     with pytest.raises(SmtpProtocolError):
         parse_replies(bytearray(b"hello\r\n"))
+
+
+_LINE = st.text(alphabet=". aZ=", max_size=6)
+
+
+@given(st.lists(_LINE, max_size=8), st.booleans())
+def test_a_dot_stuffed_message_reads_back_as_sent(lines: list[str], last_line_ended: bool) -> None:
+    message = "\r\n".join(lines).encode() + (b"\r\n" if last_line_ended and lines else b"")
+    payload = dot_stuffed(message)
+    # What a relay does (RFC 5321 4.5.2): up to the "." line, one leading dot removed per line.
+    received = payload.split(b"\r\n")
+    assert received[-2:] == [b".", b""]  # the end of data, once, at the end
+    body = [line[1:] if line.startswith(b".") else line for line in received[:-2]]
+    expected = message if message.endswith(b"\r\n") else message + b"\r\n"
+    assert b"".join(line + b"\r\n" for line in body) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(200, 599), st.lists(st.text("abc -=", max_size=5), min_size=1)),
+        max_size=5,
+    ),
+    st.lists(st.integers(1, 20), max_size=10),
+)
+def test_replies_cut_anywhere_are_parsed_once_complete(
+    replies: list[tuple[int, list[str]]], cuts: list[int]
+) -> None:
+    wire = b"".join(
+        b"".join(
+            f"{code}{'-' if i < len(texts) - 1 else ' '}{text}\r\n".encode()
+            for i, text in enumerate(texts)
+        )
+        for code, texts in replies
+    )
+    buffer, parsed, at = bytearray(), [], 0
+    for size in [*cuts, len(wire)]:  # the reads a socket may give
+        buffer += wire[at : at + size]
+        at += size
+        parsed += parse_replies(buffer)
+    assert parsed == [SmtpReply(code, "\n".join(texts)) for code, texts in replies]
+    assert buffer == b""
 
 
 async def test_the_extensions_offered_are_known(sink: RecordingSink) -> None:
