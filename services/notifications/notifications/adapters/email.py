@@ -313,6 +313,9 @@ class EmailSender:
     async def _open(self) -> _Session:
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        if self._start_tls and self._tls_context is None:
+            # The system's CAs are loaded once, not per connection (milliseconds each time).
+            self._tls_context = ssl.create_default_context()
         smtp = await SmtpClient.connect(
             self._host,
             self._port,
