@@ -122,6 +122,9 @@ LEFT JOIN interrupted i ON i.delivery_id = r.delivery_id
 # 'interrupted', and an attempt row 'started' is committed. The attempt row becomes the outcome by
 # id: even if a takeover marked it interrupted, what really happened is known now and is what the
 # log should say. A delivery is never both settled and started in one round.
+# "(state = 'pending') IS TRUE" says "state = 'pending'" in a form the planner cannot match with
+# the partial index deliveries_due: its generic plan, made once on the worker's connection, must
+# find each delivery by key, never walk every pending one (DeliveryWorker._take_presence).
 _SETTLE = """
 WITH fin AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::int[],
@@ -141,11 +144,11 @@ WITH fin AS (
         state = f.state, next_attempt_at = f.next_attempt_at, last_error = f.last_error,
         leased_by = NULL,
         finished_at = CASE WHEN f.state = 'pending' THEN NULL ELSE clock_timestamp() END
-    FROM fin f WHERE d.delivery_id = f.delivery_id AND d.state = 'pending'
+    FROM fin f WHERE d.delivery_id = f.delivery_id AND (d.state = 'pending') IS TRUE
 ), renewed AS (
     UPDATE deliveries d SET next_attempt_at = clock_timestamp() + make_interval(secs => $16)
     FROM unnest($14::uuid[], $15::int[]) AS s(delivery_id, attempt)
-    WHERE d.delivery_id = s.delivery_id AND d.state = 'pending' AND d.leased_by = $17
+    WHERE d.delivery_id = s.delivery_id AND (d.state = 'pending') IS TRUE AND d.leased_by = $17
     RETURNING d.delivery_id, s.attempt
 ), stale AS (
     UPDATE delivery_attempts a SET outcome = 'interrupted'
