@@ -47,7 +47,8 @@ async def schema_pool(isolated: Isolated) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def _stored_referral_held_by(isolated: Isolated, pool: asyncpg.Pool, index: int) -> str:
-    """A referral accepted by intake (as a process), then held by CENTRE."""
+    """A referral accepted by intake (started here, as a process), then held by CENTRE."""
+    await isolated.start_all("referral-intake")
     referral = make_referral(index)
     await isolated.kafka.send_event(isolated.topic(topics.INTAKE), referral)
     await eventually(
@@ -68,6 +69,10 @@ async def _stored_referral_held_by(isolated: Isolated, pool: asyncpg.Pool, index
     return referral.subject
 
 
+def _store(pool: asyncpg.Pool) -> PostgresReleaseStore:
+    return PostgresReleaseStore(pool, IdentityCipher(TEST_MASTER_KEY, "k1"))
+
+
 async def _audit(pool: asyncpg.Pool, referral_id: str) -> list[str]:
     rows = await pool.fetch(
         "SELECT outcome FROM identity_releases WHERE referral_id = $1 ORDER BY id", referral_id
@@ -78,9 +83,8 @@ async def _audit(pool: asyncpg.Pool, referral_id: str) -> list[str]:
 async def test_the_holder_gets_the_identity_read_and_audited_once(
     isolated: Isolated, schema_pool: asyncpg.Pool
 ) -> None:
-    await isolated.start_all("referral-intake")
     referral_id = await _stored_referral_held_by(isolated, schema_pool, 1)
-    store = PostgresReleaseStore(schema_pool, IdentityCipher(TEST_MASTER_KEY, "k1"))
+    store = _store(schema_pool)
 
     answer = await release_identity(ReleaseRequest(referral_id, CENTRE), store)
     assert answer.outcome is Release.GRANTED
@@ -96,9 +100,8 @@ async def test_the_holder_gets_the_identity_read_and_audited_once(
 async def test_a_grant_waits_for_a_committing_cancellation_and_is_then_refused(
     isolated: Isolated, schema_pool: asyncpg.Pool
 ) -> None:
-    await isolated.start_all("referral-intake")
     referral_id = await _stored_referral_held_by(isolated, schema_pool, 2)
-    store = PostgresReleaseStore(schema_pool, IdentityCipher(TEST_MASTER_KEY, "k1"))
+    store = _store(schema_pool)
     view = await store.release_view(referral_id, ROUTED_CONSUMER, None)
     assert view.state is not None
     assert not view.state.cancelled  # read while still open

@@ -13,7 +13,7 @@ import datetime
 import ipaddress
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from notifications.adapters.smtp_client import (
     dot_stuffed,
     parse_replies,
 )
+from notifications.domain.delivery import AttemptResult, DeliveryJob
 from tests.support.waiting import eventually
 from tests.unit.test_notifications_throughput import SENDER, _mail
 
@@ -99,6 +100,14 @@ def _sender(port: int, **options: Any) -> EmailSender:
     return EmailSender("127.0.0.1", port, SENDER, "d.invalid", 5.0, local_hostname="w", **options)
 
 
+async def _sent(sender: EmailSender, *jobs: DeliveryJob) -> list[AttemptResult]:
+    """Send ``jobs`` one after the other, then close the sender (QUIT on its sessions)."""
+    try:
+        return [await sender.send(job) for job in jobs]
+    finally:
+        await sender.aclose()
+
+
 def _envelope(target: str = TARGET) -> bytes:
     return f"MAIL FROM:<{ENVELOPE_FROM}>\r\nRCPT TO:<{target}>\r\nDATA\r\n".encode()
 
@@ -107,10 +116,7 @@ async def test_the_envelope_goes_in_one_write_and_the_message_in_the_next(
     sink: RecordingSink,
 ) -> None:
     sender = _sender(sink.port)
-    try:
-        results = [await sender.send(_mail(delivery_id=uuid.uuid4())) for _ in range(2)]
-    finally:
-        await sender.aclose()
+    results = await _sent(sender, _mail(delivery_id=uuid.uuid4()), _mail(delivery_id=uuid.uuid4()))
     assert [r.outcome for r in results] == ["delivered", "delivered"]
     assert len(sink.received) == 2
     # EHLO, then per e-mail: MAIL + RCPT + DATA together, then the message: two round trips.
@@ -198,10 +204,7 @@ class NoPipeliningSink(RecordingSink):
 async def test_a_relay_without_pipelining_gets_one_command_at_a_time() -> None:
     async with _started(NoPipeliningSink()) as sink:
         sender = _sender(sink.port)
-        try:
-            result = await sender.send(_mail(delivery_id=uuid.uuid4()))
-        finally:
-            await sender.aclose()
+        (result,) = await _sent(sender, _mail(delivery_id=uuid.uuid4()))
         assert result.outcome == "delivered"
         assert len(sink.received) == 1
         assert sink.commands() == [
@@ -216,10 +219,8 @@ async def test_a_relay_without_pipelining_gets_one_command_at_a_time() -> None:
 async def test_lines_starting_with_a_dot_arrive_intact(sink: RecordingSink) -> None:
     text = "Bonjour,\n.Point de départ\n..deux points\n.\nFin\n"
     sender = _sender(sink.port)
-    try:
-        assert (await sender.send(_mail(email_text=text))).outcome == "delivered"
-    finally:
-        await sender.aclose()
+    (result,) = await _sent(sender, _mail(email_text=text))
+    assert result.outcome == "delivered"
     (mail,) = sink.received
     assert mail.text().replace("\r\n", "\n") == text
     # And a message the client did not end with a line break still ends where it should.
@@ -307,10 +308,7 @@ async def test_an_address_with_a_line_break_is_refused_before_anything_is_sent(
     sink: RecordingSink,
 ) -> None:
     sender = _sender(sink.port)
-    try:
-        result = await sender.send(_mail(target=f"{TARGET}\r\nRCPT TO:<x@evil.invalid>"))
-    finally:
-        await sender.aclose()
+    (result,) = await _sent(sender, _mail(target=f"{TARGET}\r\nRCPT TO:<x@evil.invalid>"))
     assert (result.outcome, result.error_class) == ("permanent", "bad_address")
     assert sink.reads == []
 
@@ -325,10 +323,7 @@ class HoldingSink(RecordingSink):
 async def test_a_relay_that_hangs_is_a_timeout_and_its_session_is_closed() -> None:
     async with _started(HoldingSink()) as sink:
         sender = EmailSender("127.0.0.1", sink.port, SENDER, "d.invalid", 0.3, local_hostname="w")
-        try:
-            result = await sender.send(_mail())
-        finally:
-            await sender.aclose()
+        (result,) = await _sent(sender, _mail())
         assert (result.outcome, result.error_class) == ("transient", "timeout")
         assert sender._idle == []
         await eventually(lambda: len(sink.sessions), lambda open_: open_ == 0, timeout_s=5.0)
@@ -356,30 +351,13 @@ class ClosingSink(RecordingSink):
     close_next = False
 
 
-async def test_a_421_to_mail_on_a_kept_session_sends_the_email_once_on_a_fresh_one() -> None:
-    async with _started(ClosingSink()) as sink:
-        sender = _sender(sink.port)
-        try:
-            assert (await sender.send(_mail(delivery_id=uuid.uuid4()))).outcome == "delivered"
-            sink.close_next = True
-            again = _mail(delivery_id=uuid.uuid4())
-            result = await sender.send(again)
-        finally:
-            await sender.aclose()
-        assert result.outcome == "delivered"
-        assert [m.message_id for m in sink.received].count(f"<{again.delivery_id}@d.invalid>") == 1
-        assert sink.greetings == 2
-
-
-async def test_a_kept_session_dropped_just_before_a_send_is_replaced_and_the_email_sent_once(
-    sink: RecordingSink,
-) -> None:
+async def _sent_once_after(sink: Any, disrupt: Callable[[], None]) -> None:
+    """One e-mail on a fresh session, ``disrupt`` the kept session, then another: the second is
+    delivered, received once, on a second session."""
     sender = _sender(sink.port)
     try:
         assert (await sender.send(_mail(delivery_id=uuid.uuid4()))).outcome == "delivered"
-        # Dropped with no chance for the client to see it first: the envelope goes out on the
-        # dead session and meets an end of file or a reset instead of the reply to MAIL.
-        sink.drop_sessions()
+        disrupt()
         again = _mail(delivery_id=uuid.uuid4())
         result = await sender.send(again)
     finally:
@@ -389,14 +367,28 @@ async def test_a_kept_session_dropped_just_before_a_send_is_replaced_and_the_ema
     assert sink.greetings == 2
 
 
+async def test_a_421_to_mail_on_a_kept_session_sends_the_email_once_on_a_fresh_one() -> None:
+    async with _started(ClosingSink()) as sink:
+
+        def close_next() -> None:
+            sink.close_next = True
+
+        await _sent_once_after(sink, close_next)
+
+
+async def test_a_kept_session_dropped_just_before_a_send_is_replaced_and_the_email_sent_once(
+    sink: RecordingSink,
+) -> None:
+    # Dropped with no chance for the client to see it first: the envelope goes out on the dead
+    # session and meets an end of file or a reset instead of the reply to MAIL.
+    await _sent_once_after(sink, sink.drop_sessions)
+
+
 async def test_start_tls_asked_of_a_relay_that_does_not_offer_it_sends_nothing(
     sink: RecordingSink,
 ) -> None:
     sender = _sender(sink.port, start_tls=True)
-    try:
-        result = await sender.send(_mail())
-    finally:
-        await sender.aclose()
+    (result,) = await _sent(sender, _mail())
     assert (result.outcome, result.error_class) == ("transient", "protocol")
     assert sink.received == []
     assert not any(read.startswith(b"MAIL") for read in sink.reads)
@@ -528,10 +520,9 @@ async def test_start_tls_then_auth_plain_over_it(tmp_path: Path) -> None:
             password="s3cret",
             tls_context=client_context,
         )
-        try:
-            results = [await sender.send(_mail(delivery_id=uuid.uuid4())) for _ in range(2)]
-        finally:
-            await sender.aclose()
+        results = await _sent(
+            sender, _mail(delivery_id=uuid.uuid4()), _mail(delivery_id=uuid.uuid4())
+        )
         assert [r.outcome for r in results] == ["delivered", "delivered"]
         assert len(sink.received) == 2
         # Logged in once per session, over TLS; in clear only EHLO and STARTTLS.
@@ -543,10 +534,7 @@ async def test_a_relay_certificate_not_trusted_is_a_connect_failure(tmp_path: Pa
     relay_context, _ = _certificate(tmp_path)
     async with _started(AuthSink(relay_context)) as sink:
         sender = _sender(sink.port, start_tls=True, username="relay-user", password="s3cret")
-        try:
-            result = await sender.send(_mail())
-        finally:
-            await sender.aclose()
+        (result,) = await _sent(sender, _mail())
         assert (result.outcome, result.error_class) == ("transient", "connect")
         assert sink.logins == []
 
@@ -569,9 +557,6 @@ async def test_auth_plain_without_tls_and_wrong_credentials_refused() -> None:
 async def test_no_auth_mechanism_in_common_sends_nothing() -> None:
     async with _started(AuthSink(None, mechanisms="CRAM-MD5")) as sink:
         sender = _sender(sink.port, username="relay-user", password="s3cret")
-        try:
-            result = await sender.send(_mail())
-        finally:
-            await sender.aclose()
+        (result,) = await _sent(sender, _mail())
         assert (result.outcome, result.error_class) == ("transient", "protocol")
         assert sink.received == []
