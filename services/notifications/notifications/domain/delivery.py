@@ -71,7 +71,7 @@ class IdentityWaitPolicy:
     """How long a delivery held for the identity waits, and when the e-mail fallback goes.
 
     Like the retry schedules of webhook providers: seconds at first, then minutes, then hourly,
-    for up to ``max_wait_s`` counted from the first held try; tenths of a second at first when
+    for up to ``max_wait_s`` counted from the first held try; hundredths of a second at first when
     intake is only a little behind routing (a 409), which resolves in well under a second.
     """
 
@@ -83,10 +83,11 @@ class IdentityWaitPolicy:
     # an extra e-mail with many offers, but well before the centre would miss the offer.
     fallback_after_s: float = 60.0
     # A try held because intake has not read the offer yet (409: it consumes the same routing
-    # events, a little behind) is retried on this base instead: 0.1-0.2 s, 0.2-0.4 s, … The lag
-    # is usually well under a second, and the 5 s base made each such offer's webhook wait
-    # 2.5-5 s (the p99 of submit -> notifications at 20 referrals/s).
-    lag_base_delay_s: float = 0.2
+    # events, a little behind) is retried on this base instead: 25-50 ms, 50-100 ms, … The lag
+    # is usually tens of milliseconds: the 5 s base made each such offer's webhook wait 2.5-5 s,
+    # and a 0.2 s base still put these offers (0.4 % at 20 referrals/s) at 130-200 ms, the p99
+    # of submit -> notifications.
+    lag_base_delay_s: float = 0.05
 
     def delay_s(
         self, waits_done: int, rng: random.Random | None = None, *, lagging: bool = False
