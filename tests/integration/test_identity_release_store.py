@@ -14,7 +14,7 @@ from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from referral_intake.adapters.identity_cipher import IdentityCipher
 from referral_intake.adapters.postgres import PostgresReleaseStore
-from referral_intake.domain.identity_release import Release
+from referral_intake.domain.identity_release import Release, decide_release
 from referral_intake.use_cases.identity_release import (
     ROUTED_CONSUMER,
     ReleaseRequest,
@@ -97,33 +97,59 @@ async def test_the_holder_gets_the_identity_read_and_audited_once(
     assert (await store.release_view("ref-nobody-0001", ROUTED_CONSUMER, None)).state is None
 
 
-async def test_a_grant_waits_for_a_committing_cancellation_and_is_then_refused(
-    isolated: Isolated, schema_pool: asyncpg.Pool
-) -> None:
-    referral_id = await _stored_referral_held_by(isolated, schema_pool, 2)
-    store = _store(schema_pool)
+async def _grant_audited_while_committing(
+    pool: asyncpg.Pool, store: PostgresReleaseStore, referral_id: str, change: str, *args: object
+) -> bool:
+    """Read the referral, then audit a grant while ``change`` (SQL) is being committed by
+    another transaction: the audit must wait for it. Whether the grant was recorded."""
     view = await store.release_view(referral_id, ROUTED_CONSUMER, None)
-    assert view.state is not None
-    assert not view.state.cancelled  # read while still open
-
-    async with schema_pool.acquire() as other, other.transaction():
-        # A cancellation in flight holds the referral's row: the grant's audit waits for it.
-        await other.execute(
-            "UPDATE referrals SET status = 'cancelled' WHERE referral_id = $1", referral_id
-        )
-        audit = asyncio.create_task(store.audit_release(referral_id, CENTRE, Release.GRANTED))
+    assert decide_release(view.state, CENTRE, view.offer_seen) is Release.GRANTED
+    async with pool.acquire() as other, other.transaction():
+        await other.execute(change, referral_id, *args)
+        audit = asyncio.create_task(store.audit_release(referral_id, CENTRE, Release.GRANTED, view))
         await eventually(
-            lambda: schema_pool.fetchval(
+            lambda: pool.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE application_name = $1 AND wait_event_type = 'Lock'",
                 APPLICATION,
             ),
             lambda waiting: waiting >= 1,
             timeout_s=10,
-            what="the audit waiting for the cancellation",
+            what="the audit waiting for the other transaction",
         )
         assert not audit.done()
-    assert await audit is False  # the cancellation committed first: nothing granted
+    return await audit
+
+
+async def test_a_grant_waits_for_a_committing_cancellation_and_is_then_refused(
+    isolated: Isolated, schema_pool: asyncpg.Pool
+) -> None:
+    referral_id = await _stored_referral_held_by(isolated, schema_pool, 2)
+    store = _store(schema_pool)
+    cancel = "UPDATE referrals SET status = 'cancelled' WHERE referral_id = $1"
+    # The cancellation committed first: nothing granted.
+    assert await _grant_audited_while_committing(schema_pool, store, referral_id, cancel) is False
     answer = await release_identity(ReleaseRequest(referral_id, CENTRE), store)
     assert (answer.outcome, answer.identity) == (Release.GONE, None)
     assert await _audit(schema_pool, referral_id) == ["gone"]
+
+
+async def test_a_grant_read_before_a_committing_amendment_releases_the_amended_identity(
+    isolated: Isolated, schema_pool: asyncpg.Pool
+) -> None:
+    referral_id = await _stored_referral_held_by(isolated, schema_pool, 3)
+    store = _store(schema_pool)
+    amended = make_referral(3).data.identity.model_copy(update={"phone": "0600000099"})
+    sealed = IdentityCipher(TEST_MASTER_KEY, "k1").seal(referral_id, amended)
+    amend = (
+        "UPDATE identities SET ciphertext = $2, wrapped_key = $3, master_key_id = $4"
+        " WHERE referral_id = $1"
+    )
+    recorded = await _grant_audited_while_committing(
+        schema_pool, store, referral_id, amend, sealed.ciphertext, sealed.wrapped_key, "k1"
+    )
+    assert recorded is False  # the version read is gone: never released
+    answer = await release_identity(ReleaseRequest(referral_id, CENTRE), store)
+    assert answer.outcome is Release.GRANTED
+    assert answer.identity == amended
+    assert await _audit(schema_pool, referral_id) == ["granted"]

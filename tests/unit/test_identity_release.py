@@ -215,7 +215,9 @@ class FakeReleaseStore:
         seen = None if offer_event_id is None else (consumer, offer_event_id) in self.store.claims
         return ReleaseView(seen, self._state(referral_id), object())
 
-    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> bool:
+    async def audit_release(
+        self, referral_id: str, centre_id: str, outcome: Release, view: ReleaseView
+    ) -> bool:
         state = self._state(referral_id)
         if outcome is Release.GRANTED and (state is None or state.cancelled or state.purged):
             return False
@@ -309,3 +311,26 @@ async def test_a_referral_cancelled_during_a_request_is_never_released() -> None
     )
     assert (answer.outcome, answer.identity) == (Release.GONE, None)
     assert [row[2] for row in store.rows("audit")] == ["gone"]
+
+
+class AlwaysChanged(FakeReleaseStore):
+    """Every grant's audit finds the referral changed since its read."""
+
+    async def audit_release(
+        self, referral_id: str, centre_id: str, outcome: Release, view: ReleaseView
+    ) -> bool:
+        return outcome is not Release.GRANTED and await super().audit_release(
+            referral_id, centre_id, outcome, view
+        )
+
+
+async def test_a_referral_changing_at_every_read_is_an_error_never_a_release() -> None:
+    store = FakeStore()
+    store.tables["referrals_by_id"] = [{REF: "open"}]
+    offer = routed("ARA-LYON")
+    assert await track_holder(offer, lambda: FakeIntake(store))
+    with pytest.raises(RuntimeError, match="changed"):
+        await release_identity(
+            ReleaseRequest(REF, "ARA-LYON", offer.event_id), AlwaysChanged(store)
+        )
+    assert store.rows("audit") == []

@@ -230,7 +230,9 @@ class PostgresHoldersUnitOfWork(PostgresUnitOfWork):
 
 # What a release request needs, read in one statement, so in one snapshot: whether intake has
 # handled the offer event the request names (NULL when it names none), the referral's state and
-# holders, and its sealed identity (opened only for a granted release).
+# holders, and its sealed identity (opened only for a granted release). It must stay one
+# statement: read apart, a batch handling the offer could commit between the handled flag and
+# the holder, and the rightful centre would be refused for good (the race fixed in 00dd5f8).
 _RELEASE_VIEW = """
 SELECT CASE WHEN $2::uuid IS NULL THEN NULL ELSE EXISTS (
            SELECT 1 FROM processed_events WHERE consumer = $3 AND event_id = $2) END AS seen,
@@ -243,16 +245,19 @@ LEFT JOIN identity_housing_holders hh ON hh.referral_id = r.referral_id
 LEFT JOIN identities i ON i.referral_id = r.referral_id
 """
 
-# The audit row of an answer. A grant is recorded only if the referral is still open, with its
-# row locked until this statement commits: a cancellation or purge either waits for the grant,
-# or has committed and the grant is not recorded (the caller reads again and answers 'gone').
-# So an identity is never released past a committed cancellation.
+# The audit row of an answer. A grant is recorded only if the referral is still open and its
+# identity is still the one read ($4, the ciphertext: an amendment seals the new identity
+# afresh), with both rows locked until this statement commits: a cancellation, purge or
+# amendment either waits for the grant, or has committed and the grant is not recorded (the
+# caller reads again: 'gone', or the amended identity). So an identity is never released past a
+# committed cancellation, and never in a version an amendment has replaced.
 _AUDIT_RELEASE = """
 INSERT INTO identity_releases (referral_id, centre_id, outcome)
 SELECT $1, $2, $3
 WHERE $3 <> 'granted' OR EXISTS (
-    SELECT 1 FROM referrals
-    WHERE referral_id = $1 AND status <> 'cancelled' AND purged_at IS NULL
+    SELECT 1 FROM referrals r JOIN identities i ON i.referral_id = r.referral_id
+    WHERE r.referral_id = $1 AND r.status <> 'cancelled' AND r.purged_at IS NULL
+      AND i.ciphertext = $4
     FOR SHARE)
 RETURNING true
 """
@@ -293,6 +298,11 @@ class PostgresReleaseStore:
             raise LookupError("the referral has no readable identity")
         return self._cipher.open(referral_id, sealed)
 
-    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> bool:
-        recorded = await self._pool.fetchval(_AUDIT_RELEASE, referral_id, centre_id, str(outcome))
+    async def audit_release(
+        self, referral_id: str, centre_id: str, outcome: Release, view: ReleaseView
+    ) -> bool:
+        read = view.sealed.ciphertext if isinstance(view.sealed, SealedIdentity) else None
+        recorded = await self._pool.fetchval(
+            _AUDIT_RELEASE, referral_id, centre_id, str(outcome), read
+        )
         return bool(recorded)

@@ -50,9 +50,11 @@ class ReleaseStore(Protocol):
         self, referral_id: str, consumer: str, offer_event_id: UUID | None
     ) -> ReleaseView: ...
 
-    async def audit_release(self, referral_id: str, centre_id: str, outcome: Release) -> bool:
+    async def audit_release(
+        self, referral_id: str, centre_id: str, outcome: Release, view: ReleaseView
+    ) -> bool:
         """Record the answer; False (nothing recorded) for a grant on a referral that was
-        cancelled or purged since it was read."""
+        cancelled, purged or amended since ``view`` was read."""
         ...
 
     def open_identity(self, referral_id: str, sealed: object) -> Identity: ...
@@ -86,8 +88,14 @@ class ReleaseAnswer:
     identity: Identity | None = None
 
 
+# A grant refused by the audit means the referral changed since it was read; reading again
+# settles it (cancelled: 'gone'; amended: the new identity). A referral that keeps changing
+# this fast is a fault, answered 500 rather than looped on.
+MAX_READS = 5
+
+
 async def release_identity(request: ReleaseRequest, store: ReleaseStore) -> ReleaseAnswer:
-    while True:
+    for _ in range(MAX_READS):
         # Whether the offer was handled and who holds the referral are read together, in one
         # snapshot: read apart, the batch that handles the offer could commit in between, and
         # the rightful centre would read as not the holder and be refused for good (403).
@@ -96,12 +104,12 @@ async def release_identity(request: ReleaseRequest, store: ReleaseStore) -> Rele
         )
         outcome = decide_release(view.state, request.centre_id, view.offer_seen)
         # Audited before the identity is opened: a failure to audit releases nothing. A grant
-        # the audit refuses (closed meanwhile) is decided again on a fresh read.
-        if await store.audit_release(request.referral_id, request.centre_id, outcome):
-            break
-    identity = (
-        store.open_identity(request.referral_id, view.sealed)
-        if outcome is Release.GRANTED
-        else None
-    )
-    return ReleaseAnswer(outcome, identity)
+        # the audit refuses (the referral changed meanwhile) is decided again on a fresh read.
+        if await store.audit_release(request.referral_id, request.centre_id, outcome, view):
+            identity = (
+                store.open_identity(request.referral_id, view.sealed)
+                if outcome is Release.GRANTED
+                else None
+            )
+            return ReleaseAnswer(outcome, identity)
+    raise RuntimeError(f"the referral changed at each of {MAX_READS} reads")
