@@ -342,6 +342,9 @@ def test_http_status_classification(status: int, outcome: str) -> None:
 def test_smtp_4xx_is_retried_and_5xx_is_not() -> None:
     assert smtp_result(451, 3).outcome == "transient"
     assert smtp_result(550, 3).outcome == "permanent"
+    # A refused session (greeting, EHLO, STARTTLS, AUTH) is never the message's fault.
+    assert smtp_result(535, 3, about_message=False).outcome == "transient"
+    assert smtp_result(554, 3, about_message=False).error_class == "smtp_554"
 
 
 def test_retries_back_off_exponentially_with_jitter_then_give_up() -> None:

@@ -158,6 +158,11 @@ def build_message(job: DeliveryJob, sender: str, domain: str) -> EmailMessage:
     return parsed
 
 
+# The commands whose refusal is about the message; any other (greeting, EHLO, STARTTLS, AUTH)
+# refuses the session.
+_MESSAGE_COMMANDS = frozenset({"MAIL", "RCPT", "DATA", "message"})
+
+
 class _Session:
     __slots__ = ("expiry", "sent", "smtp")
 
@@ -213,7 +218,8 @@ class EmailSender:
             try:
                 await self._hand_over(envelope_from, job.target, raw)
             except SmtpRefused as error:
-                return smtp_result(error.code, _ms(started))
+                about_message = error.command in _MESSAGE_COMMANDS
+                return smtp_result(error.code, _ms(started), about_message=about_message)
             except TimeoutError:
                 return AttemptResult("transient", _ms(started), "timeout")
             except OSError:  # refused, reset or closed connection, TLS failure

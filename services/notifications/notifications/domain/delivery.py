@@ -49,8 +49,13 @@ def http_result(status: int, latency_ms: int) -> AttemptResult:
     )
 
 
-def smtp_result(code: int, latency_ms: int) -> AttemptResult:
-    outcome: Outcome = "transient" if 400 <= code < 500 else "permanent"
+def smtp_result(code: int, latency_ms: int, *, about_message: bool = True) -> AttemptResult:
+    """A refusal: 4xx is transient, 5xx permanent when it is about the message (its sender,
+    recipient or content). A refused session (greeting, EHLO, STARTTLS, AUTH: say a rotated
+    password or our address refused by the relay) is transient whatever its code: nothing is
+    wrong with the message, and it goes once the relay or the settings are fixed."""
+    permanent = about_message and not 400 <= code < 500
+    outcome: Outcome = "permanent" if permanent else "transient"
     return AttemptResult(outcome, latency_ms, f"smtp_{code}", smtp_code=code)
 
 
