@@ -329,6 +329,31 @@ async def test_a_relay_that_hangs_is_a_timeout_and_its_session_is_closed() -> No
         await eventually(lambda: len(sink.sessions), lambda open_: open_ == 0, timeout_s=5.0)
 
 
+class ChattySink(RecordingSink):
+    """Answers the end of the first message with one reply too many."""
+
+    def accept(self, mail: ReceivedMail) -> str:
+        reply = str(super().accept(mail))
+        return f"{reply}\r\n250 2.0.0 and one more" if len(self.received) == 1 else reply
+
+
+async def test_a_reply_nobody_asked_for_is_never_paired_with_the_next_command() -> None:
+    async with _started(ChattySink()) as sink:
+        sender = _sender(sink.port)
+        first, second, third = (_mail(delivery_id=uuid.uuid4()) for _ in range(3))
+        results = await _sent(sender, first, second, third)
+        # The second e-mail finds the stray reply queued: not sent on that session (which is
+        # dropped), a transient failure retried later; the third goes on a fresh session.
+        assert [(r.outcome, r.error_class) for r in results] == [
+            ("delivered", None),
+            ("transient", "protocol"),
+            ("delivered", None),
+        ]
+        ids = [m.message_id for m in sink.received]
+        assert ids == [f"<{first.delivery_id}@d.invalid>", f"<{third.delivery_id}@d.invalid>"]
+        assert sink.greetings == 2
+
+
 class ClosingSession(RecordingSession):
     """Answers MAIL with 421 and hangs up when the sink says so (a relay's idle timeout)."""
 

@@ -276,6 +276,11 @@ class SmtpClient:
     def _write(self, data: bytes, command: str) -> None:
         if self._writer.is_closing():
             raise SmtpDisconnected(command)
+        if self._pending or self._buffer:
+            # A reply nobody asked for (a relay out of step): the next command would be paired
+            # with it, even a stale 250 with the end of a message. The session is not reused.
+            self.close()
+            raise SmtpProtocolError(f"unexpected reply before {command}")
         self._writer.write(data)
 
     async def _exchange(self, data: bytes, command: str) -> SmtpReply:
