@@ -159,6 +159,13 @@ SELECT delivery_id, attempt, 'started', 0 FROM renewed
 RETURNING delivery_id, id
 """
 
+# The plan shapes the delivery worker's own connection allows: key lookups and ordered index
+# walks only, right at any table size (why: DeliveryWorker._take_presence).
+WORKER_PLANNER_SETTINGS = (
+    "SET enable_seqscan = off; SET enable_bitmapscan = off;"
+    " SET enable_hashjoin = off; SET enable_mergejoin = off"
+)
+
 # Every delivery worker holds a session-level advisory lock (PRESENCE_LOCK_CLASS, its key) for as
 # long as it runs: PostgreSQL releases it when the worker's connection goes, kill -9 included, so
 # a worker that can take the lock of a lease holder knows that holder is dead. Two int4 keys: a

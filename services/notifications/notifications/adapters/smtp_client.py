@@ -100,7 +100,7 @@ def _path(address: str) -> str:
 
 
 class SmtpClient:
-    """One SMTP session. Every exchange (a write and the replies it needs) has ``timeout_s``."""
+    """One SMTP session. Each reply awaited (and the TLS handshake) has ``timeout_s``."""
 
     def __init__(
         self,

@@ -24,7 +24,12 @@ from aiguillage_common.consumer import where
 from aiguillage_common.failures import is_transient
 from aiguillage_common.logging import get_logger
 from aiguillage_common.outbox import listener_alive
-from notifications.adapters.postgres import PRESENCE_LOCK_CLASS, WorkerConnection, presence_key
+from notifications.adapters.postgres import (
+    PRESENCE_LOCK_CLASS,
+    WORKER_PLANNER_SETTINGS,
+    WorkerConnection,
+    presence_key,
+)
 from notifications.domain.messages import Planner
 from notifications.use_cases.deliver import Deliverer
 
@@ -89,10 +94,7 @@ class DeliveryWorker:
             # rows up by key or walks an index in order up to a limit, which is the right plan
             # at any size: the other plan shapes are switched off for this connection, so the
             # cached generic plans stay right and nothing is planned again per round.
-            await listener.execute(
-                "SET enable_seqscan = off; SET enable_bitmapscan = off;"
-                " SET enable_hashjoin = off; SET enable_mergejoin = off"
-            )
+            await listener.execute(WORKER_PLANNER_SETTINGS)
         except BaseException:
             await self._pool.release(listener)
             raise
