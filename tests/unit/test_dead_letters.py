@@ -392,8 +392,9 @@ class FakeClaim:
         reason: str | None = None,
         replayed_to: str | None = None,
         signed: bool | None = None,
+        at: datetime | None = None,
     ) -> Action:
-        at = NOW + timedelta(seconds=len(self.store.actions))
+        at = at or NOW + timedelta(seconds=len(self.store.actions))
         action = Action(self.uid, kind, operator, at, reason, replayed_to, signed)
         self.store.actions.append(action)
         return action
@@ -425,6 +426,35 @@ async def test_replay_publishes_once_records_it_and_skips_the_second_time() -> N
     assert len(kafka.published) == 1
     assert await run(again=True) == "replayed"
     assert len(kafka.published) == len(store.actions) == 2
+
+
+async def test_a_replay_is_dated_when_published_before_what_it_causes() -> None:
+    # What the replayed record causes (intake's admission) is recorded once it is published:
+    # the replay is dated by the clock read before publishing, so a timeline reads in order.
+    dead_letter = _read(_rejection())
+    kafka = FakeKafka([dead_letter], {Coordinates("referrals.intake", 3, 41): _source()})
+    store = FakeStore()
+    ticks = iter(NOW + timedelta(seconds=n) for n in range(100))
+    read_at_publish: list[int] = []
+    publish = kafka.publish
+
+    async def publishing(plan: ReplayPlan) -> Coordinates:
+        read_at_publish.append(len(store.actions))
+        return await publish(plan)
+
+    kafka.publish = publishing  # type: ignore[method-assign]
+    await replay(
+        kafka,
+        store,
+        Selection(dead_letter.short_id),
+        operator="alice",
+        secret=SECRET,
+        clock=lambda: next(ticks),
+    )
+    (action,) = store.actions
+    assert read_at_publish == [0]  # published before it was recorded
+    # The plan read the clock first (its signature), then the replay right before publishing.
+    assert action.at == NOW + timedelta(seconds=1)
 
 
 async def test_bulk_replay_of_a_reason_leaves_other_reasons_alone() -> None:

@@ -77,7 +77,10 @@ class Claim(Protocol):
         reason: str | None = None,
         replayed_to: str | None = None,
         signed: bool | None = None,
-    ) -> Action: ...
+        at: datetime | None = None,
+    ) -> Action:
+        """Record ``kind`` by ``operator``, done ``at`` (default: now)."""
+        ...
 
 
 class ActionStore(Protocol):
@@ -254,9 +257,17 @@ async def _replay_one(
         return ReplayOutcome(
             dead_letter, "planned", f"would publish to {plan.topic}:{plan.partition}"
         )
+    # The replay's time is when it is published, taken before: what the replayed record causes
+    # (an admission, a decision) is recorded after it, and a timeline must read in that order.
+    published_at = clock()
     copy = await kafka.publish(plan)
     await claim.record(
-        dead_letter.topic, "replayed", operator, replayed_to=str(copy), signed=plan.signed
+        dead_letter.topic,
+        "replayed",
+        operator,
+        replayed_to=str(copy),
+        signed=plan.signed,
+        at=published_at,
     )
     return ReplayOutcome(dead_letter, "replayed", f"copy at {copy}", copy, plan.signed)
 

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -111,11 +112,13 @@ class _Claim:
         reason: str | None = None,
         replayed_to: str | None = None,
         signed: bool | None = None,
+        at: datetime | None = None,
     ) -> Action:
         row = await self._connection.fetchrow(
             f"INSERT INTO {self._table} "  # noqa: S608
-            "(dead_letter_id, dead_letter_topic, action, operator, reason, replayed_to, signed) "
-            f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}",
+            "(dead_letter_id, dead_letter_topic, action, operator, reason, replayed_to, signed,"
+            " acted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, clock_timestamp()))"
+            f" RETURNING {_COLUMNS}",
             self._uid,
             topic,
             kind,
@@ -123,5 +126,6 @@ class _Claim:
             reason,
             replayed_to,
             signed,
+            at,
         )
         return _action(row)
