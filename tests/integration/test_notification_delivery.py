@@ -428,6 +428,18 @@ async def test_killed_mid_email_resends_that_email_once_at_restart_and_nothing_e
             LYON_MAIL,
         )
         assert in_flight is not None  # recorded as started before it was sent
+        # The other deliveries go on in other lanes meanwhile: killed while one of them is in
+        # flight too, that one would be repeated as well (up to DELIVERY_EMAIL_CONCURRENCY
+        # e-mails may be). Only the held e-mail is in flight at the kill.
+        await eventually(
+            lambda: deliveries(isolated, referral_id),
+            lambda rows: (
+                len(rows) == 4
+                and all(r["state"] == "delivered" for r in rows if r["delivery_id"] != in_flight)
+            ),
+            timeout_s=60,
+            what="every other delivery done while the e-mail is held",
+        )
 
         service.kill()
         smtp.release.set()
