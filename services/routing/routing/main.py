@@ -28,15 +28,7 @@ from aiguillage_schemas.events.referral_lifecycle import (
     ReferralCancelled,
 )
 from aiguillage_schemas.events.routing_decisions import (
-    HousingOffered,
-    HousingUpdated,
-    PathReported,
-    ReferralEscalated,
-    ReferralPlaced,
-    ReferralRouted,
-    ReferralUnroutable,
-    ReferralWaitlisted,
-    ReferralWithdrawn,
+    RoutingDecisionEvent,
 )
 from routing.adapters.kafka import (
     CentreResponsesHandler,
@@ -148,15 +140,7 @@ def create_app(
             )
         broker.publisher(
             decisions_topic,
-            schema=ReferralRouted
-            | ReferralUnroutable
-            | ReferralWaitlisted
-            | ReferralEscalated
-            | ReferralPlaced
-            | ReferralWithdrawn
-            | PathReported
-            | HousingOffered
-            | HousingUpdated,
+            schema=RoutingDecisionEvent,
             description="Routing decisions and path events, via the outbox (a split referral's "
             "housing leg: referral.housing_offered, referral.housing_updated).",
         )
