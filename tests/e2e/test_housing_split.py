@@ -17,7 +17,7 @@ from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from aiguillage_schemas.vocabulary import ServiceCode
 from tests.conftest import Isolated, wait_started
-from tests.e2e.test_identity_release import SERVICE_SECRET, ask, bound_port
+from tests.e2e.test_identity_release import SERVICE_SECRET, ask, start_with_identity_api
 from tests.e2e.test_timeline import aiguillage
 from tests.integration.test_notification_delivery import notifications_env
 from tests.support.routing_events import answer, path_report
@@ -31,18 +31,7 @@ RENNES_CASE = 4  # tribunal-rennes, a resident of Rennes (35238)
 async def test_care_goes_to_the_local_centre_and_housing_to_the_platform_each_answered(
     isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink
 ) -> None:
-    intake = isolated.service(
-        "referral-intake",
-        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
-        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=SERVICE_SECRET,
-    )
-    routing = isolated.service("routing")
-    intake.start()
-    routing.start()
-    await wait_started(intake, routing)
-    port = await eventually(
-        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API port"
-    )
+    *_, port = await start_with_identity_api(isolated)  # both stopped by the fixture
     url = f"http://127.0.0.1:{port}/internal/v1/identity-releases"
     notifications = isolated.service(
         "notifications",

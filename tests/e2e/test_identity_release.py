@@ -35,6 +35,27 @@ def bound_port(intake: ServiceProcess) -> int | None:
     return None
 
 
+async def start_with_identity_api(
+    isolated: Isolated, intake_env: dict[str, str] | None = None, **routing_env: str
+) -> tuple[ServiceProcess, ServiceProcess, int]:
+    """Intake (its identity API on an OS-chosen port) and routing, started; and that port."""
+    intake = isolated.service(
+        "referral-intake",
+        **(intake_env or {}),
+        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
+        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=SERVICE_SECRET,
+    )
+    routing = isolated.service("routing", **routing_env)
+    intake.start()
+    routing.start()
+    await wait_started(intake, routing)
+    port = await eventually(
+        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API port"
+    )
+    assert port is not None
+    return intake, routing, port
+
+
 async def ask(
     url: str, referral_id: str, centre_id: str, secret: str | None = SERVICE_SECRET
 ) -> httpx.Response:
@@ -55,18 +76,10 @@ async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
         "first_name": f"Releasefirst{token}",
         "phone": f"06{int(token, 16) % 10**8:08d}",
     }
-    intake = isolated.service(
-        "referral-intake",
-        AIGUILLAGE_INTAKE_LOG_LEVEL="DEBUG",
-        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
-        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=SERVICE_SECRET,
-    )
-    routing = isolated.service("routing", AIGUILLAGE_ROUTING_LOG_LEVEL="DEBUG")
-    intake.start()
-    routing.start()
-    await wait_started(intake, routing)
-    port = await eventually(
-        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API port"
+    intake, routing, port = await start_with_identity_api(
+        isolated,
+        {"AIGUILLAGE_INTAKE_LOG_LEVEL": "DEBUG"},
+        AIGUILLAGE_ROUTING_LOG_LEVEL="DEBUG",
     )
     url = f"http://127.0.0.1:{port}{PATH}"
     notifications = isolated.service(

@@ -25,7 +25,7 @@ from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from routing.adapters.postgres import count_stale_sites
 from tests.conftest import Isolated, wait_started
-from tests.e2e.test_identity_release import SERVICE_SECRET, bound_port
+from tests.e2e.test_identity_release import SERVICE_SECRET, start_with_identity_api
 from tests.integration.test_notification_delivery import deliveries, notifications_env
 from tests.support.services import ServiceProcess
 from tests.support.waiting import eventually
@@ -79,18 +79,7 @@ async def test_each_service_s_metrics_count_the_batch_it_handled(
     smtp: SmtpSink,
     sizes: Callable[[topics.Topic], Any],
 ) -> None:
-    intake = isolated.service(
-        "referral-intake",
-        AIGUILLAGE_INTAKE_IDENTITY_API_PORT="0",
-        AIGUILLAGE_INTAKE_IDENTITY_API_SECRET=SERVICE_SECRET,
-    )
-    routing = isolated.service("routing")
-    intake.start()
-    routing.start()
-    await wait_started(intake, routing)
-    port = await eventually(
-        lambda: bound_port(intake), lambda p: p is not None, 30, what="identity API"
-    )
+    intake, routing, port = await start_with_identity_api(isolated)
     notifications = isolated.service(
         "notifications",
         **notifications_env(hooks, smtp),
