@@ -118,15 +118,10 @@ async def _answer_housing(
     is housed (the care leg goes on as it is); declined, the place is given back and a human is
     told (``escalated``) while the care goes on."""
     data = event.data
-    platform = await uow.site_ref(data.site_id)
-    if ref.housing_status != "offered" or platform is None or platform.centre_id != data.centre_id:
-        raise InvalidMessage(
-            Problem(
-                RejectionReason.NOT_OFFERED_TO_SENDER,
-                "this referral's housing is not offered at this centre's site",
-                "data.site_id",
-            )
-        )
+    platform = await _housing_site(
+        uow, ref, data.site_id, data.centre_id, "offered",
+        "this referral's housing is not offered at this centre's site",
+    )  # fmt: skip
     if data.answer == "accepted":
         new = dataclasses.replace(ref, housing_status="placed", housing_answer_by=None)
         await uow.save_referral(new)
@@ -224,15 +219,10 @@ async def _report_housing(
     ``ended``: the care leg and its holder are untouched); any other report is relayed as a
     path report naming the platform's site."""
     data = event.data
-    platform = await uow.site_ref(data.site_id)
-    if ref.housing_status != "placed" or platform is None or platform.centre_id != data.centre_id:
-        raise InvalidMessage(
-            Problem(
-                RejectionReason.NOT_OFFERED_TO_SENDER,
-                "this referral is not housed at this centre's site",
-                "data.site_id",
-            )
-        )
+    platform = await _housing_site(
+        uow, ref, data.site_id, data.centre_id, "placed",
+        "this referral is not housed at this centre's site",
+    )  # fmt: skip
     if data.report in RELEASING_REPORTS:
         new, freed = await end_housing(
             uow,
@@ -246,3 +236,21 @@ async def _report_housing(
         return new
     await uow.emit(ctx.decisions_topic, _path_reported(ref, event, "housing-path", platform))
     return ref
+
+
+async def _housing_site(
+    uow: RoutingUnitOfWork,
+    ref: ReferralState,
+    site_id: str,
+    centre_id: str,
+    status: str,
+    refusal: str,
+) -> SiteRef:
+    """The platform site a housing answer or report names, if the referral's housing leg is in
+    ``status`` there and the sender is that site's centre; else the message is refused."""
+    platform = await uow.site_ref(site_id)
+    if ref.housing_status != status or platform is None or platform.centre_id != centre_id:
+        raise InvalidMessage(
+            Problem(RejectionReason.NOT_OFFERED_TO_SENDER, refusal, "data.site_id")
+        )
+    return platform
