@@ -103,6 +103,12 @@ class IndicatorQueries:
         return [(row["week"], row["reason"] or "other", int(row["n"])) for row in rows]
 
 
+def _chosen(request: Request) -> tuple[ind.Kpi, int]:
+    """The indicator and period the page or export asks for (defaults when absent or unknown)."""
+    kpi = ind.KPIS[ind.parse_kpi(request.query_params.get("kpi"))]
+    return kpi, ind.parse_period(request.query_params.get("periode"))
+
+
 @dataclass(frozen=True)
 class IndicatorPages:
     queries: IndicatorQueries
@@ -115,8 +121,7 @@ class IndicatorPages:
             session = await kit.authed(request, may_operate)
             if not isinstance(session, Session):
                 return session
-            kpi = ind.KPIS[ind.parse_kpi(request.query_params.get("kpi"))]
-            period = ind.parse_period(request.query_params.get("periode"))
+            kpi, period = _chosen(request)
             context = await self._context(kpi, period)
             return kit.render(request, "console_indicators.html", context, session)
 
@@ -125,8 +130,7 @@ class IndicatorPages:
             session = await kit.authed(request, may_operate)
             if not isinstance(session, Session):
                 return session
-            kpi = ind.KPIS[ind.parse_kpi(request.query_params.get("kpi"))]
-            period = ind.parse_period(request.query_params.get("periode"))
+            kpi, period = _chosen(request)
             now = self.clock()
             cells = await self.queries.cells(kpi.code, ind.period_start(period, now))
             out = io.StringIO()
