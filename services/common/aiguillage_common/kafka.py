@@ -39,6 +39,9 @@ def event_headers(event: Envelope) -> dict[str, str]:
     }
 
 
+MAX_BATCH_BYTES = 512 * 1024
+
+
 class KafkaProducerAdapter:
     """An idempotent, acks=all producer: a sent record is on every in-sync replica."""
 
@@ -56,6 +59,11 @@ class KafkaProducerAdapter:
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
+            # aiokafka sends one batch per partition per request and makes send() wait while a
+            # partition's batch is full: at the 16 KiB default a relay batch of a few hundred
+            # records on one topic went out as a dozen sequential round trips. Under the broker's
+            # 1 MiB message.max.bytes.
+            max_batch_size=MAX_BATCH_BYTES,
             request_timeout_ms=int(self._timeout_s * 1000),
         )
         try:
