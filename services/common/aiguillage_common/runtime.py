@@ -37,6 +37,7 @@ from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.logging import configure_logging, get_logger
 from aiguillage_common.metrics import LagProbe, ServiceMetrics, outbox_probe, render_idle
 from aiguillage_common.outbox import OutboxRelay, RecordSigner
+from aiguillage_common.pool import create_pool
 from aiguillage_common.settings import ServiceSettings
 from aiguillage_common.unit_of_work import shared_transaction
 
@@ -136,7 +137,7 @@ class ServiceApp(FastStream):
 
 
 async def open_pool(settings: ServiceSettings, application: str) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+    return await create_pool(
         settings.database_url,
         min_size=1,
         max_size=settings.db_pool_max_size,
@@ -144,8 +145,6 @@ async def open_pool(settings: ServiceSettings, application: str) -> asyncpg.Pool
         timeout=settings.db_command_timeout_s,
         server_settings={"search_path": settings.db_schema, "application_name": application},
     )
-    assert pool is not None
-    return pool
 
 
 async def until_available(

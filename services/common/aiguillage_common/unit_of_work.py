@@ -35,6 +35,7 @@ import asyncpg
 
 from aiguillage_common.codec import encode_event
 from aiguillage_common.kafka import event_headers
+from aiguillage_common.pool import mark_transaction_scoped, transaction_scoped
 from aiguillage_schemas.envelope import Envelope
 
 
@@ -185,7 +186,7 @@ async def shared_transaction(pool: asyncpg.Pool) -> AsyncIterator[SharedTransact
     """One transaction that the units of work opened inside it join (see the module doc).
     Its deferred writes are written when the block ends, then it commits; rolled back when an
     exception leaves it (``DuplicateClaims`` included)."""
-    async with pool.acquire() as connection, connection.transaction():
+    async with transaction_scoped(pool) as connection, connection.transaction():
         shared = SharedTransaction(connection)
         token = _shared.set(shared)
         try:
@@ -221,6 +222,7 @@ class PostgresUnitOfWork:
             self._joined = True
             return self
         self._connection = await self._pool.acquire()
+        mark_transaction_scoped(self._connection)
         self._transaction = self._connection.transaction()
         await self._transaction.start()
         return self

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from aiguillage_common.pool import transaction_scoped
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
@@ -274,7 +275,8 @@ class PostgresReleaseStore:
     async def release_view(
         self, referral_id: str, consumer: str, offer_event_id: UUID | None
     ) -> ReleaseView:
-        row = await self._pool.fetchrow(_RELEASE_VIEW, referral_id, offer_event_id, consumer)
+        async with transaction_scoped(self._pool) as connection:
+            row = await connection.fetchrow(_RELEASE_VIEW, referral_id, offer_event_id, consumer)
         assert row is not None  # one row, whether the referral exists or not
         state = (
             ReferralState(
@@ -302,7 +304,8 @@ class PostgresReleaseStore:
         self, referral_id: str, centre_id: str, outcome: Release, view: ReleaseView
     ) -> bool:
         read = view.sealed.ciphertext if isinstance(view.sealed, SealedIdentity) else None
-        recorded = await self._pool.fetchval(
-            _AUDIT_RELEASE, referral_id, centre_id, str(outcome), read
-        )
+        async with transaction_scoped(self._pool) as connection:
+            recorded = await connection.fetchval(
+                _AUDIT_RELEASE, referral_id, centre_id, str(outcome), read
+            )
         return bool(recorded)
