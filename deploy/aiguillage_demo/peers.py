@@ -55,14 +55,16 @@ class SmtpSink:
     """Accepts mail; ``refuse_next`` recipients get ``refuse_with`` (e.g. a 451) first.
 
     A small SMTP server (RFC 5321: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) that offers
-    PIPELINING (RFC 2920), as relays do: commands arriving together are answered in order. It
+    PIPELINING (RFC 2920), as relays do: commands arriving together are answered in order; and
+    CHUNKING (RFC 3030: BDAT) unless ``chunking`` is False, as Postfix does since 3.4. It
     replaces aiosmtpd, whose address parsing through the ``email`` package cost more CPU per
     message than the notifications service spent sending it, on the same two cores in the
     end-to-end benchmark. Stopping it drops the open sessions too: a stopped relay is down for
     everyone, not only for new connections.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, chunking: bool = True) -> None:
+        self.chunking = chunking
         self.received: list[ReceivedMail] = []
         self.refuse_next = 0
         self.refuse_with = "451 4.3.2 Service temporairement indisponible"
@@ -124,6 +126,12 @@ class SmtpSession(asyncio.Protocol):
         self._mail_from: str | None = None
         self._rcpt_tos: list[str] = []
         self._waiting: asyncio.Future[str] | None = None  # the sink's answer to the last DATA
+        # BDAT (RFC 3030): the bytes still to read of the chunk being received, the message's
+        # chunks so far, whether it is the last one, and the refusal owed once it is read.
+        self._chunk_left: int | None = None
+        self._chunks: list[bytes] = []
+        self._chunk_last = False
+        self._chunk_refusal: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -151,6 +159,12 @@ class SmtpSession(asyncio.Protocol):
         """Answer the complete lines buffered, in order, until one must wait for the sink."""
         replies: list[str] = []
         while self._waiting is None:
+            if self._chunk_left is not None:
+                chunk_reply = self._chunk_bytes()
+                if chunk_reply is None:
+                    break  # the rest of the chunk is still on its way
+                self._answer(chunk_reply, replies)
+                continue
             end = self._buffer.find(b"\n")
             if end < 0:
                 if self._data is None and len(self._buffer) > _MAX_LINE:
@@ -160,15 +174,44 @@ class SmtpSession(asyncio.Protocol):
             line = bytes(self._buffer[: end + 1])
             del self._buffer[: end + 1]
             reply = self._message_line(line) if self._data is not None else self._command(line)
-            if isinstance(reply, str):
-                replies.append(reply)
-                if reply.startswith("221"):
-                    break
-            elif reply is not None:
-                # The sink answers later (a test holding the reply): what follows waits for it.
-                self._waiting = asyncio.ensure_future(reply)
-                self._waiting.add_done_callback(self._answered)
+            if reply is not None and self._answer(reply, replies):
+                break
         self._write(replies)
+
+    def _answer(self, reply: str | Awaitable[str], replies: list[str]) -> bool:
+        """Queue ``reply``; True when nothing after it is to be read (the session ends)."""
+        if isinstance(reply, str):
+            replies.append(reply)
+            return reply.startswith("221")
+        # The sink answers later (a test holding the reply): what follows waits for it.
+        self._waiting = asyncio.ensure_future(reply)
+        self._waiting.add_done_callback(self._answered)
+        return False
+
+    def _chunk_bytes(self) -> str | Awaitable[str] | None:
+        """Take what is buffered of the current BDAT chunk; its reply once it is all read."""
+        assert self._chunk_left is not None
+        taken = bytes(self._buffer[: self._chunk_left])
+        del self._buffer[: len(taken)]
+        self._chunk_left -= len(taken)
+        self._size += len(taken)
+        if self._size <= _MAX_MESSAGE:
+            self._chunks.append(taken)
+        if self._chunk_left:
+            return None
+        self._chunk_left = None
+        if self._chunk_refusal is not None or self._size > _MAX_MESSAGE:
+            # The chunk was read all the same (RFC 3030 2): the session stays in step.
+            refusal = self._chunk_refusal or "552 5.3.4 Message too big"
+            self._chunks, self._chunk_refusal = [], None
+            self._reset()
+            return refusal
+        if not self._chunk_last:
+            return f"250 2.0.0 {len(taken)} octets received"
+        mail = ReceivedMail(self._mail_from or "", list(self._rcpt_tos), b"".join(self._chunks))
+        self._chunks = []
+        self._reset()
+        return self._sink.accept(mail)
 
     def _answered(self, answer: asyncio.Future[str]) -> None:
         self._waiting = None
@@ -203,14 +246,17 @@ class SmtpSession(asyncio.Protocol):
     def _reset(self) -> None:
         self._mail_from, self._rcpt_tos, self._size = None, [], 0
 
-    def _command(self, line: bytes) -> str:
+    def _command(self, line: bytes) -> str | None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         verb, _, argument = text.partition(" ")
         verb = verb.upper()
         if verb == "EHLO":
             self._reset()
             self._sink.greeted(self, argument.strip())
-            return "250-sink.local\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10485760"
+            chunking = "250-CHUNKING\r\n" if self._sink.chunking else ""
+            return (
+                f"250-sink.local\r\n250-PIPELINING\r\n250-8BITMIME\r\n{chunking}250 SIZE 10485760"
+            )
         if verb == "HELO":
             self._reset()
             self._sink.greeted(self, argument.strip())
@@ -238,7 +284,16 @@ class SmtpSession(asyncio.Protocol):
                 return "503 5.5.1 Need RCPT first"
             self._data = []
             return "354 End data with <CR><LF>.<CR><LF>"
+        if verb == "BDAT" and self._sink.chunking:
+            size, _, last = argument.strip().partition(" ")
+            if not size.isdigit() or last.strip().upper() not in ("", "LAST"):
+                return "501 5.5.4 Syntax: BDAT <size> [LAST]"
+            self._chunk_left, self._chunk_last = int(size), bool(last.strip())
+            if not self._rcpt_tos:
+                self._chunk_refusal = "503 5.5.1 Need RCPT first"
+            return None  # answered once the chunk is read
         if verb == "RSET":
+            self._chunks, self._chunk_refusal = [], None
             self._reset()
             return "250 2.0.0 OK"
         if verb == "NOOP":

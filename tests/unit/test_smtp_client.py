@@ -58,10 +58,12 @@ class RecordingSession(SmtpSession):
 
 
 class RecordingSink(SmtpSink):
+    """Without CHUNKING unless asked: most tests here are about the DATA path (any relay)."""
+
     session_class: type[RecordingSession] = RecordingSession
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, chunking: bool = False) -> None:
+        super().__init__(chunking)
         self.reads: list[bytes] = []
         self.greetings = 0
 
@@ -129,6 +131,35 @@ async def test_the_envelope_goes_in_one_write_and_the_message_in_the_next(
     assert sink.reads[5:] == [b"QUIT\r\n"]
 
 
+async def test_with_chunking_the_envelope_and_the_message_go_in_one_write() -> None:
+    async with _started(RecordingSink(chunking=True)) as sink:
+        sender = _sender(sink.port)
+        jobs = [_mail(delivery_id=uuid.uuid4()) for _ in range(2)]
+        results = await _sent(sender, *jobs)
+        assert [r.outcome for r in results] == ["delivered", "delivered"]
+        # EHLO, then one write per e-mail (one round trip), then QUIT.
+        assert sink.reads[0] == b"EHLO w\r\n"
+        for read, mail in zip(sink.reads[1:3], sink.received, strict=True):
+            head = f"MAIL FROM:<{ENVELOPE_FROM}>\r\nRCPT TO:<{TARGET}>\r\n"
+            head += f"BDAT {len(mail.raw)} LAST\r\n"
+            assert read == head.encode() + mail.raw
+            assert mail.raw.startswith(b"From: ")
+        assert sink.reads[3:] == [b"QUIT\r\n"]
+
+
+async def test_with_chunking_a_refused_recipient_is_reported_and_the_session_goes_on() -> None:
+    async with _started(RecordingSink(chunking=True)) as sink:
+        sink.refuse_next = 1
+        sender = _sender(sink.port)
+        refused, accepted = await _sent(
+            sender, _mail(delivery_id=uuid.uuid4()), _mail(delivery_id=uuid.uuid4())
+        )
+        assert (refused.outcome, refused.smtp_code) == ("transient", 451)  # the RCPT refusal
+        assert accepted.outcome == "delivered"
+        assert len(sink.received) == 1
+        assert sink.greetings == 1  # the same session
+
+
 async def test_a_refused_recipient_is_reported_and_the_session_serves_the_next_email(
     sink: RecordingSink,
 ) -> None:
@@ -156,7 +187,7 @@ class StartsDataAnywaySession(RecordingSession):
     """A relay that answers DATA with 354 even when no recipient was accepted (RFC 2920 3.1
     allows it): the client must end that empty message before going on."""
 
-    def _command(self, line: bytes) -> str:
+    def _command(self, line: bytes) -> str | None:
         if line.upper().startswith(b"DATA") and not self._rcpt_tos:
             self._data = []
             return "354 End data with <CR><LF>.<CR><LF>"
@@ -192,9 +223,9 @@ async def test_data_taken_after_a_refused_recipient_is_ended_empty_and_the_refus
 
 
 class NoPipeliningSession(RecordingSession):
-    def _command(self, line: bytes) -> str:
+    def _command(self, line: bytes) -> str | None:
         reply = super()._command(line)
-        return reply.replace("250-PIPELINING\r\n", "")
+        return reply and reply.replace("250-PIPELINING\r\n", "")
 
 
 class NoPipeliningSink(RecordingSink):
@@ -359,7 +390,7 @@ class ClosingSession(RecordingSession):
 
     sink: ClosingSink
 
-    def _command(self, line: bytes) -> str:
+    def _command(self, line: bytes) -> str | None:
         if line.upper().startswith(b"MAIL") and self.sink.close_next:
             self.sink.close_next = False
             return "421 4.4.2 Idle too long, closing"
@@ -468,14 +499,15 @@ class AuthSession(RecordingSession):
         self._upgrade: asyncio.Task[None] | None = None
         self._held: list[str] = []  # replies written while TLS was being set up
 
-    def _command(self, line: bytes) -> str:
+    def _command(self, line: bytes) -> str | None:
         verb, _, argument = line.decode().rstrip("\r\n").partition(" ")
         verb = verb.upper()
         if verb == "EHLO":
             offers = f"250-AUTH {self.sink.mechanisms}\r\n"
             if self.sink.tls_context is not None and not self.tls:
                 offers += "250-STARTTLS\r\n"
-            return super()._command(line).replace("250-PIPELINING", offers + "250-PIPELINING")
+            reply = super()._command(line) or ""
+            return reply.replace("250-PIPELINING", offers + "250-PIPELINING")
         if verb == "STARTTLS" and self.sink.tls_context is not None and not self.tls:
             self.tls = True  # upgraded right after this reply is written (see _write)
             return "220 2.0.0 Ready to start TLS"

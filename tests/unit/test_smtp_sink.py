@@ -1,4 +1,5 @@
-"""The demo's SMTP sink: what a relay answers, including commands sent together (PIPELINING).
+"""The demo's SMTP sink: what a relay answers, including commands sent together (PIPELINING)
+and messages sent in chunks (CHUNKING).
 
 A real socket on an OS-chosen port; the client is written by hand, so that the bytes on the wire
 are the ones under test.
@@ -86,3 +87,72 @@ async def test_commands_out_of_order_or_unknown_are_refused(sink: SmtpSink) -> N
         assert codes == ["503", "501", "502"]
     finally:
         writer.close()
+
+
+async def test_a_message_in_chunks_is_kept_byte_for_byte_whatever_the_reads(
+    sink: SmtpSink,
+) -> None:
+    first, last = b"Subject: x\r\n\r\n.no dot-stuffing", b" here\r\n.\r\nend\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", sink.port)
+    try:
+        await _replies(reader, 1)
+        writer.write(b"EHLO c\r\n")
+        (ehlo,) = await _replies(reader, 1)
+        assert "CHUNKING" in ehlo
+        wire = (
+            b"MAIL FROM:<s@a.test>\r\nRCPT TO:<one@b.test>\r\n"
+            + f"BDAT {len(first)}\r\n".encode()
+            + first
+            + f"BDAT {len(last)} LAST\r\n".encode()
+            + last
+            + b"NOOP\r\n"
+        )
+        for at in range(0, len(wire), 7):  # cut anywhere, a chunk's size line included
+            writer.write(wire[at : at + 7])
+            await writer.drain()
+        codes = [reply[:3] for reply in await _replies(reader, 5)]
+        assert codes == ["250", "250", "250", "250", "250"]
+    finally:
+        writer.close()
+    (mail,) = sink.received
+    assert mail.raw == first + last
+
+
+async def test_a_chunk_after_a_refused_envelope_is_read_and_refused_and_the_session_goes_on(
+    sink: SmtpSink,
+) -> None:
+    sink.refuse_next = 1
+    message = b"Subject: x\r\n\r\nbody\r\n"
+    bdat = f"BDAT {len(message)} LAST\r\n".encode() + message
+    reader, writer = await asyncio.open_connection("127.0.0.1", sink.port)
+    try:
+        await _replies(reader, 1)
+        writer.write(
+            b"EHLO c\r\nMAIL FROM:<s@a.test>\r\nRCPT TO:<one@b.test>\r\n"
+            + bdat
+            + b"MAIL FROM:<s@a.test>\r\nRCPT TO:<two@b.test>\r\n"
+            + bdat
+        )
+        codes = [reply[:3] for reply in await _replies(reader, 7)]
+        assert codes == ["250", "250", "451", "503", "250", "250", "250"]
+    finally:
+        writer.close()
+    (mail,) = sink.received
+    assert (mail.rcpt_tos, mail.raw) == (["two@b.test"], message)
+
+
+async def test_a_sink_without_chunking_neither_offers_nor_takes_bdat() -> None:
+    sink = SmtpSink(chunking=False)
+    await sink.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sink.port)
+        try:
+            await _replies(reader, 1)
+            writer.write(b"EHLO c\r\nBDAT 0 LAST\r\n")
+            ehlo, bdat = await _replies(reader, 2)
+            assert "CHUNKING" not in ehlo
+            assert bdat.startswith("502")
+        finally:
+            writer.close()
+    finally:
+        await sink.stop()

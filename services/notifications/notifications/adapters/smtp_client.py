@@ -3,7 +3,9 @@
 aiosmtplib cannot pipeline: its protocol drops a reply that arrives while no command is pending,
 so several commands written together lose their replies. Here a message costs two writes and two
 reads when the relay offers PIPELINING (``MAIL``, ``RCPT`` and ``DATA`` together, then the body)
-instead of four of each; without it the commands go one at a time, as to any relay.
+instead of four of each, and one write and one read when it also offers CHUNKING (RFC 3030:
+``MAIL``, ``RCPT`` and ``BDAT <size> LAST`` with the message, which needs no 354 to wait for and
+no dot-stuffing); without PIPELINING the commands go one at a time, as to any relay.
 
 Failures are raised as: ``SmtpRefused`` (a reply refusing a command, with its code),
 ``TimeoutError``, ``OSError`` (``SmtpDisconnected`` when the relay closed the session, TLS
@@ -90,6 +92,8 @@ def dot_stuffed(message: bytes) -> bytes:
 
 # The envelope's commands and the replies that accept them.
 _ENVELOPE = (("MAIL", (250,)), ("RCPT", (250, 251)), ("DATA", (354,)))
+# With CHUNKING, the reply to "BDAT <size> LAST" is the reply to the message.
+_CHUNKED = (("MAIL", (250,)), ("RCPT", (250, 251)), ("message", (250,)))
 
 
 def _path(address: str) -> str:
@@ -165,6 +169,8 @@ class SmtpClient:
         with it are read (the session stays in step) and an envelope refused with ``DATA``
         accepted ends with an empty message, so ``RSET`` is all the session needs afterwards.
         """
+        if self.pipelining and "CHUNKING" in self.extensions:
+            return await self._send_chunked(mail_from, rcpt_to, message)
         commands = f"MAIL FROM:{_path(mail_from)}\r\nRCPT TO:{_path(rcpt_to)}\r\nDATA\r\n"
         envelope = commands.encode("ascii")
         payload = dot_stuffed(message)
@@ -176,8 +182,35 @@ class SmtpClient:
                     raise SmtpRefused(verb, reply)
             return await self._accepted(payload)
         self._write(envelope, "MAIL")
+        refusal, _ = await self._first_refusal(_ENVELOPE)
+        if refusal is not None:
+            raise refusal
+        return await self._accepted(payload)
+
+    async def _send_chunked(self, mail_from: str, rcpt_to: str, message: bytes) -> SmtpReply:
+        """The envelope and the whole message in one write. A relay reads a chunk even when the
+        envelope before it was refused (RFC 3030 2), and answers it with an error: the session
+        stays in step, and the first refusal is the one raised."""
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"
+        commands = (
+            f"MAIL FROM:{_path(mail_from)}\r\nRCPT TO:{_path(rcpt_to)}\r\n"
+            f"BDAT {len(message)} LAST\r\n"
+        )
+        self._write(commands.encode("ascii") + message, "MAIL")
+        refusal, reply = await self._first_refusal(_CHUNKED)
+        if refusal is not None:
+            raise refusal
+        return reply
+
+    async def _first_refusal(
+        self, expected: tuple[tuple[str, tuple[int, ...]], ...]
+    ) -> tuple[SmtpRefused | None, SmtpReply]:
+        """Read the replies to pipelined commands: the first refusal among them (the replies
+        after it are read too, so the session stays in step), and the last reply."""
         refusal: SmtpRefused | None = None
-        for verb, accepted in _ENVELOPE:
+        reply = SmtpReply(0, "")
+        for verb, accepted in expected:
             try:
                 reply = await self._read(verb)
             except OSError:
@@ -194,9 +227,7 @@ class SmtpClient:
                 # RFC 2920 3.1: the relay took DATA although the envelope failed; an empty
                 # message ends it (and is refused: no recipient).
                 await self._exchange(b".\r\n", "message")
-        if refusal is not None:
-            raise refusal
-        return await self._accepted(payload)
+        return refusal, reply
 
     async def _accepted(self, payload: bytes) -> SmtpReply:
         reply = await self._exchange(payload, "message")
