@@ -163,11 +163,24 @@ class _BatchDirectory:
     def __init__(self, directory: Directory) -> None:
         self.centres = directory.centres
         self.sites = directory.sites
+        # Where each site is, by département (where it lies and those it serves), and what each
+        # territory asked for came to: a batch asks for the same few territories again and
+        # again, and a walk of every site cost more than the decision it fed.
+        self._by_departement: dict[str, list[int]] = {}
+        for index, site in enumerate(self.sites):
+            for departement in {site.departement, *site.serves}:
+                self._by_departement.setdefault(departement, []).append(index)
+        self._near: dict[frozenset[str], tuple[Site, ...]] = {}
 
-    def near(self, departements: Collection[str]) -> list[Site]:
-        """As ``read_directory`` selects them: serving or lying in ``departements``."""
+    def near(self, departements: Collection[str]) -> tuple[Site, ...]:
+        """As ``read_directory`` selects them (serving or lying in ``departements``), in its
+        order."""
         wanted = frozenset(departements)
-        return [s for s in self.sites if s.departement in wanted or not s.serves.isdisjoint(wanted)]
+        found = self._near.get(wanted)
+        if found is None:
+            indexes = {i for d in wanted for i in self._by_departement.get(d, ())}
+            found = self._near[wanted] = tuple(self.sites[i] for i in sorted(indexes))
+        return found
 
 
 _FIRST_SNAPSHOT = "routing.first_directory_snapshot"  # the batch has read one territory
