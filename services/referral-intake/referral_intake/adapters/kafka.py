@@ -296,7 +296,9 @@ class HolderHandler:
                 )
             )
         applied = await track_holder(event, self._uow_factory)
-        log.info(
+        # Debug: routing logs each decision with its centre, the holder is in identity_holders
+        # (and the console's timeline); at info this line was a third of intake's log volume.
+        log.debug(
             "identity_holder.tracked" if applied else "identity_holder.duplicate_ignored",
             referral_id=event.subject,
             routing_event=event.event_type,
