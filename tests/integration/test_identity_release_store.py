@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from aiguillage_common.identity_requests import Release
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from referral_intake.adapters.identity_cipher import IdentityCipher
 from referral_intake.adapters.postgres import PostgresReleaseStore
-from referral_intake.domain.identity_release import Release, decide_release
+from referral_intake.domain.identity_release import decide_release
 from referral_intake.use_cases.identity_release import (
     ROUTED_CONSUMER,
     ReleaseRequest,

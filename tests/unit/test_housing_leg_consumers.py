@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
+from aiguillage_common.identity_requests import Release
 from aiguillage_schemas.events.routing_decisions import (
     HousingOffered,
     HousingUpdated,
@@ -18,7 +19,6 @@ from referral_intake.domain.identity_release import (
     UNCHANGED,
     Holder,
     ReferralState,
-    Release,
     decide_release,
     holder_after,
     housing_holder_after,

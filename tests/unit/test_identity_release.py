@@ -3,12 +3,15 @@ event, what intake answers, how requests are signed, and what notifications make
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date
 from typing import Any
 
+import httpx
 import pytest
 
+from aiguillage_common.identity_requests import HTTP_STATUS, Release, person_in
 from aiguillage_common.service_auth import sign_request, verify_request
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.referral_submitted import Identity
@@ -28,12 +31,14 @@ from aiguillage_schemas.events.routing_decisions import (
     SiteRef,
 )
 from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
+from notifications.domain.delivery import INTAKE_LAGGING
 from notifications.domain.identity import carries_identity, lookup_from_status
+from portal.adapters.identity import IdentityAnswer
+from portal.adapters.identity import IdentityClient as PortalIdentityClient
 from referral_intake.domain.identity_release import (
     UNCHANGED,
     Holder,
     ReferralState,
-    Release,
     decide_release,
     holder_after,
 )
@@ -288,6 +293,56 @@ def test_intake_answers_read_as_lookups() -> None:
     for status in (409, 401, 500, 503):
         assert lookup_from_status(status, None).outcome == "unavailable"
     assert lookup_from_status(200, None).outcome == "unavailable"  # a 200 without a person
+
+
+# The wire of intake's identity API, written out: what intake answers each release with, and
+# what an asking service (notifications, the portal) does with it and records.
+WIRE = {
+    Release.GRANTED: (200, "granted", "granted"),
+    Release.NOT_HOLDER: (403, "refused", "not_holder"),
+    Release.UNKNOWN: (404, "refused", "unknown"),
+    Release.GONE: (410, "refused", "gone"),
+    Release.NOT_YET_KNOWN: (409, "unavailable", "http_409"),
+}
+
+
+async def _portal_reads(status: int, body: bytes) -> IdentityAnswer:
+    def intake(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(intake)) as client:
+        portal = PortalIdentityClient(client, "http://intake.test/identity", b"secret", 1.0)
+        return await portal.lookup(REF, "ARA-LYON")
+
+
+@pytest.mark.parametrize("release", list(Release))
+async def test_every_answer_of_intake_is_read_alike_by_notifications_and_the_portal(
+    release: Release,
+) -> None:
+    status, outcome, reason = WIRE[release]
+    assert HTTP_STATUS[release] == status
+    granted = release is Release.GRANTED
+    body = json.dumps(
+        {"referral_id": REF, "person": {"last_name": "Zed"}} if granted else {"error": release}
+    ).encode()
+    lookup = lookup_from_status(status, person_in(status, body))
+    shown = await _portal_reads(status, body)
+    assert (lookup.outcome, lookup.reason) == (shown.outcome, shown.reason) == (outcome, reason)
+    assert lookup.person == shown.person == ({"last_name": "Zed"} if granted else None)
+    # A 409 is the one answer notifications retries on its short schedule: intake is behind.
+    assert (lookup.reason == INTAKE_LAGGING) is (release is Release.NOT_YET_KNOWN)
+
+
+async def test_answers_intake_does_not_give_on_purpose_are_unavailable_to_both_callers() -> None:
+    for status in (401, 500, 503):
+        lookup = lookup_from_status(status, None)
+        shown = await _portal_reads(status, b'{"error": "x"}')
+        assert (lookup.outcome, lookup.reason) == (shown.outcome, shown.reason)
+        assert (lookup.outcome, lookup.reason) == ("unavailable", f"http_{status}")
+    # A 200 without a person: each keeps the reason it has always recorded.
+    assert lookup_from_status(200, None).reason == "http_200"
+    shown = await _portal_reads(200, b'{"referral_id": "x"}')
+    assert (shown.outcome, shown.reason, shown.person) == ("unavailable", "bad_answer", None)
 
 
 class CancelledAfterTheRead(FakeReleaseStore):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiguillage_common.codec import encode_event
 from aiguillage_schemas.events.notifications import NotificationDeliveryFailed
 from notifications.adapters.email import IDENTITY_WAIT_NOTICE, build_message
 from notifications.domain.delivery import (
@@ -26,6 +27,7 @@ from notifications.domain.delivery import (
 )
 from notifications.domain.messages import Delivery, fallback_delivery_id
 from notifications.use_cases.deliver import Deliverer, Sender
+from tests.support.contracts import schema_errors
 from tests.unit.fakes import FakeStore
 from tests.unit.test_notifications import FakeDeliveryUow, ScriptedSender, _job
 
@@ -180,6 +182,18 @@ async def test_the_end_of_the_wait_is_dead_lettered_with_a_clear_error_class() -
     )
     (fallback,) = store.rows("deliveries")
     assert fallback.fallback_reason == "dead"
+
+
+async def test_the_dead_letter_of_an_expired_wait_is_valid_for_the_published_schema() -> None:
+    # What a consumer of notifications.dead-letter checks against schemas/json: the reason the
+    # service gives itself (identity_wait_expired) must not reach a field whose enum lacks it.
+    store = FakeStore()
+    expired = replace(_job(), identity_waits=3, identity_wait_since=NOW - timedelta(hours=73))
+    await _deliverer(store, [expired], {"webhook": ScriptedSender(HELD)}).deliver_due()
+    ((_, letter),) = store.outbox
+    assert isinstance(letter, NotificationDeliveryFailed)
+    assert letter.data.error_class == "identity_wait_expired"
+    assert schema_errors(letter.schema_name(), encode_event(letter)) == []
 
 
 async def test_nothing_is_sent_when_the_lease_was_lost_while_waiting_for_a_turn() -> None:

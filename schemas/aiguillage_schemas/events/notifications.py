@@ -64,7 +64,11 @@ class NotificationDeliveryFailedData(Contract):
     channel: DeliveryChannel
     reason: Literal["permanent_failure", "retries_exhausted"]
     attempts: int = Field(ge=1)
-    error_class: str = Field(description="e.g. 'http_404', 'smtp_550', 'timeout', 'connect'.")
+    error_class: str = Field(
+        description="e.g. 'http_404', 'smtp_550', 'timeout', 'connect'; 'identity_wait_expired' "
+        "(with reason 'retries_exhausted') when a webhook waited as long as allowed for the "
+        "person's identity and intake never gave it."
+    )
     http_status: int | None = None
     smtp_code: int | None = None
     fallback_delivery_id: UUID | None = Field(

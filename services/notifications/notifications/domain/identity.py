@@ -7,17 +7,14 @@ authenticated webhook: e-mail copies, Kafka notifications and prescribers never 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from aiguillage_common.identity_requests import REFUSALS
+from aiguillage_common.identity_requests import Outcome, read_answer
 from aiguillage_schemas.events.notifications import DeliveryChannel, RecipientKind
 
 # Topics whose centre webhook carries the identity. The centre is told of a place by routing's
 # closed loop only through the prescriber, so the offer is the one message that needs it.
 IDENTITY_TOPICS = frozenset({"referral_offered"})
-
-# Intake refused for a reason retrying cannot change (REFUSALS): the offer is delivered without
-# the identity.
 
 
 def carries_identity(recipient_kind: RecipientKind, channel: DeliveryChannel, topic: str) -> bool:
@@ -29,7 +26,7 @@ class IdentityLookup:
     """``granted`` with the person; ``refused`` (deliver without it); ``unavailable`` (hold the
     delivery until intake answers)."""
 
-    outcome: Literal["granted", "refused", "unavailable"]
+    outcome: Outcome
     reason: str  # recorded in the delivery log: 'granted', 'not_holder', 'http_503', 'timeout'...
     person: dict[str, Any] | None = None
 
@@ -39,11 +36,9 @@ class IdentityLookup:
 
 
 def lookup_from_status(status: int, person: dict[str, Any] | None) -> IdentityLookup:
-    """Intake's HTTP answer read as a lookup. 409 (offer not known to intake yet), 5xx and any
-    other answer (401 from a wrong secret included) are worth retrying: the offer is held back
-    rather than sent without identity to a centre that should have had it."""
-    if status == 200 and person is not None:
-        return IdentityLookup("granted", "granted", person)
-    if status in REFUSALS:
-        return IdentityLookup("refused", REFUSALS[status])
-    return IdentityLookup("unavailable", f"http_{status}")
+    """Intake's HTTP answer read as a lookup (``aiguillage_common.identity_requests.ANSWERS``).
+    A refusal retrying cannot change delivers the offer without the identity; 409 (offer not
+    known to intake yet), 5xx and any other answer (401 from a wrong secret included) hold it
+    back rather than send it without identity to a centre that should have had it."""
+    outcome, reason = read_answer(status, person)
+    return IdentityLookup(outcome, reason, person if outcome == "granted" else None)

@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 import httpx
 
-from aiguillage_common.identity_requests import REFUSALS, identity_request, person_in
+from aiguillage_common.identity_requests import Outcome as AnswerOutcome
+from aiguillage_common.identity_requests import identity_request, person_in, read_answer
 
-Outcome = Literal["granted", "refused", "unavailable", "not_configured"]
+Outcome = AnswerOutcome | Literal["not_configured"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,7 @@ class IdentityClient:
             return IdentityAnswer("unavailable", type(error).__name__.lower())
         status = response.status_code
         person = person_in(status, response.content)
-        if person is not None:
-            return IdentityAnswer("granted", "granted", person)
-        if status in REFUSALS:
-            return IdentityAnswer("refused", REFUSALS[status])
-        return IdentityAnswer("unavailable", "bad_answer" if status == 200 else f"http_{status}")
+        outcome, reason = read_answer(status, person)
+        if outcome == "unavailable" and status == 200:
+            reason = "bad_answer"  # what the audit has always said of a 200 without a person
+        return IdentityAnswer(outcome, reason, person if outcome == "granted" else None)

@@ -24,10 +24,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiguillage_common.consumer import where
+from aiguillage_common.identity_requests import HTTP_STATUS, Release
 from aiguillage_common.logging import get_logger
 from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, verify_request
 from aiguillage_schemas.events.referral_submitted import ReferralId
-from referral_intake.domain.identity_release import HTTP_STATUS, Release
 from referral_intake.use_cases.identity_release import (
     ReleaseRequest,
     ReleaseStore,

@@ -10,13 +10,14 @@ from uuid import UUID
 
 import asyncpg
 
+from aiguillage_common.identity_requests import Release
 from aiguillage_common.pool import transaction_scoped
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.events.prescribers import PrescriberEntry, PrescriberRegistryUpdated
 from aiguillage_schemas.events.referral_submitted import Identity, ReferralSubmitted
 from referral_intake.adapters.identity_cipher import IdentityCipher, SealedIdentity
 from referral_intake.domain.admission import Admitted
-from referral_intake.domain.identity_release import Holder, ReferralState, Release
+from referral_intake.domain.identity_release import Holder, ReferralState
 from referral_intake.domain.registry import effective_entry
 from referral_intake.use_cases.identity_release import ReleaseView
 from referral_intake.use_cases.referral_requests import StoredReferral

@@ -8,10 +8,10 @@ the last event handled is the current truth.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Literal
 
+from aiguillage_common.identity_requests import Release
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.routing_decisions import (
     ROUTING_DECISION_EVENTS,
@@ -85,16 +85,6 @@ def housing_holder_after(event: Envelope) -> Holder | Unchanged | None:
     return UNCHANGED
 
 
-class Release(enum.StrEnum):
-    """A release request's outcome; also its audit and log value."""
-
-    GRANTED = "granted"
-    NOT_HOLDER = "not_holder"
-    UNKNOWN = "unknown"
-    GONE = "gone"
-    NOT_YET_KNOWN = "not_yet_known"
-
-
 @dataclass(frozen=True, slots=True)
 class ReferralState:
     """What intake knows of a referral when a centre asks for the identity."""
@@ -123,12 +113,3 @@ def decide_release(state: ReferralState | None, centre_id: str, offer_seen: bool
     if centre_id not in {state.holder_centre_id, state.housing_holder_centre_id} - {None}:
         return Release.NOT_HOLDER
     return Release.GRANTED
-
-
-HTTP_STATUS: dict[Release, int] = {
-    Release.GRANTED: 200,
-    Release.NOT_HOLDER: 403,
-    Release.UNKNOWN: 404,
-    Release.GONE: 410,
-    Release.NOT_YET_KNOWN: 409,
-}

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
+from aiguillage_common.identity_requests import Release
 from aiguillage_common.unit_of_work import UnitOfWork
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.referral_submitted import Identity
 from referral_intake.domain.identity_release import (
     Holder,
     ReferralState,
-    Release,
     Unchanged,
     decide_release,
     holder_after,
