@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,34 @@ class Kafka:
         if signing_key is not None:
             headers += [(k, v.encode()) for k, v in sign_with(signing_key, value or b"").items()]
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+    async def send_together(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes]], partition: int = 0
+    ) -> None:
+        """Publish ``records`` (key, value) as one record batch on ``partition``: a consumer
+        fetches them together and handles them as one batch, however loaded the machine (sent
+        one by one, they may reach a running consumer in several fetches)."""
+        assert self._producer is not None
+        batch = self._producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise AssertionError("the records do not fit in one record batch")
+        delivered = await self._producer.send_batch(batch, topic, partition=partition)
+        await delivered
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The offsets ``group`` has committed on ``topic``, by partition (none: absent)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return {
+            tp.partition: meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == topic and meta.offset >= 0
+        }
 
     async def send_event(self, topic: str, event: Envelope) -> None:
         """Prescribers' events (submission, amendment, cancellation) and centres' (answers,
