@@ -22,7 +22,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from portal.adapters.console import dead_letters, indicators, network, referrals
-from portal.adapters.web import SESSION_COOKIE, WebDeps, create_web_app
+from portal.adapters.guards import SESSION_COOKIE
+from portal.adapters.web import WebDeps, create_web_app
 from portal.domain.capacity import FreshnessPolicy
 from portal.domain.security import SessionPolicy, ThrottlePolicy
 from portal.use_cases.accounts import digest
