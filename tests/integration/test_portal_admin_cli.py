@@ -1,6 +1,7 @@
 """``aiguillage-portal-admin`` on the real database: creates a user and prints the one-time
 enrolment link, refuses a second account with the same address, lists and disables users, and
-says in one line when PostgreSQL cannot be reached."""
+says in one line when PostgreSQL cannot be reached. What was done is on stdout (scripts read it);
+every refusal is one line on stderr, nothing on stdout, exit 1."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
         "HDF-ARRAS",
     )
     assert created.returncode == 0, created.stdout + created.stderr
+    assert created.stderr == ""
     link = re.search(r"https://portail\.example/enrolement/[A-Za-z0-9_-]{40,}", created.stdout)
     assert link is not None, created.stdout
     row = await isolated.db.fetchrow(f"SELECT * FROM {schema}.users")
@@ -79,8 +81,7 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
         "--centre",
         "HDF-ARRAS",
     )
-    assert again.returncode == 1
-    assert "existe déjà" in again.stdout
+    assert_refused(again, "existe déjà")
     wrong = admin(
         isolated,
         "create-user",
@@ -91,14 +92,30 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
         "--role",
         "prescriber",
     )
-    assert wrong.returncode == 1
+    assert_refused(wrong, "prescripteur")
+    no_role = admin(
+        isolated, "create-user", "--email", "o@x.example", "--name", "O", "--role", "admin"
+    )
+    assert_refused(no_role, "Unknown role 'admin': one of centre, prescriber, operator.")
+    assert await isolated.db.fetchval(f"SELECT count(*) FROM {schema}.users") == 1
 
     listed = admin(isolated, "list-users")
+    assert (listed.returncode, listed.stderr) == (0, "")
     assert "agent@arras.example" in listed.stdout
     assert "not enrolled" in listed.stdout
     disabled = admin(isolated, "disable-user", f"u:{row['user_id']}")
-    assert disabled.returncode == 0
+    assert (disabled.returncode, disabled.stderr) == (0, "")
+    assert disabled.stdout.strip() == "Disabled; their sessions are ended."
     assert await isolated.db.fetchval(f"SELECT disabled_at IS NOT NULL FROM {schema}.users")
+    # Twice leaves the user as asked: not a refusal.
+    twice = admin(isolated, "disable-user", str(row["user_id"]))
+    assert (twice.returncode, twice.stderr, twice.stdout.strip()) == (0, "", "Already disabled.")
+    nobody = uuid.uuid4()
+    assert_refused(admin(isolated, "disable-user", f"u:{nobody}"), f"No portal user u:{nobody}.")
+    assert_refused(
+        admin(isolated, "disable-user", "agent@arras.example"),
+        "Not a user id: 'agent@arras.example' (u:<uuid> or <uuid>).",
+    )
 
     closed = free_port()
     down = admin(
@@ -106,11 +123,17 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
         "list-users",
         url=f"postgresql://aiguillage:aiguillage@127.0.0.1:{closed}/aiguillage",
     )
-    assert down.returncode == 2
+    assert (down.returncode, down.stdout) == (2, "")
     assert down.stderr.strip() == (
         f"cannot reach PostgreSQL at 127.0.0.1:{closed} (ConnectionRefusedError)"
     )
-    assert "Traceback" not in down.stdout + down.stderr
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], message: str) -> None:
+    """A refusal: one line on stderr containing ``message``, nothing on stdout, exit 1."""
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert message in done.stderr
 
 
 def _list_users_without_the_key(isolated: Isolated) -> subprocess.CompletedProcess[str]:
@@ -134,10 +157,7 @@ async def test_the_admin_cli_refuses_to_run_without_the_key_sealing_totp_secrets
     isolated: Isolated,
 ) -> None:
     done = _list_users_without_the_key(isolated)
-    assert done.returncode == 1
-    output = done.stdout + done.stderr
-    assert "AIGUILLAGE_PORTAL_TOTP_KEY must be base64 of 32 random bytes" in output
-    assert "Traceback" not in output
+    assert_refused(done, "AIGUILLAGE_PORTAL_TOTP_KEY must be base64 of 32 random bytes")
 
 
 async def test_totp_secrets_written_before_sealing_are_sealed_once_and_still_sign_in(

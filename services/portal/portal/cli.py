@@ -1,6 +1,10 @@
 """``aiguillage-portal-admin``: create portal users (printing their one-time enrolment link),
 list and disable them. Reads the portal's settings (``AIGUILLAGE_PORTAL_*`` or the shared
-``AIGUILLAGE_DATABASE_URL``) like the service does."""
+``AIGUILLAGE_DATABASE_URL``) like the service does.
+
+What was done goes to stdout (scripts read the link and the list); a refusal (bad argument,
+unknown user, an account the rules refuse) is one line on stderr and exit 1, as for every
+``aiguillage`` subcommand; unreachable PostgreSQL, exit 2."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from rich.text import Text
 
 from aiguillage_common.cli import (
     EXIT_REFUSED,
+    Refused,
     Unreachable,
     fail,
     overrides,
@@ -90,8 +95,7 @@ def create_user_command(
 ) -> None:
     """Create a user and print their one-time enrolment link (password + TOTP are set there)."""
     if role not in ROLES:
-        console.print(f"[red]Unknown role {role!r}: one of {', '.join(ROLES)}.[/red]")
-        raise typer.Exit(2)
+        fail(f"Unknown role {role!r}: one of {', '.join(ROLES)}.")
     chosen: Role = role
 
     async def action(store: PortalStore, settings: PortalSettings) -> str:
@@ -111,8 +115,7 @@ def create_user_command(
     try:
         link = _with_store(database_url, action)
     except AccountRefused as refused:
-        console.print(Text(str(refused), style="red"))
-        raise typer.Exit(1) from None
+        fail(str(refused))
     console.print("User created. One-time enrolment link (valid 72 h by default):")
     console.print(Text(link), soft_wrap=True)
 
@@ -143,14 +146,17 @@ def disable_user(
     try:
         target = UUID(user_id.removeprefix("u:"))
     except ValueError:
-        console.print("[red]Not a user id.[/red]")
-        raise typer.Exit(2) from None
+        fail(f"Not a user id: {user_id!r} (u:<uuid> or <uuid>).")
 
     async def action(store: PortalStore, _: PortalSettings) -> bool:
-        return await store.set_disabled(target, None, datetime.now(UTC))
+        done = await store.set_disabled(target, None, datetime.now(UTC))
+        if not done and await store.user(target) is None:
+            raise Refused(f"No portal user u:{target}.")  # audited as an unchanged disable
+        return done
 
     done = _with_store(database_url, action)
-    console.print("Disabled; their sessions are ended." if done else "Already disabled or unknown.")
+    # Disabling twice leaves the user as asked: said on stdout, exit 0 (a script may repeat it).
+    console.print("Disabled; their sessions are ended." if done else "Already disabled.")
 
 
 def run() -> None:

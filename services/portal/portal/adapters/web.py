@@ -9,14 +9,12 @@ the holding centre's offer page only, passed to that one template, and never log
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
-from urllib.parse import quote
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -27,19 +25,31 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
-from starlette.datastructures import FormData
 
 from aiguillage_common.logging import get_logger
 from aiguillage_schemas.events.centres import DeclineReason
 from aiguillage_schemas.events.routing_decisions import PathReportKind, TerminationReason
 from aiguillage_schemas.vocabulary import ServiceCode
+from portal.adapters.guards import (
+    PRE_COOKIE,
+    SESSION_COOKIE,
+    CentreForm,
+    CentreUser,
+    CurrentSession,
+    Operator,
+    OperatorForm,
+    PrescriberUser,
+    PreSessionForm,
+    SessionReader,
+    check_csrf,
+    install,
+)
 from portal.adapters.identity import IdentityClient
 from portal.adapters.passwords import hash_password, verify_password
 from portal.adapters.postgres import PortalStore, PortalUnitOfWork
 from portal.domain import labels
 from portal.domain.access import (
     ROLES,
-    Principal,
     ReferralView,
     home_path,
     may_answer_offer,
@@ -59,8 +69,6 @@ from portal.use_cases.centre_actions import NotFound, Topics
 
 log = get_logger("aiguillage.portal")
 PARIS = ZoneInfo("Europe/Paris")
-SESSION_COOKIE = "aiguillage_session"
-PRE_COOKIE = "aiguillage_pre"  # CSRF for the forms shown before a session exists
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 DECLINE_REASONS: tuple[str, ...] = get_args(DeclineReason)
@@ -106,19 +114,14 @@ def _day(value: date | datetime | str | None) -> str:
     return value.strftime("%d/%m/%Y")
 
 
-class Forbidden(Exception):
-    """A form without the right CSRF token: refused with 403, nothing done."""
-
-
 @dataclass(frozen=True)
 class PageKit:
-    """What every page module needs from the app: rendering with the session's context, the
-    sign-in and role check, the CSRF check and the 404 page. The operator console's modules
-    (``portal.adapters.console``) register their routes with it, so there is one way to do each."""
+    """What every page module needs from the app: rendering with the session's context and the
+    404 page. The operator console's modules (``portal.adapters.console``) register their routes
+    with it and guard them as these do (``portal.adapters.guards``), so there is one way to do
+    each."""
 
     render: Callable[..., HTMLResponse]
-    authed: Callable[..., Awaitable[Session | Response]]
-    check_csrf: Callable[[FormData, str | None], None]
     not_found: Callable[[Request, Session | None], HTMLResponse]
     templates: Jinja2Templates
 
@@ -184,66 +187,12 @@ def create_web_app(deps: WebDeps) -> FastAPI:
     def client_address(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    async def current(request: Request) -> Session | None:
-        return await accounts.resolve_session(
-            deps.store, request.cookies.get(SESSION_COOKIE), deps.clock(), deps.session_policy
-        )
-
-    def to_login(request: Request) -> RedirectResponse:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/connexion?suivant={quote(target)}", status_code=303)
-
     def not_found(request: Request, session: Session | None) -> HTMLResponse:
         return render(
             request, "error.html", {"title": "Page introuvable", "code": 404}, session, 404
         )
 
-    def check_csrf(form: FormData, expected: str | None) -> None:
-        given = form.get("csrf_token")
-        if (
-            not expected
-            or not isinstance(given, str)
-            or not hmac.compare_digest(given.encode(), expected.encode())
-        ):
-            raise Forbidden
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(request: Request, _: Forbidden) -> HTMLResponse:
-        log.warning("portal.csrf_refused", path=request.url.path)
-        return render(
-            request,
-            "error.html",
-            {
-                "title": "Requête refusée",
-                "code": 403,
-                "message": "Le formulaire a expiré ou ne vient pas de ce site. Rechargez la page "
-                "et recommencez.",
-            },
-            None,
-            403,
-        )
-
-    async def authed(
-        request: Request, check: Callable[[Principal], bool] | None = None
-    ) -> Session | Response:
-        session = await current(request)
-        if session is None:
-            if request.method == "GET":
-                return to_login(request)
-            raise Forbidden
-        if check is not None and not check(session.principal):
-            return render(
-                request,
-                "error.html",
-                {
-                    "title": "Accès refusé",
-                    "code": 403,
-                    "message": "Cette page n'est pas pour votre rôle.",
-                },
-                session,
-                403,
-            )
-        return session
+    install(app, SessionReader(deps.store, deps.clock, deps.session_policy), render)
 
     # --- sign-in, enrolment, sign-out -----------------------------------------------------
     def pre_token(request: Request) -> str:
@@ -261,8 +210,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         return response
 
     @app.get("/", response_model=None)
-    async def home(request: Request) -> Response:
-        session = await current(request)
+    async def home(session: CurrentSession) -> Response:
         return RedirectResponse(home_path(session.principal) if session else "/connexion", 303)
 
     @app.get("/connexion", response_model=None)
@@ -274,9 +222,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.post("/connexion", response_model=None)
-    async def login(request: Request) -> Response:
-        form = await request.form()
-        check_csrf(form, request.cookies.get(PRE_COOKIE))
+    async def login(request: Request, form: PreSessionForm) -> Response:
         email = str(form.get("email", ""))
         result = await accounts.sign_in(
             deps.store,
@@ -326,11 +272,9 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         return response
 
     @app.post("/deconnexion", response_model=None)
-    async def logout(request: Request) -> Response:
-        session = await current(request)
-        form = await request.form()
+    async def logout(request: Request, session: CurrentSession) -> Response:
         if session is not None:
-            check_csrf(form, session.csrf_token)
+            check_csrf(await request.form(), session.csrf_token)
             await deps.store.end_session(session.token_sha256, deps.clock(), "signed_out")
         response = RedirectResponse("/connexion", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
@@ -364,9 +308,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.post("/enrolement/{token}", response_model=None)
-    async def enrol(request: Request, token: str) -> Response:
-        form = await request.form()
-        check_csrf(form, request.cookies.get(PRE_COOKIE))
+    async def enrol(request: Request, token: str, form: PreSessionForm) -> Response:
         now = deps.clock()
         key = accounts.digest(token)
         found = await deps.store.enrolment(key, now)
@@ -410,14 +352,8 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         return RedirectResponse("/connexion?active=1", status_code=303)
 
     # --- centre ---------------------------------------------------------------------------
-    def is_centre(principal: Principal) -> bool:
-        return principal.role == "centre"
-
     @app.get("/centre/offres", response_model=None)
-    async def centre_offers(request: Request) -> Response:
-        session = await authed(request, is_centre)
-        if not isinstance(session, Session):
-            return session
+    async def centre_offers(request: Request, session: CentreUser) -> Response:
         centre_id = session.principal.centre_id or ""
         rows = await deps.store.centre_referrals(centre_id)
         now = deps.clock()
@@ -439,10 +375,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.get("/centre/offres/{referral_id}", response_model=None)
-    async def offer_page(request: Request, referral_id: str) -> Response:
-        session = await authed(request, is_centre)
-        if not isinstance(session, Session):
-            return session
+    async def offer_page(request: Request, referral_id: str, session: CentreUser) -> Response:
         return await _offer(request, session, referral_id)
 
     async def _offer(
@@ -492,12 +425,9 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.post("/centre/offres/{referral_id}/reponse", response_model=None)
-    async def answer(request: Request, referral_id: str) -> Response:
-        session = await authed(request, is_centre)
-        if not isinstance(session, Session):
-            return session
-        form = await request.form()
-        check_csrf(form, session.csrf_token)
+    async def answer(
+        request: Request, referral_id: str, session: CentreUser, form: CentreForm
+    ) -> Response:
         verdict = form.get("answer")
         reason = form.get("decline_reason") or None
         if verdict not in ("accepted", "declined") or (
@@ -527,12 +457,9 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         return RedirectResponse(f"/centre/offres/{referral_id}?accepte=1", status_code=303)
 
     @app.post("/centre/offres/{referral_id}/parcours", response_model=None)
-    async def report(request: Request, referral_id: str) -> Response:
-        session = await authed(request, is_centre)
-        if not isinstance(session, Session):
-            return session
-        form = await request.form()
-        check_csrf(form, session.csrf_token)
+    async def report(
+        request: Request, referral_id: str, session: CentreUser, form: CentreForm
+    ) -> Response:
         kind = form.get("report")
         termination = form.get("termination_reason") or None
         module = form.get("module") or None
@@ -571,20 +498,12 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         return RedirectResponse(f"/centre/offres/{referral_id}?declare={kind}", status_code=303)
 
     @app.get("/centre/capacites", response_model=None)
-    async def capacity_page(request: Request) -> Response:
-        session = await authed(request, is_centre)
-        if not isinstance(session, Session):
-            return session
+    async def capacity_page(request: Request, session: CentreUser) -> Response:
         rows = await deps.store.capacities(session.principal.centre_id or "")
         return render(request, "capacity.html", {"rows": rows, "now": deps.clock()}, session)
 
     @app.post("/centre/capacites", response_model=None)
-    async def capacity_change(request: Request) -> Response:
-        session = await authed(request, is_centre)
-        if not isinstance(session, Session):
-            return session
-        form = await request.form()
-        check_csrf(form, session.csrf_token)
+    async def capacity_change(request: Request, session: CentreUser, form: CentreForm) -> Response:
         service = str(form.get("service", ""))
         try:
             places = int(str(form.get("places_total", "")))
@@ -627,14 +546,8 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     # --- prescriber -----------------------------------------------------------------------
-    def is_prescriber(principal: Principal) -> bool:
-        return principal.role == "prescriber"
-
     @app.get("/prescripteur/orientations", response_model=None)
-    async def prescriber_list(request: Request) -> Response:
-        session = await authed(request, is_prescriber)
-        if not isinstance(session, Session):
-            return session
+    async def prescriber_list(request: Request, session: PrescriberUser) -> Response:
         prescriber_id = session.principal.prescriber_id or ""
         return render(
             request,
@@ -647,10 +560,9 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.get("/prescripteur/orientations/{referral_id}", response_model=None)
-    async def prescriber_referral(request: Request, referral_id: str) -> Response:
-        session = await authed(request, is_prescriber)
-        if not isinstance(session, Session):
-            return session
+    async def prescriber_referral(
+        request: Request, referral_id: str, session: PrescriberUser
+    ) -> Response:
         row = await deps.store.referral(referral_id)
         if row is None or not may_see_as_prescriber(session.principal, row["prescriber_id"]):
             return not_found(request, session)
@@ -669,10 +581,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
 
     # --- operator -------------------------------------------------------------------------
     @app.get("/operateur/utilisateurs", response_model=None)
-    async def users_page(request: Request) -> Response:
-        session = await authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
+    async def users_page(request: Request, session: Operator) -> Response:
         return render(
             request,
             "operator_users.html",
@@ -681,12 +590,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.post("/operateur/utilisateurs", response_model=None)
-    async def users_create(request: Request) -> Response:
-        session = await authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
-        form = await request.form()
-        check_csrf(form, session.csrf_token)
+    async def users_create(request: Request, session: Operator, form: OperatorForm) -> Response:
         role = str(form.get("role", ""))
         context: dict[str, Any] = {"roles": ROLES}
         try:
@@ -713,12 +617,12 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         )
 
     @app.post("/operateur/utilisateurs/{user_id}/desactiver", response_model=None)
-    async def users_disable(request: Request, user_id: str) -> Response:
-        session = await authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
-        form = await request.form()
-        check_csrf(form, session.csrf_token)
+    async def users_disable(
+        request: Request,
+        user_id: str,
+        session: Operator,
+        _form: OperatorForm,  # only its token: the user is the path's
+    ) -> Response:
         try:
             target = UUID(user_id)
         except ValueError:
@@ -727,15 +631,12 @@ def create_web_app(deps: WebDeps) -> FastAPI:
         return RedirectResponse("/operateur/utilisateurs", status_code=303)
 
     @app.get("/operateur/journal", response_model=None)
-    async def audit_page(request: Request) -> Response:
-        session = await authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
+    async def audit_page(request: Request, session: Operator) -> Response:
         return render(
             request, "operator_audit.html", {"entries": await deps.store.audit_entries()}, session
         )
 
-    kit = PageKit(render, authed, check_csrf, not_found, templates)
+    kit = PageKit(render, not_found, templates)
     for register in deps.console:
         register(app, kit)
     return app

@@ -42,9 +42,9 @@ from aiguillage_operations.use_cases import (
     replay,
     show_dead_letter,
 )
+from portal.adapters.guards import Operator, OperatorForm
 from portal.adapters.postgres import PortalStore
 from portal.adapters.web import PageKit
-from portal.domain.access import may_operate
 from portal.use_cases.accounts import Session
 
 log = get_logger("aiguillage.portal")
@@ -118,13 +118,11 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
     @app.get("/operateur/lettres-mortes", response_model=None)
     async def dead_letters_page(
         request: Request,
+        session: Operator,
         sujet: str = "",
         motif: str = "",
         statut: str = "open",
     ) -> Response:
-        session = await kit.authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
         topic = sujet if sujet in DEAD_LETTER_TOPICS else None
         reason = motif.strip() or None
         status = statut if statut in STATUSES else "open"
@@ -196,18 +194,18 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
         return kit.render(request, "console_dead_letter.html", context, session, status_code)
 
     @app.get("/operateur/lettres-mortes/{dead_letter_id}", response_model=None)
-    async def dead_letter_page(request: Request, dead_letter_id: str) -> Response:
-        session = await kit.authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
+    async def dead_letter_page(
+        request: Request, dead_letter_id: str, session: Operator
+    ) -> Response:
         return await detail_page(request, session, dead_letter_id)
 
     @app.post("/operateur/lettres-mortes/{dead_letter_id}/rejouer", response_model=None)
-    async def replay_action(request: Request, dead_letter_id: str) -> Response:
-        session = await kit.authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
-        kit.check_csrf(await request.form(), session.csrf_token)
+    async def replay_action(
+        request: Request,
+        dead_letter_id: str,
+        session: Operator,
+        _form: OperatorForm,  # only its token: the id is the path's
+    ) -> Response:
         try:
             selection = Selection(dead_letter_id=dead_letter_id)
             outcomes = await console.run(
@@ -261,12 +259,9 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
         )
 
     @app.post("/operateur/lettres-mortes/{dead_letter_id}/ecarter", response_model=None)
-    async def discard_action(request: Request, dead_letter_id: str) -> Response:
-        session = await kit.authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
-        form = await request.form()
-        kit.check_csrf(form, session.csrf_token)
+    async def discard_action(
+        request: Request, dead_letter_id: str, session: Operator, form: OperatorForm
+    ) -> Response:
         reason = str(form.get("raison", "")).strip()
         if not reason or len(reason) > 500:
             return await detail_page(

@@ -23,11 +23,10 @@ from markupsafe import Markup
 
 from portal.adapters.console.network import routing_schema
 from portal.adapters.console.reference import Territory
+from portal.adapters.guards import Operator
 from portal.adapters.web import PageKit
 from portal.domain import indicators as ind
-from portal.domain.access import may_operate
 from portal.domain.map_svg import Bar, Shade, bar_chart, render_map
-from portal.use_cases.accounts import Session
 
 _WEEK = "date_trunc('week', {at} AT TIME ZONE 'Europe/Paris')::date"
 
@@ -117,19 +116,13 @@ class IndicatorPages:
 
     def register(self, app: FastAPI, kit: PageKit) -> None:
         @app.get("/operateur/indicateurs", response_model=None)
-        async def indicators_page(request: Request) -> Response:
-            session = await kit.authed(request, may_operate)
-            if not isinstance(session, Session):
-                return session
+        async def indicators_page(request: Request, session: Operator) -> Response:
             kpi, period = _chosen(request)
             context = await self._context(kpi, period)
             return kit.render(request, "console_indicators.html", context, session)
 
         @app.get("/operateur/indicateurs.csv", response_model=None)
-        async def indicators_csv(request: Request) -> Response:
-            session = await kit.authed(request, may_operate)
-            if not isinstance(session, Session):
-                return session
+        async def indicators_csv(request: Request, session: Operator) -> Response:
             kpi, period = _chosen(request)
             now = self.clock()
             cells = await self.queries.cells(kpi.code, ind.period_start(period, now))

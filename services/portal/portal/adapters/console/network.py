@@ -21,13 +21,12 @@ from fastapi.responses import RedirectResponse, Response
 from aiguillage_common.logging import get_logger
 from aiguillage_schemas.vocabulary import ServiceCode
 from portal.adapters.console.reference import Territory
+from portal.adapters.guards import Operator, OperatorForm
 from portal.adapters.postgres import PortalUnitOfWork
 from portal.adapters.web import PageKit
-from portal.domain.access import may_operate
 from portal.domain.capacity import FreshnessPolicy
 from portal.domain.network import Correction, Filters, line
 from portal.domain.responses import ActionRefused
-from portal.use_cases.accounts import Session
 from portal.use_cases.centre_actions import NotFound, Topics
 from portal.use_cases.network import correct_capacity
 
@@ -123,22 +122,14 @@ class NetworkPages:
 
     def register(self, app: FastAPI, kit: PageKit) -> None:
         @app.get("/operateur/reseau", response_model=None)
-        async def network_page(request: Request) -> Response:
-            session = await kit.authed(request, may_operate)
-            if not isinstance(session, Session):
-                return session
+        async def network_page(request: Request, session: Operator) -> Response:
             filters = Filters.parse(request.query_params)
             return kit.render(
                 request, "console_network.html", await self._context(filters), session
             )
 
         @app.post("/operateur/reseau/capacite", response_model=None)
-        async def correct(request: Request) -> Response:
-            session = await kit.authed(request, may_operate)
-            if not isinstance(session, Session):
-                return session
-            form = await request.form()
-            kit.check_csrf(form, session.csrf_token)
+        async def correct(request: Request, session: Operator, form: OperatorForm) -> Response:
             site_id = str(form.get("site_id", ""))
             back = str(form.get("retour", ""))
             query = back if back.startswith("?") and "\n" not in back else ""

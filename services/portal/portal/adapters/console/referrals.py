@@ -25,10 +25,9 @@ from aiguillage_operations.domain import Kind, short_id
 from aiguillage_operations.timeline import Entry
 from aiguillage_operations.timeline_read import Places, read_timeline
 from aiguillage_schemas.events.referral_submitted import ReferralId
+from portal.adapters.guards import Operator
 from portal.adapters.postgres import PortalStore
 from portal.adapters.web import PageKit
-from portal.domain.access import may_operate
-from portal.use_cases.accounts import Session
 
 log = get_logger("aiguillage.portal")
 REFERRAL_ID: TypeAdapter[str] = TypeAdapter(ReferralId)
@@ -86,10 +85,9 @@ def _row(entry: Entry) -> dict[str, Any]:
 
 def register(app: FastAPI, kit: PageKit, *, places: Places, store: PortalStore) -> None:
     @app.get("/operateur/orientations", response_model=None)
-    async def find_page(request: Request, reference: str | None = None) -> Response:
-        session = await kit.authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
+    async def find_page(
+        request: Request, session: Operator, reference: str | None = None
+    ) -> Response:
         if reference is None:
             return kit.render(
                 request, "console_referrals.html", {"nav": "orientations", "given": ""}, session
@@ -106,10 +104,7 @@ def register(app: FastAPI, kit: PageKit, *, places: Places, store: PortalStore) 
         return RedirectResponse(f"/operateur/orientations/{quote(found)}", status_code=303)
 
     @app.get("/operateur/orientations/{referral_id}", response_model=None)
-    async def timeline_page(request: Request, referral_id: str) -> Response:
-        session = await kit.authed(request, may_operate)
-        if not isinstance(session, Session):
-            return session
+    async def timeline_page(request: Request, referral_id: str, session: Operator) -> Response:
         context: dict[str, Any] = {"nav": "orientations", "given": referral_id}
         if valid_referral_id(referral_id) != referral_id:
             context["error"] = MALFORMED
