@@ -17,7 +17,12 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from aiguillage_common.codec import Problem
+from aiguillage_common.consumer import InboundRecord, ReliableConsumer, RetryPolicy
 from aiguillage_common.geography import load_geography
+from aiguillage_common.unit_of_work import shared_transaction
+from aiguillage_demo.signing import centre_key_id, demo_routing_secrets_json, sign_with
+from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.centres import (
     CapacityUpdated,
     CapacityUpdatedData,
@@ -31,7 +36,9 @@ from aiguillage_schemas.events.centres import (
     SiteClosedData,
 )
 from aiguillage_schemas.vocabulary import ServiceCode
+from routing.adapters.kafka import DirectoryHandler, SenderCheck
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
+from routing.adapters.senders_file import load_senders
 from routing.adapters.workers import ConfirmationWatch
 from routing.domain.decision import Policy
 from routing.use_cases.directory_updates import apply_directory_update
@@ -293,3 +300,127 @@ async def test_waiting_referrals_follow_closures_and_take_places_as_they_open(
         "referral.waitlisted",
         "referral.routed",
     ]
+
+
+async def test_in_one_batch_a_centre_speaks_for_the_site_it_added_but_never_for_another_s(
+    isolated: Isolated, ctx: RoutingContext
+) -> None:
+    """One consumer batch of signed directory updates, as routing's directory consumer runs it:
+    Arras opens a service at the site it added earlier in the batch; Creil's key may not change
+    that site, take over an Arras site, nor re-open one Arras closed (each refusal is
+    dead-lettered as not_this_centre); Creil's own count is applied."""
+    assert _cli(isolated, "aiguillage-routing-directory", "load").returncode == 0
+    schema = isolated.schema("routing")
+    now = datetime.now(UTC)
+    closed = SiteClosed(
+        **_envelope("HDF-ARRAS-62"), data=SiteClosedData(site_id="HDF-ARRAS-62", as_of=now)
+    )
+    assert await apply_directory_update(closed, ctx)
+    arras, creil = centre_key_id("HDF-ARRAS"), centre_key_id("HDF-CREIL")
+
+    def added(site_id: str, centre_id: str) -> SiteAdded:
+        return SiteAdded(
+            **_envelope(site_id),
+            data=SiteAddedData(
+                site_id=site_id,
+                centre_id=centre_id,
+                commune_insee="59512",
+                serves=["59"],
+                as_of=now,
+            ),
+        )
+
+    def count(site_id: str, places: int) -> CapacityUpdated:
+        return CapacityUpdated(
+            **_envelope(site_id),
+            data=CapacityUpdatedData(
+                site_id=site_id, service=COURSE, places_total=places, as_of=now
+            ),
+        )
+
+    batch: list[tuple[str, Envelope]] = [
+        (arras, added("HDF-ARRAS-RBX", "HDF-ARRAS")),
+        (
+            arras,
+            ServiceOpened(
+                **_envelope("HDF-ARRAS-RBX"),
+                data=ServiceOpenedData(
+                    site_id="HDF-ARRAS-RBX", service=COURSE, places_total=3, as_of=now
+                ),
+            ),
+        ),
+        (creil, count("HDF-ARRAS-RBX", 40)),  # refused
+        (creil, added("HDF-ARRAS-59", "HDF-CREIL")),  # refused: Arras's site
+        (creil, added("HDF-ARRAS-62", "HDF-CREIL")),  # refused: closed, still Arras's
+        (creil, count("HDF-CREIL-80", 7)),
+    ]
+    records = [_signed(offset, key, event) for offset, (key, event) in enumerate(batch)]
+    secrets = {k: v.encode() for k, v in json.loads(demo_routing_secrets_json()).items()}
+    check = SenderCheck(ctx, load_senders(), secrets, window_s=300)
+    dead: dict[int, str] = {}
+
+    async def dead_letter(record: InboundRecord, problem: Problem) -> None:
+        dead[record.offset] = str(problem.reason)
+
+    pool = await asyncpg.create_pool(
+        isolated.endpoints.database_url,
+        min_size=1,
+        max_size=1,
+        server_settings={"search_path": schema},
+    )
+    assert pool is not None
+    try:
+        consumer = ReliableConsumer(
+            "routing.directory",
+            DirectoryHandler(ctx, check),
+            dead_letter,
+            RetryPolicy(),
+            30.0,
+            transaction=lambda: shared_transaction(pool),
+        )
+        await consumer.handle_batch(records)
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
+
+    assert dead == {2: "not_this_centre", 3: "not_this_centre", 4: "not_this_centre"}
+    sites = {
+        row["site_id"]: (row["centre_id"], row["closed_at"] is not None)
+        for row in await isolated.db.fetch(
+            f"SELECT site_id, centre_id, closed_at FROM {schema}.sites"
+            " WHERE site_id = ANY($1::text[])",
+            ["HDF-ARRAS-RBX", "HDF-ARRAS-59", "HDF-ARRAS-62"],
+        )
+    }
+    assert sites == {
+        "HDF-ARRAS-RBX": ("HDF-ARRAS", False),
+        "HDF-ARRAS-59": ("HDF-ARRAS", False),
+        "HDF-ARRAS-62": ("HDF-ARRAS", True),
+    }
+    places = {
+        row["site_id"]: row["places_total"]
+        for row in await isolated.db.fetch(
+            f"SELECT site_id, places_total FROM {schema}.site_services WHERE service = $1"
+            " AND site_id = ANY($2::text[])",
+            str(COURSE),
+            ["HDF-ARRAS-RBX", "HDF-CREIL-80"],
+        )
+    }
+    assert places == {"HDF-ARRAS-RBX": 3, "HDF-CREIL-80": 7}
+
+
+def _envelope(site_id: str) -> dict[str, object]:
+    return {"source": "centre", "correlation_id": uuid.uuid4(), "subject": site_id}
+
+
+def _signed(offset: int, key_id: str, event: Envelope) -> InboundRecord:
+    """``event`` as routing reads it from directory.updates, signed with ``key_id`` now."""
+    value = event.model_dump_json().encode()
+    return InboundRecord(
+        "directory.updates",
+        0,
+        offset,
+        event.subject.encode(),
+        value,
+        sign_with(key_id, value),
+        broker_timestamp_ms=int(datetime.now(UTC).timestamp() * 1000),
+    )

@@ -102,6 +102,24 @@ def test_no_local_housing_room_splits_care_locally_and_housing_at_the_platform(
     assert "plateforme" in decision.explanation.lower()
 
 
+def test_a_stale_platform_count_still_houses_when_ranked_and_never_when_dropped(
+    directory: Directory, geography: Geography
+) -> None:
+    fresh = no_local_housing(fresh_directory(directory))
+    capacity = dict(fresh.capacity)
+    capacity[(PLATFORM, HOUSING)] = dataclasses.replace(
+        capacity[(PLATFORM, HOUSING)], updated_at=T0 - timedelta(days=8)
+    )
+    stale = dataclasses.replace(fresh, capacity=capacity)
+    referral = accepted("ref-decide", needs=NEEDS).data
+    week = timedelta(days=7)
+    ranked = decide(referral, stale, geography, Policy(capacity_freshness=week), now=T0)
+    assert isinstance(ranked, Split)  # on its last count
+    assert ranked.housing.site_id == PLATFORM
+    drop = Policy(capacity_freshness=week, stale_capacity="drop")
+    assert not isinstance(decide(referral, stale, geography, drop, now=T0), Split)
+
+
 def test_no_split_without_platform_room_nor_for_a_volunteer(
     directory: Directory, geography: Geography
 ) -> None:

@@ -96,11 +96,11 @@ class SenderCheck:
 
     async def authorise(self, sender: Sender, event: Envelope) -> None:
         claim = claim_of(event)
-        # Read in the batch's transaction, so a site added earlier in the same batch counts.
+        # Read in the batch's transaction, so a site added earlier in the same batch counts; in a
+        # batch, every site's centre is read once, not once per record.
         async with self._ctx.uow_factory() as uow:
-            site = await uow.site_ref(claim.site_id)
-        owners = {claim.site_id: site.centre_id} if site is not None else {}
-        problem = authorise(sender, claim, owners)
+            owner = await uow.site_centre(claim.site_id)
+        problem = authorise(sender, claim, {claim.site_id: owner} if owner is not None else {})
         if problem is not None:
             raise InvalidMessage(problem)
 

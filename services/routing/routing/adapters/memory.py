@@ -162,6 +162,10 @@ class MemoryRoutingUow:
             address_confidential=site.address_confidential,
         )
 
+    async def site_centre(self, site_id: str) -> str | None:
+        site = self.store.directory.site(site_id)
+        return site.centre_id if site is not None else None
+
     async def set_capacity(
         self, site_id: str, service: ServiceCode, places_total: int, as_of: datetime
     ) -> bool:

@@ -184,6 +184,9 @@ class _BatchDirectory:
 
 
 _FIRST_SNAPSHOT = "routing.first_directory_snapshot"  # the batch has read one territory
+# Every site's centre (closed sites too), read once per batch: each record of a centre topic asks
+# whose site it names. Only a site added in the batch changes it (a site never changes centre).
+_SITE_CENTRES = "routing.site_centres"
 _INSERT_DECISION = (
     "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
     " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
@@ -283,6 +286,19 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             self._batch.extensions.pop(_BatchDirectory, None)
             self._batch.extensions.pop(_FIRST_SNAPSHOT, None)
 
+    async def site_centre(self, site_id: str) -> str | None:
+        batch = self._batch
+        if batch is None:
+            found = await self.connection.fetchval(
+                "SELECT centre_id FROM sites WHERE site_id = $1", site_id
+            )
+            return str(found) if found is not None else None
+        centres: dict[str, str] | None = batch.extensions.get(_SITE_CENTRES)
+        if centres is None:
+            rows = await self.connection.fetch("SELECT site_id, centre_id FROM sites")
+            centres = batch.extensions[_SITE_CENTRES] = {r["site_id"]: r["centre_id"] for r in rows}
+        return centres.get(site_id)
+
     async def site_ref(self, site_id: str) -> SiteRef | None:
         row = await self.connection.fetchrow(
             "SELECT s.centre_id, c.name, s.site_id, s.commune_insee, s.departement,"
@@ -365,6 +381,8 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
 
     async def add_site(self, site: Site) -> bool:
         self._forget_directory()
+        if self._batch is not None:
+            self._batch.extensions.pop(_SITE_CENTRES, None)  # the batch reads the new site's centre
         applied = await self.connection.fetchval(
             "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
             " address_confidential, assumed, languages)"

@@ -29,7 +29,7 @@ import math
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from aiguillage_common.geography import Geography
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
@@ -245,6 +245,9 @@ def decide(
     )
 
 
+_HOUSING = (ServiceCode.EVICTION_HOUSING,)
+
+
 def national_housing_with_room(
     referral: ReferralAcceptedData,
     directory: Directory,
@@ -261,10 +264,7 @@ def national_housing_with_room(
         held = directory.capacity.get((site.site_id, ServiceCode.EVICTION_HOUSING))
         if held is None or not held.admits(referral.prescriber_kind):
             continue
-        places = held.open_places(now, policy.capacity_freshness)
-        if places is None and policy.stale_capacity == "rank":
-            places = max(held.places_total - held.places_held, 0)
-        if places:
+        if site_counts(site, _HOUSING, directory, policy, now).room:
             return site
     return None
 
@@ -319,16 +319,17 @@ def _decide(
         request.home, request.neighbours, request.needed, policy.allow_neighbour_fallback
     )
     # First a cheap screen of the sites that could serve the person (cost, feasible, room);
-    # then the full record only for the sites kept in it.
+    # then the full record only for the sites kept in it, on the counts the screen read.
+    counts: dict[str, SiteCounts] = {}
     screened = sorted(
-        _screen_pool(pool, request, directory, policy, now, tried),
+        _screen_pool(pool, request, directory, policy, now, tried, counts),
         key=lambda s: (not s[1], s[0], s[3].site_id),
     )
     feasible_count = sum(1 for s in screened if s[1])
     if not feasible_count:
         # Rare: look at every site near the person, to say why none fits.
         assessed = [
-            assess(site, request, directory, policy, now, tried)
+            assess(site, request, directory, policy, now, tried, counts.get(site.site_id))
             for site in _near(directory, request)
         ]
         record = _record(assessed, request, policy, now, tried)
@@ -338,13 +339,16 @@ def _decide(
     kept = [s[3] for s in screened[: max(policy.record_candidates, 1)]]
     if chosen is not None and chosen not in kept:
         kept.append(chosen)
-    assessed = [assess(site, request, directory, policy, now, tried) for site in kept]
+    assessed = [
+        assess(site, request, directory, policy, now, tried, counts.get(site.site_id))
+        for site in kept
+    ]
     omitted = len(pool) - len(kept)
     if len(pool) < policy.record_candidates:
         # Room left in the record: say also why the other sites near the person do not fit.
         seen = {site.site_id for site in pool}
         assessed += [
-            assess(site, request, directory, policy, now, tried)
+            assess(site, request, directory, policy, now, tried, counts.get(site.site_id))
             for site in _near(directory, request)
             if site.site_id not in seen
         ]
@@ -480,14 +484,21 @@ def _screen_pool(
     policy: Policy,
     now: datetime,
     tried: Collection[str],
+    counts: dict[str, SiteCounts],
 ) -> list[tuple[float, bool, bool, Site]]:
     """Screen the pool, nearest first by a lower bound of the cost (everything but load and
     stale counts), and stop once no further site can come before the chosen one nor enter the
     record: on a large directory a decision screens the few dozen sites that matter, not the
-    hundreds that serve the territory. A small pool is screened whole."""
+    hundreds that serve the territory. A small pool is screened whole. ``counts`` gets the
+    counts of each site screened."""
+
+    def screen_once(site: Site) -> tuple[float, bool, bool]:
+        read = counts[site.site_id] = site_counts(site, request.needed, directory, policy, now)
+        return screen(site, request, directory, policy, now, tried, read)
+
     keep = max(policy.record_candidates, 1)
     if len(pool) <= 2 * keep:
-        return [(*screen(site, request, directory, policy, now, tried), site) for site in pool]
+        return [(*screen_once(site), site) for site in pool]
     bounds = sorted(
         (_lower_bound(site, request, directory, policy), site.site_id, site) for site in pool
     )
@@ -497,7 +508,7 @@ def _screen_pool(
     for bound, _, site in bounds:
         if len(kept_costs) >= keep and bound > chosen_cost and bound > -kept_costs[0]:
             break
-        cost, feasible, room = screen(site, request, directory, policy, now, tried)
+        cost, feasible, room = screen_once(site)
         screened.append((cost, feasible, room, site))
         if feasible and room:
             chosen_cost = min(chosen_cost, cost)
@@ -518,6 +529,54 @@ def _lower_bound(site: Site, request: Request, directory: Directory, policy: Pol
     )
 
 
+class SiteCounts(NamedTuple):
+    """What a site's counts say for a decision's needed services, under its policy. Read once
+    per site and decision: the screen, the record and the explanation see the same places and
+    the same staleness. (A named tuple: made for every site screened, cheaper than a frozen
+    dataclass.)"""
+
+    places: dict[str, int | None]  # open places per needed service as the policy sees them
+    room: bool  # a free place for every needed service
+    load: float  # share of places held, of the fullest needed service counted
+    stale: bool  # some needed count was not confirmed within ``policy.capacity_freshness``
+    stale_km: float  # what that adds to the cost: the penalty when the policy ranks them
+    judicial_only: bool  # some needed service takes judicial referrals only
+
+
+def site_counts(
+    site: Site,
+    needed: tuple[ServiceCode, ...],
+    directory: Directory,
+    policy: Policy,
+    now: datetime,
+) -> SiteCounts:
+    """The site's counts of the ``needed`` services at ``now``: a count not confirmed within
+    the freshness window is stale, and then "rank" still trusts its last places, "drop" counts
+    none (unknown)."""
+    places: dict[str, int | None] = {}
+    room = True
+    load = 0.0
+    stale = judicial_only = False
+    for service in needed:
+        held = directory.capacity.get((site.site_id, service))
+        if held is None:
+            places[service] = None  # offered but never counted: unknown, not available
+            room = False
+            continue
+        free = held.open_places(now, policy.capacity_freshness)
+        if free is None:
+            stale = True
+            if policy.stale_capacity == "rank":
+                free = max(held.places_total - held.places_held, 0)
+        places[service] = free
+        room = room and bool(free)
+        load = max(load, held.load_ratio)
+        judicial_only = judicial_only or held.eligibility != "all"
+    ranked = stale and policy.stale_capacity == "rank"
+    stale_km = policy.stale_penalty_km if ranked else 0.0
+    return SiteCounts(places, room, load, stale, stale_km, judicial_only)
+
+
 def screen(
     site: Site,
     request: Request,
@@ -525,8 +584,12 @@ def screen(
     policy: Policy,
     now: datetime,
     tried: Collection[str] = (),
+    counts: SiteCounts | None = None,
 ) -> tuple[float, bool, bool]:
-    """(cost, feasible, has room): what ``assess`` finds, without building the record."""
+    """(cost, feasible, has room): what ``assess`` finds, without building the record;
+    ``counts``: the site's, when the decision has read them already."""
+    if counts is None:
+        counts = site_counts(site, request.needed, directory, policy, now)
     feasible = (
         site.site_id not in tried
         and site.commune_insee not in request.excluded_communes
@@ -541,34 +604,18 @@ def screen(
     distance = _site_km(request, site, directory)
     if distance > policy.max_distance_km:
         feasible = False
-    room = True
-    load = 0.0
-    stale = False
-    capacity = directory.capacity
-    for service in request.needed:
-        if service not in site.services:
-            feasible = room = False
-            continue
-        held = capacity.get((site.site_id, service))
-        if held is None:
-            room = False
-            continue
-        if held.eligibility != "all" and not request.judicial:
-            feasible = False
-        if now - held.updated_at > policy.capacity_freshness:
-            stale = True
-            if policy.stale_capacity == "drop":
-                room = False
-        if held.places_held >= held.places_total:
-            room = False
-        load = max(load, held.load_ratio)
+    room = counts.room
+    if counts.judicial_only and not request.judicial:
+        feasible = False
+    if not site.services.issuperset(request.needed):
+        feasible = room = False
     cost = (
         distance
         + (0.0 if site.departement == request.home else policy.away_from_home_km)
         + (0.0 if served else policy.out_of_territory_km)
-        + round(min(load, 1.0) * policy.load_weight_km, 3)
+        + round(min(counts.load, 1.0) * policy.load_weight_km, 3)
         + (0.0 if request.language in site.languages else policy.language_penalty_km)
-        + (policy.stale_penalty_km if stale and policy.stale_capacity == "rank" else 0.0)
+        + counts.stale_km
     )
     return round(cost, 3), feasible, room
 
@@ -580,32 +627,22 @@ def assess(
     policy: Policy,
     now: datetime,
     tried: Collection[str] = (),
+    counts: SiteCounts | None = None,
 ) -> Candidate:
+    """The site as the record shows it; ``counts``: the site's, when the decision has read them
+    already."""
+    if counts is None:
+        counts = site_counts(site, request.needed, directory, policy, now)
     tier = tier_of(site, request.home, request.neighbours)
     distance = _site_km(request, site, directory)
     excluded = hard_exclusions(site, request, directory, policy, tried, distance, tier)
-    capacity: dict[str, int | None] = {}
-    load = 0.0
-    stale = False
-    for service in request.needed:
-        held = directory.capacity.get((site.site_id, service))
-        if held is None:
-            capacity[service] = None  # offered but never counted: unknown, not available
-            continue
-        places = held.open_places(now, policy.capacity_freshness)
-        if places is None:
-            stale = True
-            if policy.stale_capacity == "rank":
-                places = max(held.places_total - held.places_held, 0)
-        capacity[service] = places
-        load = max(load, held.load_ratio)
     score = {
         "distance": distance,
         "away": 0.0 if site.departement == request.home else policy.away_from_home_km,
         "territory": 0.0 if request.home in site.serves else policy.out_of_territory_km,
-        "load": round(min(load, 1.0) * policy.load_weight_km, 3),
+        "load": round(min(counts.load, 1.0) * policy.load_weight_km, 3),
         "language": 0.0 if request.language in site.languages else policy.language_penalty_km,
-        "stale": policy.stale_penalty_km if stale and policy.stale_capacity == "rank" else 0.0,
+        "stale": counts.stale_km,
     }
     score["total"] = round(sum(score.values()), 3)
     return Candidate(
@@ -616,8 +653,8 @@ def assess(
         tier,
         tuple(excluded),
         score,
-        capacity,
-        stale,
+        counts.places,
+        counts.stale,
     )
 
 
