@@ -114,6 +114,23 @@ def test_a_full_site_sends_the_referral_to_the_next_one(
     assert lille.capacity == {"responsibility_course": 0}
 
 
+def test_a_short_record_still_holds_the_site_chosen_after_cheaper_full_ones(
+    directory: Directory, geography: Geography
+) -> None:
+    # The nearest site is full: with room for one candidate in the record, the full site would
+    # take it and the chosen one fall out of its own decision's record.
+    full = _fill(directory, "HDF-ARRAS-59", ServiceCode.RESPONSIBILITY_COURSE)
+    for kept in (1, 2):
+        policy = Policy(record_candidates=kept)
+        decision = decide(_referral("59350", "59"), full, geography, policy, now=NOW)
+        assert isinstance(decision, Routed)
+        assert decision.site.site_id == "HDF-ARRAS-62"
+        ids = [c.site_id for c in decision.record.candidates]
+        assert len(ids) == kept
+        assert ids[-1] == "HDF-ARRAS-62"
+        assert decision.record.omitted > 0
+
+
 def test_no_room_anywhere_waits_at_the_best_site_for_the_missing_service(
     directory: Directory, geography: Geography
 ) -> None:

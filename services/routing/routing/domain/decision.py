@@ -352,7 +352,9 @@ def _decide(
             for site in _near(directory, request)
             if site.site_id not in seen
         ]
-    record = _record(assessed, request, policy, now, tried, omitted)
+    record = _record(
+        assessed, request, policy, now, tried, omitted, chosen.site_id if chosen else None
+    )
     feasible = [c for c in record.candidates if c.feasible]
     full = sum(1 for s in screened if s[1] and not s[2])
     sites = directory.by_id
@@ -394,10 +396,16 @@ def _record(
     now: datetime,
     tried: Collection[str],
     omitted: int = 0,
+    chosen: str | None = None,
 ) -> DecisionRecord:
-    """Feasible sites by cost, then the excluded ones by cost; at most ``record_candidates``."""
+    """Feasible sites by cost, then the excluded ones by cost; at most ``record_candidates``,
+    the ``chosen`` site always among them (after cheaper sites without room, it could otherwise
+    fall out of its own decision's record)."""
     ordered = sorted(assessed, key=lambda c: (not c.feasible, c.score["total"], c.site_id))
-    kept = ordered[: max(policy.record_candidates, 1)]
+    size = max(policy.record_candidates, 1)
+    kept = ordered[:size]
+    if chosen is not None and all(c.site_id != chosen for c in kept):
+        kept = [*kept[: size - 1], next(c for c in ordered if c.site_id == chosen)]
     return DecisionRecord(
         policy_version=policy.version,
         decided_at=now,
