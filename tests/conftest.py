@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,21 @@ class Isolated:
     async def count(self, sql: str, *args: object) -> int:
         value = await self.db.fetchval(sql, *args)
         return int(value or 0)
+
+    @asynccontextmanager
+    async def schema_pool(self, schema: str) -> AsyncIterator[asyncpg.Pool]:
+        """One connection on ``schema``, as a service's adapters take it from their pool."""
+        pool = await asyncpg.create_pool(
+            self.endpoints.database_url,
+            min_size=1,
+            max_size=1,
+            server_settings={"search_path": schema},
+        )
+        assert pool is not None
+        try:
+            yield pool
+        finally:
+            await pool.close()
 
 
 async def wait_started(*processes: ServiceProcess, timeout_s: float = 90.0) -> None:

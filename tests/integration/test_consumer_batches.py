@@ -15,7 +15,6 @@ the dead-letter topic, the group's committed offsets, the consumer's metrics and
 from __future__ import annotations
 
 import json
-import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -35,7 +34,7 @@ from aiguillage_common.kafka import KafkaProducerAdapter
 from aiguillage_common.metrics import ServiceMetrics
 from aiguillage_common.migrations.runner import migrate
 from aiguillage_common.provisioning import delete_groups, provision
-from aiguillage_common.runtime import Runtime, open_pool
+from aiguillage_common.runtime import Runtime, open_pool, service_broker
 from aiguillage_common.settings import ServiceSettings
 from aiguillage_common.unit_of_work import PostgresUnitOfWork
 from aiguillage_schemas.envelope import Envelope
@@ -231,15 +230,7 @@ async def batches(isolated: Isolated) -> AsyncIterator[Batches]:
     application = f"{SERVICE}{isolated.suffix}"
     runtime.pool = await open_pool(settings, application)
     await runtime.producer.start()
-    # As runtime.build_app makes the services' broker.
-    broker = KafkaBroker(
-        endpoints.kafka_bootstrap_servers,
-        client_id=f"aiguillage-{SERVICE}",
-        apply_types=False,
-        graceful_timeout=settings.graceful_timeout_s,
-        logger=logging.getLogger(f"aiguillage.faststream.{SERVICE}"),
-        log_level=logging.DEBUG,
-    )
+    broker = service_broker(settings, SERVICE)
     world = Batches(
         isolated,
         runtime,

@@ -12,7 +12,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pyotp
 
 from portal.adapters.postgres import PortalStore
@@ -178,14 +177,7 @@ async def test_totp_secrets_written_before_sealing_are_sealed_once_and_still_sig
         user,
         clear,
     )
-    pool = await asyncpg.create_pool(
-        isolated.endpoints.database_url,
-        min_size=1,
-        max_size=1,
-        server_settings={"search_path": schema},
-    )
-    assert pool is not None
-    try:
+    async with isolated.schema_pool(schema) as pool:
         store = PortalStore(pool, SecretBox(TEST_TOTP_KEY))
         assert await store.seal_clear_totp_secrets() == 2
         assert await store.seal_clear_totp_secrets() == 0
@@ -198,5 +190,3 @@ async def test_totp_secrets_written_before_sealing_are_sealed_once_and_still_sig
         found = await store.user_by_email("old@spip.example")
         assert found is not None
         assert found.totp_secret == clear  # the user's authenticator keeps working
-    finally:
-        await pool.close()

@@ -129,19 +129,10 @@ async def test_seed_command_is_idempotent_and_keeps_what_centres_reported(
     stale = _cli(isolated, "aiguillage-routing-directory", "stale", "59")
     assert stale.stdout.startswith("1 stale")
     assert "STALE HDF-ARRAS-59" in stale.stdout
-    pool = await asyncpg.create_pool(
-        isolated.endpoints.database_url,
-        min_size=1,
-        max_size=1,
-        server_settings={"search_path": schema},
-    )
-    assert pool is not None
-    try:
+    async with isolated.schema_pool(schema) as pool:
         watch = ConfirmationWatch(pool, timedelta(days=30), timedelta(days=7), 3600)
         with capture_logs() as logs:
             assert await watch.check_once() == 1
-    finally:
-        await pool.close()
     (due,) = [entry for entry in logs if entry["event"] == "capacity.confirmation_due"]
     assert (due["stale"], due["due_soon"], due["log_level"]) == (1, 0, "warning")
     assert due["first"][0].startswith("HDF-ARRAS-59/responsibility_course by ")
@@ -362,14 +353,7 @@ async def test_in_one_batch_a_centre_speaks_for_the_site_it_added_but_never_for_
     async def dead_letter(record: InboundRecord, problem: Problem) -> None:
         dead[record.offset] = str(problem.reason)
 
-    pool = await asyncpg.create_pool(
-        isolated.endpoints.database_url,
-        min_size=1,
-        max_size=1,
-        server_settings={"search_path": schema},
-    )
-    assert pool is not None
-    try:
+    async with isolated.schema_pool(schema) as pool:
         consumer = ReliableConsumer(
             "routing.directory",
             DirectoryHandler(ctx, check),
@@ -379,8 +363,6 @@ async def test_in_one_batch_a_centre_speaks_for_the_site_it_added_but_never_for_
             transaction=lambda: shared_transaction(pool),
         )
         await consumer.handle_batch(records)
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
     assert dead == {2: "not_this_centre", 3: "not_this_centre", 4: "not_this_centre"}
     sites = {

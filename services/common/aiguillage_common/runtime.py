@@ -189,6 +189,20 @@ async def until_available(
         return result
 
 
+def service_broker(settings: ServiceSettings, service: str, description: str = "") -> KafkaBroker:
+    """A service's FastStream broker: our decoding (apply_types off), our logger."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"aiguillage-{service}",
+        apply_types=False,
+        graceful_timeout=settings.graceful_timeout_s,
+        logger=logging.getLogger(f"aiguillage.faststream.{service}"),
+        # FastStream's own "Received"/"Processed" lines carry no referral id; ours do.
+        log_level=logging.DEBUG,
+        description=description,
+    )
+
+
 def build_app(
     service: str,
     settings: ServiceSettings,
@@ -203,16 +217,7 @@ def build_app(
     ``prepare`` runs once the broker answers and before the outbox relay publishes (e.g. to
     create topics the service publishes to), waiting like the rest while it is transient;
     ``sign_outgoing`` signs each outbox record as it is published (see outbox.RecordSigner)."""
-    broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=f"aiguillage-{service}",
-        apply_types=False,
-        graceful_timeout=settings.graceful_timeout_s,
-        logger=logging.getLogger(f"aiguillage.faststream.{service}"),
-        # FastStream's own "Received"/"Processed" lines carry no referral id; ours do.
-        log_level=logging.DEBUG,
-        description=description,
-    )
+    broker = service_broker(settings, service, description)
     runtime = Runtime(
         settings=settings,
         producer=KafkaProducerAdapter(settings.kafka_bootstrap_servers, f"aiguillage-{service}"),
