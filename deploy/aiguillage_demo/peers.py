@@ -203,13 +203,11 @@ class SmtpSession(asyncio.Protocol):
         if self._chunk_refusal is not None or self._size > _MAX_MESSAGE:
             # The chunk was read all the same (RFC 3030 2): the session stays in step.
             refusal = self._chunk_refusal or "552 5.3.4 Message too big"
-            self._chunks, self._chunk_refusal = [], None
             self._reset()
             return refusal
         if not self._chunk_last:
             return f"250 2.0.0 {len(taken)} octets received"
         mail = ReceivedMail(self._mail_from or "", list(self._rcpt_tos), b"".join(self._chunks))
-        self._chunks = []
         self._reset()
         return self._sink.accept(mail)
 
@@ -244,7 +242,9 @@ class SmtpSession(asyncio.Protocol):
         return None
 
     def _reset(self) -> None:
+        """A new mail transaction: no envelope, no message, no chunk owed a refusal."""
         self._mail_from, self._rcpt_tos, self._size = None, [], 0
+        self._chunks, self._chunk_refusal = [], None
 
     def _command(self, line: bytes) -> str | None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
@@ -293,7 +293,6 @@ class SmtpSession(asyncio.Protocol):
                 self._chunk_refusal = "503 5.5.1 Need RCPT first"
             return None  # answered once the chunk is read
         if verb == "RSET":
-            self._chunks, self._chunk_refusal = [], None
             self._reset()
             return "250 2.0.0 OK"
         if verb == "NOOP":
