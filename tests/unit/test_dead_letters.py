@@ -367,6 +367,7 @@ class FakeKafka:
 class FakeStore:
     def __init__(self) -> None:
         self.actions: list[Action] = []
+        self.events: list[str] = []  # the store's clock read, publications
 
     async def history(self, uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Action]]:
         return {u: [a for a in self.actions if a.dead_letter == u] for u in uids}
@@ -383,6 +384,10 @@ class FakeClaim:
 
     async def actions(self) -> list[Action]:
         return [a for a in self.store.actions if a.dead_letter == self.uid]
+
+    async def now(self) -> datetime:
+        self.store.events.append("now")
+        return NOW + timedelta(minutes=len(self.store.events))
 
     async def record(
         self,
@@ -429,17 +434,16 @@ async def test_replay_publishes_once_records_it_and_skips_the_second_time() -> N
 
 
 async def test_a_replay_is_dated_when_published_before_what_it_causes() -> None:
-    # What the replayed record causes (intake's admission) is recorded once it is published:
-    # the replay is dated by the clock read before publishing, so a timeline reads in order.
+    # What the replayed record causes (intake's admission) is recorded once it is published, by
+    # the database's clock: the replay is dated by that clock, read before publishing, so a
+    # timeline reads in order whatever the operator's own clock says.
     dead_letter = _read(_rejection())
     kafka = FakeKafka([dead_letter], {Coordinates("referrals.intake", 3, 41): _source()})
     store = FakeStore()
-    ticks = iter(NOW + timedelta(seconds=n) for n in range(100))
-    read_at_publish: list[int] = []
     publish = kafka.publish
 
     async def publishing(plan: ReplayPlan) -> Coordinates:
-        read_at_publish.append(len(store.actions))
+        store.events.append(f"publish, {len(store.actions)} recorded")
         return await publish(plan)
 
     kafka.publish = publishing  # type: ignore[method-assign]
@@ -449,12 +453,11 @@ async def test_a_replay_is_dated_when_published_before_what_it_causes() -> None:
         Selection(dead_letter.short_id),
         operator="alice",
         secret=SECRET,
-        clock=lambda: next(ticks),
+        clock=lambda: NOW - timedelta(days=1),  # an operator's clock a day behind
     )
     (action,) = store.actions
-    assert read_at_publish == [0]  # published before it was recorded
-    # The plan read the clock first (its signature), then the replay right before publishing.
-    assert action.at == NOW + timedelta(seconds=1)
+    assert store.events == ["now", "publish, 0 recorded"]
+    assert action.at == NOW + timedelta(minutes=1)  # the store's time read before publishing
 
 
 async def test_bulk_replay_of_a_reason_leaves_other_reasons_alone() -> None:

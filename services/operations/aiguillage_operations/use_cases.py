@@ -69,6 +69,10 @@ class Claim(Protocol):
 
     async def actions(self) -> list[Action]: ...
 
+    async def now(self) -> datetime:
+        """The store's clock (PostgreSQL's), the one every recorded action is dated by."""
+        ...
+
     async def record(
         self,
         topic: str,
@@ -258,8 +262,9 @@ async def _replay_one(
             dead_letter, "planned", f"would publish to {plan.topic}:{plan.partition}"
         )
     # The replay's time is when it is published, taken before: what the replayed record causes
-    # (an admission, a decision) is recorded after it, and a timeline must read in that order.
-    published_at = clock()
+    # (an admission, a decision) is recorded after it, by the database's clock, and a timeline
+    # must read in that order; the caller's clock (an operator's laptop) may be off.
+    published_at = await claim.now()
     copy = await kafka.publish(plan)
     await claim.record(
         dead_letter.topic,

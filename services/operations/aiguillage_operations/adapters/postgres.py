@@ -104,6 +104,10 @@ class _Claim:
         )
         return [_action(row) for row in rows]
 
+    async def now(self) -> datetime:
+        stamp: datetime = await self._connection.fetchval("SELECT clock_timestamp()")
+        return stamp
+
     async def record(
         self,
         topic: str,
