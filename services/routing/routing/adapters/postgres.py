@@ -162,31 +162,20 @@ class _BatchDirectory:
 
     def __init__(self, directory: Directory) -> None:
         self.centres = directory.centres
-        self.sites = directory.sites
-        # Where each site is, by département (where it lies and those it serves), and what each
-        # territory asked for came to: a batch asks for the same few territories again and
-        # again, and a walk of every site cost more than the decision it fed.
-        self._by_departement: dict[str, list[int]] = {}
-        for index, site in enumerate(self.sites):
-            for departement in {site.departement, *site.serves}:
-                self._by_departement.setdefault(departement, []).append(index)
-        self._near: dict[frozenset[str], tuple[Site, ...]] = {}
+        self._directory = directory
 
     def near(self, departements: Collection[str]) -> tuple[Site, ...]:
         """As ``read_directory`` selects them (serving or lying in ``departements``), in its
         order."""
-        wanted = frozenset(departements)
-        found = self._near.get(wanted)
-        if found is None:
-            indexes = {i for d in wanted for i in self._by_departement.get(d, ())}
-            found = self._near[wanted] = tuple(self.sites[i] for i in sorted(indexes))
-        return found
+        return self._directory.territory(departements)
 
 
 _FIRST_SNAPSHOT = "routing.first_directory_snapshot"  # the batch has read one territory
-# Every site's centre (closed sites too), read once per batch: each record of a centre topic asks
-# whose site it names. Only a site added in the batch changes it (a site never changes centre).
+# Every site's centre (closed sites too), read once per batch from its second record on (a batch
+# of one record reads the one site it names): each record of a centre topic asks whose site it
+# names. A site never changes centre; one added in the batch joins the copy.
 _SITE_CENTRES = "routing.site_centres"
+_FIRST_OWNER = "routing.first_site_centre"  # the batch has looked one site's centre up
 _INSERT_DECISION = (
     "INSERT INTO decisions (referral_id, decision_id, outcome, site_id, centre_id,"
     " distance_km, reason, explanation, caused_by_event_id, correlation_id, attempt,"
@@ -288,13 +277,15 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
 
     async def site_centre(self, site_id: str) -> str | None:
         batch = self._batch
-        if batch is None:
-            found = await self.connection.fetchval(
-                "SELECT centre_id FROM sites WHERE site_id = $1", site_id
-            )
-            return str(found) if found is not None else None
-        centres: dict[str, str] | None = batch.extensions.get(_SITE_CENTRES)
+        centres: dict[str, str] | None = batch.extensions.get(_SITE_CENTRES) if batch else None
         if centres is None:
+            if batch is None or _FIRST_OWNER not in batch.extensions:
+                if batch is not None:
+                    batch.extensions[_FIRST_OWNER] = True
+                found = await self.connection.fetchval(
+                    "SELECT centre_id FROM sites WHERE site_id = $1", site_id
+                )
+                return str(found) if found is not None else None
             rows = await self.connection.fetch("SELECT site_id, centre_id FROM sites")
             centres = batch.extensions[_SITE_CENTRES] = {r["site_id"]: r["centre_id"] for r in rows}
         return centres.get(site_id)
@@ -382,7 +373,8 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
     async def add_site(self, site: Site) -> bool:
         self._forget_directory()
         if self._batch is not None:
-            self._batch.extensions.pop(_SITE_CENTRES, None)  # the batch reads the new site's centre
+            # The upsert never changes an existing site's centre: a new site joins the copy.
+            self._batch.extensions.get(_SITE_CENTRES, {}).setdefault(site.site_id, site.centre_id)
         applied = await self.connection.fetchval(
             "INSERT INTO sites (site_id, centre_id, commune_insee, departement, lat, lon, serves,"
             " address_confidential, assumed, languages)"

@@ -4,7 +4,7 @@ service the capacity with who may use it and when it was last reported."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -137,6 +137,22 @@ class Directory:
         if pool is None:
             pool = self._pools[key] = tuple(self._candidates(home, neighbours, needed, fallback))
         return list(pool)
+
+    def territory(self, departements: Collection[str]) -> tuple[Site, ...]:
+        """Every site, national ones too, serving or lying in any of ``departements``, in the
+        directory's order: what the database selects for a territory. Remembered per territory
+        (a consumer batch asks for the same few again and again)."""
+        wanted = frozenset(departements)
+        found = self._territories.get(wanted)
+        if found is None:
+            found = self._territories[wanted] = tuple(
+                s for s in self.sites if s.departement in wanted or not s.serves.isdisjoint(wanted)
+            )
+        return found
+
+    @cached_property
+    def _territories(self) -> dict[frozenset[str], tuple[Site, ...]]:
+        return {}
 
     @cached_property
     def _pools(self) -> dict[tuple[str, tuple[ServiceCode, ...], bool], tuple[Site, ...]]:
