@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from aiguillage_common.logging import get_logger
-from portal.domain.access import Principal, may_operate
+from portal.domain.access import Principal, is_centre, is_prescriber, may_operate
 from portal.domain.security import SessionPolicy
 from portal.use_cases import accounts
 from portal.use_cases.accounts import AccountStore, Session
@@ -152,14 +152,6 @@ def _of_role(session: Session, may: Callable[[Principal], bool]) -> Session:
     if not may(session.principal):
         raise WrongRole(session)
     return session
-
-
-def is_centre(principal: Principal) -> bool:
-    return principal.role == "centre"
-
-
-def is_prescriber(principal: Principal) -> bool:
-    return principal.role == "prescriber"
 
 
 async def centre_user(session: SignedIn) -> Session:

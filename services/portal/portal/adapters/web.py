@@ -123,7 +123,6 @@ class PageKit:
 
     render: Callable[..., HTMLResponse]
     not_found: Callable[[Request, Session | None], HTMLResponse]
-    templates: Jinja2Templates
 
 
 def create_web_app(deps: WebDeps) -> FastAPI:
@@ -636,7 +635,7 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             request, "operator_audit.html", {"entries": await deps.store.audit_entries()}, session
         )
 
-    kit = PageKit(render, not_found, templates)
+    kit = PageKit(render, not_found)
     for register in deps.console:
         register(app, kit)
     return app

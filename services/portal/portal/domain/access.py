@@ -111,6 +111,14 @@ def may_change_capacity(principal: Principal, site_centre_id: str) -> bool:
     return is_centre_of(principal, site_centre_id)
 
 
+def is_centre(principal: Principal) -> bool:
+    return principal.role == "centre"
+
+
+def is_prescriber(principal: Principal) -> bool:
+    return principal.role == "prescriber"
+
+
 def may_operate(principal: Principal) -> bool:
     """Users, audit log (and the operator console's pages later)."""
     return principal.role == "operator"
