@@ -304,7 +304,9 @@ class PostgresReleaseStore:
     async def audit_release(
         self, referral_id: str, centre_id: str, outcome: Release, view: ReleaseView
     ) -> bool:
-        read = view.sealed.ciphertext if isinstance(view.sealed, SealedIdentity) else None
+        # The identity version a grant is for; a refusal's audit checks none.
+        sealed = view.sealed if outcome is Release.GRANTED else None
+        read = sealed.ciphertext if isinstance(sealed, SealedIdentity) else None
         async with transaction_scoped(self._pool) as connection:
             recorded = await connection.fetchval(
                 _AUDIT_RELEASE, referral_id, centre_id, str(outcome), read
