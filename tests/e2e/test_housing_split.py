@@ -16,10 +16,13 @@ from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from aiguillage_schemas.vocabulary import ServiceCode
-from tests.conftest import Isolated, wait_started
-from tests.e2e.test_identity_release import SERVICE_SECRET, ask, start_with_identity_api
+from tests.conftest import Isolated
+from tests.e2e.test_identity_release import (
+    ask,
+    start_notifications_asking,
+    start_with_identity_api,
+)
 from tests.e2e.test_timeline import aiguillage
-from tests.integration.test_notification_delivery import notifications_env
 from tests.support.routing_events import answer, path_report
 from tests.support.waiting import eventually
 
@@ -33,14 +36,7 @@ async def test_care_goes_to_the_local_centre_and_housing_to_the_platform_each_an
 ) -> None:
     *_, port = await start_with_identity_api(isolated)  # both stopped by the fixture
     url = f"http://127.0.0.1:{port}/internal/v1/identity-releases"
-    notifications = isolated.service(
-        "notifications",
-        **notifications_env(hooks, smtp),
-        AIGUILLAGE_NOTIFICATIONS_INTAKE_IDENTITY_URL=url,
-        AIGUILLAGE_NOTIFICATIONS_IDENTITY_API_SECRET=SERVICE_SECRET,
-    )
-    notifications.start()
-    await wait_started(notifications)
+    await start_notifications_asking(isolated, hooks, smtp, port)
 
     referral = make_referral(RENNES_CASE, referral_id=f"ref-split{isolated.suffix}")
     needs = [ServiceCode.RESPONSIBILITY_COURSE, ServiceCode.EVICTION_HOUSING]

@@ -19,7 +19,11 @@ from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from tests.conftest import Isolated, wait_started
-from tests.integration.test_notification_delivery import deliveries, notifications_env
+from tests.integration.test_notification_delivery import (
+    deliveries,
+    notifications_env,
+    start_notifications,
+)
 from tests.support.services import ServiceProcess
 from tests.support.waiting import eventually
 
@@ -56,6 +60,22 @@ async def start_with_identity_api(
     return intake, routing, port
 
 
+async def start_notifications_asking(
+    isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink, port: int, **env: str
+) -> ServiceProcess:
+    """Notifications on the test peers, asking intake's identity API on ``port`` for offers."""
+    return await start_notifications(
+        isolated,
+        notifications_env(
+            hooks,
+            smtp,
+            intake_identity_url=f"http://127.0.0.1:{port}{PATH}",
+            identity_api_secret=SERVICE_SECRET,
+            **env,
+        ),
+    )
+
+
 async def ask(
     url: str, referral_id: str, centre_id: str, secret: str | None = SERVICE_SECRET
 ) -> httpx.Response:
@@ -82,15 +102,7 @@ async def test_the_holding_centre_alone_receives_the_identity_over_its_webhook(
         AIGUILLAGE_ROUTING_LOG_LEVEL="DEBUG",
     )
     url = f"http://127.0.0.1:{port}{PATH}"
-    notifications = isolated.service(
-        "notifications",
-        **notifications_env(hooks, smtp),
-        AIGUILLAGE_NOTIFICATIONS_LOG_LEVEL="DEBUG",
-        AIGUILLAGE_NOTIFICATIONS_INTAKE_IDENTITY_URL=url,
-        AIGUILLAGE_NOTIFICATIONS_IDENTITY_API_SECRET=SERVICE_SECRET,
-    )
-    notifications.start()
-    await wait_started(notifications)
+    notifications = await start_notifications_asking(isolated, hooks, smtp, port, log_level="DEBUG")
 
     referral = make_referral(1, referral_id=f"ref-release{isolated.suffix}")
     identity = referral.data.identity.model_copy(update=canaries)

@@ -24,9 +24,9 @@ from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_referral
 from aiguillage_schemas import topics
 from routing.adapters.postgres import count_stale_sites
-from tests.conftest import Isolated, wait_started
-from tests.e2e.test_identity_release import SERVICE_SECRET, start_with_identity_api
-from tests.integration.test_notification_delivery import deliveries, notifications_env
+from tests.conftest import Isolated
+from tests.e2e.test_identity_release import start_notifications_asking, start_with_identity_api
+from tests.integration.test_notification_delivery import deliveries
 from tests.support.services import ServiceProcess
 from tests.support.waiting import eventually
 
@@ -80,16 +80,7 @@ async def test_each_service_s_metrics_count_the_batch_it_handled(
     sizes: Callable[[topics.Topic], Any],
 ) -> None:
     intake, routing, port = await start_with_identity_api(isolated)
-    notifications = isolated.service(
-        "notifications",
-        **notifications_env(hooks, smtp),
-        AIGUILLAGE_NOTIFICATIONS_INTAKE_IDENTITY_URL=(
-            f"http://127.0.0.1:{port}/internal/v1/identity-releases"
-        ),
-        AIGUILLAGE_NOTIFICATIONS_IDENTITY_API_SECRET=SERVICE_SECRET,
-    )
-    notifications.start()
-    await wait_started(notifications)
+    notifications = await start_notifications_asking(isolated, hooks, smtp, port)
 
     referrals = [
         make_referral(i, referral_id=f"ref-metrics{i}{isolated.suffix}") for i in range(REFERRALS)
