@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
-import asyncpg
 import pytest
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
@@ -199,8 +198,7 @@ async def apply_tally(runtime: Runtime, record: InboundRecord) -> None:
 async def batches(isolated: Isolated) -> AsyncIterator[Batches]:
     endpoints = isolated.endpoints
     schema = f"consumer_batches{isolated.suffix}"
-    connection = await asyncpg.connect(endpoints.database_url)
-    try:
+    async with isolated.db.acquire() as connection:
         # The platform migrations only: aiguillage_common's own migrations folder holds the
         # runner, no numbered file of its own.
         await migrate(connection, schema, "aiguillage_common")
@@ -208,8 +206,6 @@ async def batches(isolated: Isolated) -> AsyncIterator[Batches]:
         await connection.execute(
             f"CREATE TABLE {schema}.tallies (event_id uuid NOT NULL, amount int NOT NULL)"
         )
-    finally:
-        await connection.close()
     await provision(endpoints.kafka_bootstrap_servers, [SOURCE, DEAD_LETTERS], isolated.prefix)
     settings = ServiceSettings(
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,

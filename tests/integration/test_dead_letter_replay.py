@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from typer.testing import CliRunner, Result
 
 from aiguillage_common.migrations.cli import migrate_services
@@ -91,17 +89,6 @@ class Command:
         return found
 
 
-async def _committed(isolated: Isolated, group: str, tp: TopicPartition) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=isolated.endpoints.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    found = offsets.get(tp)
-    return -1 if found is None else int(found.offset)
-
-
 async def _accepted(isolated: Isolated, referral_id: str) -> int:
     records = await isolated.kafka.read_all(isolated.topic(topics.ACCEPTED))
     return sum(1 for r in records if r.key == referral_id)
@@ -111,10 +98,8 @@ async def _past(isolated: Isolated, coordinates: str) -> None:
     """Until intake has committed past the record at ``coordinates`` (it processed it)."""
     topic, partition, offset = coordinates.rsplit(":", 2)
     await eventually(
-        lambda: _committed(
-            isolated, f"{isolated.prefix}referral-intake", TopicPartition(topic, int(partition))
-        ),
-        lambda committed: committed > int(offset),
+        lambda: isolated.kafka.committed(f"{isolated.prefix}referral-intake", topic),
+        lambda committed: committed.get(int(partition), -1) > int(offset),
         timeout_s=60,
         what=f"intake past {coordinates}",
     )

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
-
 from notifications.adapters.postgres import _LEASE_DUE, _SETTLE, WORKER_PLANNER_SETTINGS
 from tests.conftest import Isolated
 
@@ -24,11 +22,10 @@ SETTLE_TYPES = (
 
 
 async def _generic_plan(isolated: Isolated, statement: str, types: str, nulls: int) -> str:
-    connection = await asyncpg.connect(
-        isolated.endpoints.database_url,
-        server_settings={"search_path": isolated.schema("notifications")},
-    )
-    try:
+    async with (
+        isolated.schema_pool(isolated.schema("notifications")) as pool,
+        pool.acquire() as connection,
+    ):
         await connection.execute(WORKER_PLANNER_SETTINGS)
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         name = f"plan_{uuid.uuid4().hex[:8]}"
@@ -36,8 +33,6 @@ async def _generic_plan(isolated: Isolated, statement: str, types: str, nulls: i
         arguments = ", ".join(["NULL"] * nulls)
         rows = await connection.fetch(f"EXPLAIN EXECUTE {name}({arguments})")
         return "\n".join(row[0] for row in rows)
-    finally:
-        await connection.close()
 
 
 async def test_a_round_finds_each_delivery_and_attempt_by_key(isolated: Isolated) -> None:

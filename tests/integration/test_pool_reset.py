@@ -15,15 +15,15 @@ import asyncpg
 import pytest
 
 from aiguillage_common.pool import create_pool, transaction_scoped
-from tests.conftest import Isolated
+from tests.support import infra
 
 LOCK = 0x5E551011
 
 
 @pytest.fixture
-async def pool(isolated: Isolated) -> AsyncIterator[asyncpg.Pool]:
+async def pool(endpoints: infra.Endpoints) -> AsyncIterator[asyncpg.Pool]:
     # One connection: every acquire gets the one the previous user gave back.
-    pool = await create_pool(isolated.endpoints.database_url, min_size=1, max_size=1)
+    pool = await create_pool(endpoints.database_url, min_size=1, max_size=1)
     try:
         yield pool
     finally:

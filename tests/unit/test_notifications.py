@@ -344,7 +344,8 @@ def test_smtp_4xx_is_retried_and_5xx_is_not() -> None:
     assert smtp_result(550, 3).outcome == "permanent"
     # A refused session (greeting, EHLO, STARTTLS, AUTH) is never the message's fault.
     assert smtp_result(535, 3, about_message=False).outcome == "transient"
-    assert smtp_result(554, 3, about_message=False).error_class == "smtp_554"
+    refused = smtp_result(554, 3, about_message=False)
+    assert (refused.outcome, refused.error_class) == ("transient", "smtp_554")
 
 
 def test_retries_back_off_exponentially_with_jitter_then_give_up() -> None:
