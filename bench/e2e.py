@@ -900,6 +900,12 @@ async def _raw_batch(
     await asyncio.gather(*sent)
 
 
+async def raw_loop(settings: Settings, label: str, count: int, seed: int) -> RawResult:
+    """``count`` measured messages of the raw loop, after ``RAW_BATCH`` unmeasured ones."""
+    plan = Phase(label, count + RAW_BATCH, seed)
+    return await raw_baseline(settings, prepare_inputs(plan, label=label), RAW_BATCH)
+
+
 async def raw_baseline(settings: Settings, values: list[Prepared], warmup: int) -> RawResult:
     """The raw loop over the same broker and database: the first ``warmup`` messages are not
     measured (the consumer joins its group, the connections warm), then ``len(values) - warmup``
@@ -1209,13 +1215,11 @@ async def _main(args: argparse.Namespace) -> int:
             # A broker just started runs its hot paths in the JVM's interpreter: the same raw
             # loop measured 3.1k msgs/s on a cold broker and 7.2k once warm. A broker in
             # service is warm, so the figures are taken on a warm one.
-            plan = Phase("infra warm-up", args.count, args.seed + 100 + n)
-            warm = await raw_baseline(settings, prepare_inputs(plan, label="warm"), RAW_BATCH)
+            warm = await raw_loop(settings, "warm", args.count, args.seed + 100 + n)
             say(f"infrastructure warm-up {n + 1}/{args.warm_infra}: {warm.rate:,.0f} msgs/s")
         if "raw" in args.phases:
             say(f"raw loop: {args.count:,} messages (+{RAW_BATCH} warm-up)")
-            plan = Phase("raw", args.count + RAW_BATCH, args.seed)
-            raw = await raw_baseline(settings, prepare_inputs(plan, label="raw"), RAW_BATCH)
+            raw = await raw_loop(settings, "raw", args.count, args.seed)
             say(f"raw loop: {raw.rate:,.0f} msgs/s")
         for phase in phases:
             results.append(await run_phase(phase, settings))
