@@ -66,7 +66,8 @@ def status_reason(status: int) -> str:
 def read_answer(status: int, person: dict[str, Any] | None) -> tuple[Outcome, str]:
     """The outcome of intake's answer and the reason the caller records: 'granted' with the
     person; a refusal with its release ('not_holder'...); any other answer (409, 5xx, a 401 from
-    a wrong secret, a 200 without a person) is unavailable, worth asking again, with its status."""
+    a wrong secret, a 200 without a person) is unavailable, worth asking again, with its status.
+    ``person`` is ``person_in``'s: there is one only in a 200 answer, so only with a grant."""
     release = _RELEASE_OF_STATUS.get(status)
     if release is not None:
         outcome = ANSWERS[release].outcome

@@ -41,4 +41,4 @@ def lookup_from_status(status: int, person: dict[str, Any] | None) -> IdentityLo
     known to intake yet), 5xx and any other answer (401 from a wrong secret included) hold it
     back rather than send it without identity to a centre that should have had it."""
     outcome, reason = read_answer(status, person)
-    return IdentityLookup(outcome, reason, person if outcome == "granted" else None)
+    return IdentityLookup(outcome, reason, person)  # a person only ever comes with a grant

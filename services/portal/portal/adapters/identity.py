@@ -63,4 +63,4 @@ class IdentityClient:
         outcome, reason = read_answer(status, person)
         if outcome == "unavailable" and status == 200:
             reason = "bad_answer"  # what the audit has always said of a 200 without a person
-        return IdentityAnswer(outcome, reason, person if outcome == "granted" else None)
+        return IdentityAnswer(outcome, reason, person)  # a person only ever comes with a grant
