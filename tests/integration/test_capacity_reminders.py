@@ -18,13 +18,11 @@ from aiguillage_schemas.events.centres import (
     CapacityUpdatedData,
     ServiceOpened,
     ServiceOpenedData,
-    SiteAdded,
-    SiteAddedData,
 )
 from tests.conftest import Isolated, wait_started
 from tests.integration.test_notification_delivery import notifications_env, start_notifications
 from tests.integration.test_routing_directory import _cli
-from tests.support.routing_events import COURSE, TEST_OPERATOR
+from tests.support.routing_events import COURSE, TEST_OPERATOR, site_added
 from tests.support.waiting import eventually
 
 HOOK = "/hooks/centre/HDF-ARRAS"
@@ -42,17 +40,7 @@ async def _open_site(isolated: Isolated, site_id: str, as_of: datetime) -> None:
     ``as_of``."""
     now = datetime.now(UTC)
     events: list[Envelope] = [
-        SiteAdded(
-            **_envelope(site_id),
-            data=SiteAddedData(
-                site_id=site_id,
-                centre_id="HDF-ARRAS",
-                commune_insee="62041",
-                serves=["62"],
-                as_of=now,
-                actor=TEST_OPERATOR,
-            ),
-        ),
+        site_added(site_id, "HDF-ARRAS", now, "62041", ("62",), TEST_OPERATOR, source="portal"),
         ServiceOpened(
             **_envelope(site_id),
             data=ServiceOpenedData(

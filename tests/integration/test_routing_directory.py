@@ -30,8 +30,6 @@ from aiguillage_schemas.events.centres import (
     ServiceClosedData,
     ServiceOpened,
     ServiceOpenedData,
-    SiteAdded,
-    SiteAddedData,
     SiteClosed,
     SiteClosedData,
 )
@@ -45,7 +43,7 @@ from routing.use_cases.directory_updates import apply_directory_update
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import route_referral
 from tests.conftest import Isolated
-from tests.support.routing_events import lille_referral
+from tests.support.routing_events import lille_referral, site_added
 
 BIN = Path(sys.executable).parent
 COURSE = ServiceCode.RESPONSIBILITY_COURSE
@@ -169,16 +167,7 @@ async def test_directory_updates_change_decisions_and_the_cli_explains_them(
     )
     # A new site in Roubaix (59512) opens; it offers nothing until a service is opened.
     assert await apply_directory_update(
-        SiteAdded(
-            **envelope("HDF-ARRAS-ROUBAIX"),
-            data=SiteAddedData(
-                site_id="HDF-ARRAS-ROUBAIX",
-                centre_id="HDF-ARRAS",
-                commune_insee="59512",
-                serves=["59"],
-                as_of=now,
-            ),
-        ),
+        site_added("HDF-ARRAS-ROUBAIX", "HDF-ARRAS", now, source="operator"),
         ctx,
     )
     referral = lille_referral(f"ref-dir{isolated.suffix}")
@@ -239,16 +228,7 @@ async def test_waiting_referrals_follow_closures_and_take_places_as_they_open(
     # A Roubaix site opens the course with no free place yet; then Lille closes: the referral
     # moves to Roubaix's queue; when Roubaix counts one place, it is offered there.
     await apply_directory_update(
-        SiteAdded(
-            **envelope("HDF-ARRAS-RBX"),
-            data=SiteAddedData(
-                site_id="HDF-ARRAS-RBX",
-                centre_id="HDF-ARRAS",
-                commune_insee="59512",
-                serves=["59"],
-                as_of=now,
-            ),
-        ),
+        site_added("HDF-ARRAS-RBX", "HDF-ARRAS", now, source="operator"),
         ctx,
     )
     later = now + timedelta(seconds=1)
@@ -309,18 +289,6 @@ async def test_in_one_batch_a_centre_speaks_for_the_site_it_added_but_never_for_
     assert await apply_directory_update(closed, ctx)
     arras, creil = centre_key_id("HDF-ARRAS"), centre_key_id("HDF-CREIL")
 
-    def added(site_id: str, centre_id: str) -> SiteAdded:
-        return SiteAdded(
-            **_envelope(site_id),
-            data=SiteAddedData(
-                site_id=site_id,
-                centre_id=centre_id,
-                commune_insee="59512",
-                serves=["59"],
-                as_of=now,
-            ),
-        )
-
     def count(site_id: str, places: int) -> CapacityUpdated:
         return CapacityUpdated(
             **_envelope(site_id),
@@ -330,7 +298,7 @@ async def test_in_one_batch_a_centre_speaks_for_the_site_it_added_but_never_for_
         )
 
     batch: list[tuple[str, Envelope]] = [
-        (arras, added("HDF-ARRAS-RBX", "HDF-ARRAS")),
+        (arras, site_added("HDF-ARRAS-RBX", "HDF-ARRAS", now)),
         (
             arras,
             ServiceOpened(
@@ -341,8 +309,8 @@ async def test_in_one_batch_a_centre_speaks_for_the_site_it_added_but_never_for_
             ),
         ),
         (creil, count("HDF-ARRAS-RBX", 40)),  # refused
-        (creil, added("HDF-ARRAS-59", "HDF-CREIL")),  # refused: Arras's site
-        (creil, added("HDF-ARRAS-62", "HDF-CREIL")),  # refused: closed, still Arras's
+        (creil, site_added("HDF-ARRAS-59", "HDF-CREIL", now)),  # refused: Arras's site
+        (creil, site_added("HDF-ARRAS-62", "HDF-CREIL", now)),  # refused: closed, still Arras's
         (creil, count("HDF-CREIL-80", 7)),
     ]
     records = [_signed(offset, key, event) for offset, (key, event) in enumerate(batch)]

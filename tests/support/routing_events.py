@@ -16,6 +16,8 @@ from aiguillage_schemas.events.centres import (
     CapacityUpdatedData,
     OfferAnswered,
     PathReport,
+    SiteAdded,
+    SiteAddedData,
 )
 from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
@@ -69,6 +71,31 @@ def capacity(
             service=service,
             places_total=places_total,
             as_of=datetime.now(UTC),
+            actor=actor,
+        ),
+    )
+
+
+def site_added(
+    site_id: str,
+    centre_id: str,
+    as_of: datetime,
+    commune_insee: str = "59512",
+    serves: Sequence[str] = ("59",),
+    actor: Actor | None = None,
+    source: str = "centre",
+) -> SiteAdded:
+    """A new site of ``centre_id`` (Roubaix, serving the Nord, unless told otherwise)."""
+    return SiteAdded(
+        source=source,
+        correlation_id=uuid.uuid4(),
+        subject=site_id,
+        data=SiteAddedData(
+            site_id=site_id,
+            centre_id=centre_id,
+            commune_insee=commune_insee,
+            serves=list(serves),
+            as_of=as_of,
             actor=actor,
         ),
     )

@@ -22,7 +22,6 @@ from aiguillage_schemas.events.centres import (
     PathReport,
     PathReportData,
     SiteAdded,
-    SiteAddedData,
     SiteClosed,
     SiteClosedData,
 )
@@ -30,6 +29,7 @@ from aiguillage_schemas.signing import KEY_ID_HEADER, SIGNING_HEADERS, sign
 from aiguillage_schemas.vocabulary import RejectionReason, ServiceCode
 from routing.adapters.senders_file import load_senders
 from routing.domain.senders import Claim, Sender, authenticate, authorise, claim_of
+from tests.support import routing_events
 
 ARRAS = Sender("hdf-arras-2026", "centre", "HDF-ARRAS")
 CREIL = Sender("hdf-creil-2026", "centre", "HDF-CREIL")
@@ -70,19 +70,7 @@ def capacity(site: str, actor: Actor | None = None) -> CapacityUpdated:
 
 
 def site_added(site: str, centre: str, actor: Actor | None = None) -> SiteAdded:
-    return SiteAdded(
-        source="test",
-        correlation_id=uuid.uuid4(),
-        subject=site,
-        data=SiteAddedData(
-            site_id=site,
-            centre_id=centre,
-            commune_insee="62041",
-            serves=["62"],
-            as_of=AT,
-            actor=actor,
-        ),
-    )
+    return routing_events.site_added(site, centre, AT, "62041", ("62",), actor, source="test")
 
 
 def signed(value: bytes, key_id: str, at: int = NOW) -> dict[str, str]:
