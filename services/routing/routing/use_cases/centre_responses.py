@@ -119,9 +119,13 @@ async def _answer_housing(
     told (``escalated``) while the care goes on."""
     data = event.data
     platform = await _housing_site(
-        uow, ref, data.site_id, data.centre_id, "offered",
+        uow,
+        ref,
+        data.site_id,
+        data.centre_id,
+        "offered",
         "this referral's housing is not offered at this centre's site",
-    )  # fmt: skip
+    )
     if data.answer == "accepted":
         new = dataclasses.replace(ref, housing_status="placed", housing_answer_by=None)
         await uow.save_referral(new)
@@ -220,9 +224,13 @@ async def _report_housing(
     path report naming the platform's site."""
     data = event.data
     platform = await _housing_site(
-        uow, ref, data.site_id, data.centre_id, "placed",
+        uow,
+        ref,
+        data.site_id,
+        data.centre_id,
+        "placed",
         "this referral is not housed at this centre's site",
-    )  # fmt: skip
+    )
     if data.report in RELEASING_REPORTS:
         new, freed = await end_housing(
             uow,
