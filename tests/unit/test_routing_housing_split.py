@@ -117,7 +117,9 @@ def test_a_stale_platform_count_still_houses_when_ranked_and_never_when_dropped(
     assert isinstance(ranked, Split)  # on its last count
     assert ranked.housing.site_id == PLATFORM
     drop = Policy(capacity_freshness=week, stale_capacity="drop")
-    assert not isinstance(decide(referral, stale, geography, drop, now=T0), Split)
+    dropped = decide(referral, stale, geography, drop, now=T0)
+    assert isinstance(dropped, Waitlisted)  # no platform place: waits for local housing
+    assert dropped.service == HOUSING
 
 
 def test_no_split_without_platform_room_nor_for_a_volunteer(
