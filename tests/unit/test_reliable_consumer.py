@@ -469,3 +469,27 @@ async def test_metrics_count_a_batch_once_per_outcome_with_the_reasons_set_aside
     assert value(consumed, outcome="dead_lettered") == 1
     assert value("aiguillage_dead_letters_total", reason=str(RejectionReason.NOT_JSON)) == 1
     assert value("aiguillage_batch_handling_seconds_count") == 1  # one batch, one observation
+
+
+async def test_a_batch_lets_the_service_s_other_tasks_run_between_its_records() -> None:
+    # Records that never await (their writes wait for the batch's end) must still give way:
+    # a delivery lane or an identity request of the same process is served meanwhile.
+    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(20)]
+    transactions = Transactions()
+    seen_by_other_task: list[int] = []
+
+    async def process(record: InboundRecord) -> None:
+        transactions.write(record.offset)
+
+    async def other_task() -> None:
+        while len(seen_by_other_task) < 5:
+            seen_by_other_task.append(len(transactions.pending))
+            await asyncio.sleep(0)
+
+    consumer = ReliableConsumer("c", process, DeadLetters(), FAST, 1.0, transaction=transactions)
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)  # the other task is waiting for its turn
+    await consumer.handle_batch(records)
+    await other
+    assert transactions.committed == list(range(20))
+    assert 0 < seen_by_other_task[-1] < 20  # it ran while the batch was half done

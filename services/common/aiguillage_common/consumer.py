@@ -338,6 +338,11 @@ class ReliableConsumer:
                                 # bad bytes, signature, shape; the others go on at once.)
                                 suspects[index] = scope.claims_since(mark)
                                 raise _Restart
+                        # The batch's writes wait for its end, so its records would otherwise
+                        # run back to back without an await: a batch of 200 held the event loop
+                        # for ~100 ms, and the service's other tasks (notifications' delivery
+                        # lanes, intake's identity API) with it.
+                        await asyncio.sleep(0)
                     ran = True
                     run.duplicates = scope.duplicates
                 return
