@@ -408,7 +408,7 @@ class FakeDeliveryUow(FakeDigests, FakeUnitOfWork):
     async def lease_due(
         self, limit: int, lease_s: float, worker_id: uuid.UUID
     ) -> list[DeliveryJob]:
-        jobs, self._jobs[:] = list(self._jobs), []
+        jobs, self._jobs[:] = self._jobs[:limit], self._jobs[limit:]
         return jobs
 
     async def start_attempt(
@@ -621,10 +621,10 @@ class BrokenSender:
 
 
 async def test_a_sender_bug_dead_letters_that_delivery_instead_of_stalling_the_worker() -> None:
-    store, job = FakeStore(), _job()
-    copy = Delivery(uuid.uuid4(), job.notification_id, "email", "c@x.invalid", 1)
+    store, jobs = FakeStore(), [_job()]
+    copy = Delivery(uuid.uuid4(), jobs[0].notification_id, "email", "c@x.invalid", 1)
     deliverer = Deliverer(
-        lambda: FakeDeliveryUow(store, [job], [copy]),
+        lambda: FakeDeliveryUow(store, jobs, [copy]),
         {"webhook": BrokenSender()},
         BackoffPolicy(3, 1.0, 10.0),
         "dead-letter",

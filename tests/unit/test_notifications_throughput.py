@@ -279,3 +279,78 @@ async def test_rounds_are_written_together_and_no_lane_sends_before_its_last_out
     assert sum(started for _, started in rounds) == 24
     assert sum(finished for finished, _ in rounds) == 24
     assert len(rounds) < 24  # rounds of different lanes went together
+
+
+class Timed:
+    """A sender that takes ``delay_s`` per send and notes when each of its sends ended."""
+
+    def __init__(self, delay_s: float, ended: list[tuple[str, uuid.UUID]]) -> None:
+        self.delay_s, self.ended = delay_s, ended
+
+    async def send(self, job: DeliveryJob) -> AttemptResult:
+        await asyncio.sleep(self.delay_s)
+        self.ended.append((job.channel, job.delivery_id))
+        return AttemptResult("delivered", 1, http_status=200, smtp_code=250)
+
+
+async def test_a_slow_webhook_does_not_hold_the_email_lanes_until_the_next_lease() -> None:
+    # Leases of 4: the first brings the slow webhook and 3 e-mails, the next ones e-mails only.
+    store = FakeStore()
+    jobs = [_job("webhook"), *(_job("email") for _ in range(11))]
+    ended: list[tuple[str, uuid.UUID]] = []
+    deliverer = Deliverer(
+        lambda: FakeDeliveryUow(store, jobs, []),
+        {"email": Timed(0.001, ended), "webhook": Timed(0.5, ended)},
+        POLICY,
+        "dead-letter",
+        30.0,
+        4,
+        lambda: NOW,
+        concurrency={"email": 1, "webhook": 1},
+    )
+    assert await deliverer.deliver_due() == 12
+    # Every e-mail, those of later leases included, went out while the webhook was in flight.
+    assert [channel for channel, _ in ended] == ["email"] * 11 + ["webhook"]
+    assert len(store.rows("attempts")) == 12
+
+
+async def test_leasing_stops_when_the_run_is_over_and_the_rest_waits_for_the_next_call() -> None:
+    store = FakeStore()
+    jobs = [_job("email") for _ in range(6)]
+    ended: list[tuple[str, uuid.UUID]] = []
+    deliverer = Deliverer(
+        lambda: FakeDeliveryUow(store, jobs, []),
+        {"email": Timed(0.001, ended)},
+        POLICY,
+        "dead-letter",
+        30.0,
+        2,
+        lambda: NOW,
+        run_for_s=0.0,  # one lease per call
+    )
+    assert await deliverer.deliver_due() == 2
+    assert await deliverer.deliver_due() == 2
+    assert len(ended) == 4
+    assert len(jobs) == 2  # the last two are still due, not leased
+
+
+async def test_deliveries_recorded_during_a_slow_send_go_out_without_waiting_for_it() -> None:
+    store = FakeStore()
+    jobs = [_job("webhook")]
+    ended: list[tuple[str, uuid.UUID]] = []
+    deliverer = Deliverer(
+        lambda: FakeDeliveryUow(store, jobs, []),
+        {"email": Timed(0.001, ended), "webhook": Timed(0.3, ended)},
+        POLICY,
+        "dead-letter",
+        30.0,
+        10,
+        lambda: NOW,
+    )
+    running = asyncio.create_task(deliverer.deliver_due())
+    # The webhook is leased; nothing else is due yet.
+    await eventually(lambda: len(jobs), lambda due: due == 0, interval_s=0.01)
+    jobs.extend(_job("email") for _ in range(3))
+    deliverer.due_now()  # as the worker does on NOTIFY
+    assert await running == 4
+    assert [channel for channel, _ in ended] == ["email"] * 3 + ["webhook"]

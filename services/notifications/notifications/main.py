@@ -198,6 +198,7 @@ def create_app(
                 },
                 session_factory=lambda: PostgresDeliverySession(own),
                 on_attempt=runtime.metrics.delivery_attempt,
+                run_for_s=settings.delivery_poll_interval_s,
             )
             return DeliveryWorker(
                 runtime.require_pool(),

@@ -145,6 +145,7 @@ class DeliveryWorker:
 
     def _on_notify(self, *_args: object) -> None:
         self._wake.set()
+        self._deliverer.due_now()
 
     async def _run(self) -> None:
         failures = 0
