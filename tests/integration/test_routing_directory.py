@@ -33,8 +33,9 @@ from aiguillage_schemas.events.centres import (
     SiteClosed,
     SiteClosedData,
 )
-from aiguillage_schemas.vocabulary import ServiceCode
-from routing.adapters.kafka import DirectoryHandler, SenderCheck
+from aiguillage_schemas.events.referral_lifecycle import ReferralCancelled, ReferralCancelledData
+from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
+from routing.adapters.kafka import DirectoryHandler, RoutingHandler, SenderCheck
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
 from routing.adapters.senders_file import load_senders
 from routing.adapters.workers import ConfirmationWatch
@@ -374,3 +375,82 @@ def _signed(offset: int, key_id: str, event: Envelope) -> InboundRecord:
         sign_with(key_id, value),
         broker_timestamp_ms=int(datetime.now(UTC).timestamp() * 1000),
     )
+
+
+async def test_in_one_batch_a_place_freed_is_offered_again_and_a_place_taken_is_not(
+    isolated: Isolated, ctx: RoutingContext
+) -> None:
+    """Routing reads a site's places once per consumer batch and keeps them up to date with the
+    batch's own holds and releases. In one batch, with two places left at the Lille site: X
+    takes one, A the last one, A is cancelled (its place is freed), B takes it, C finds none."""
+    assert _cli(isolated, "aiguillage-routing-directory", "load").returncode == 0
+    schema = isolated.schema("routing")
+    probe = f"ref-probe{isolated.suffix}"
+    assert await route_referral(lille_referral(probe), ctx) is not None
+    site = await isolated.db.fetchval(
+        f"SELECT site_id FROM {schema}.holds WHERE referral_id = $1", probe
+    )
+    assert site is not None
+    await isolated.db.execute(
+        f"UPDATE {schema}.site_services SET places_total = places_held + 2"
+        " WHERE site_id = $1 AND service = $2",
+        site,
+        str(COURSE),
+    )
+    x, a, b, c = (f"ref-{name}{isolated.suffix}" for name in ("x", "a", "b", "c"))
+    cancelled = ReferralCancelled(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject=a,
+        data=ReferralCancelledData(
+            prescriber_id="parquet-tj-lille",
+            prescriber_kind=PrescriberKind.PARQUET,
+            reason="prescriber_decision",
+        ),
+    )
+    events: list[Envelope] = [
+        lille_referral(x),
+        lille_referral(a),
+        cancelled,
+        lille_referral(b),
+        lille_referral(c),
+    ]
+    records = [
+        InboundRecord(
+            "referrals.accepted", 0, offset, e.subject.encode(), e.model_dump_json().encode()
+        )
+        for offset, e in enumerate(events)
+    ]
+    dead: list[Problem] = []
+
+    async def dead_letter(record: InboundRecord, problem: Problem) -> None:
+        dead.append(problem)
+
+    async with isolated.schema_pool(schema) as pool:
+        consumer = ReliableConsumer(
+            "routing",
+            RoutingHandler(ctx),
+            dead_letter,
+            RetryPolicy(),
+            30.0,
+            transaction=lambda: shared_transaction(pool),
+        )
+        await consumer.handle_batch(records)
+
+    assert dead == []
+    holds = {
+        row["referral_id"]: row["site_id"]
+        for row in await isolated.db.fetch(f"SELECT referral_id, site_id FROM {schema}.holds")
+    }
+    assert a not in holds
+    assert holds[x] == holds[b] == site
+    assert holds.get(c) != site
+    places = await isolated.db.fetchrow(
+        f"SELECT places_held, places_total FROM {schema}.site_services"
+        " WHERE site_id = $1 AND service = $2",
+        site,
+        str(COURSE),
+    )
+    assert places is not None
+    assert places["places_held"] == places["places_total"]  # the probe's, X's and B's
+    assert sum(1 for held_at in holds.values() if held_at == site) == places["places_held"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from aiguillage_common.unit_of_work import PostgresUnitOfWork
+from aiguillage_common.unit_of_work import PostgresUnitOfWork, SharedTransaction
 from aiguillage_schemas.events.referral_lifecycle import ReferralAcceptedData
 from aiguillage_schemas.events.routing_decisions import SiteRef
 from aiguillage_schemas.vocabulary import ServiceCode
@@ -171,6 +171,7 @@ class _BatchDirectory:
 
 
 _FIRST_SNAPSHOT = "routing.first_directory_snapshot"  # the batch has read one territory
+_CAPACITY = "routing.capacity"  # site id -> its open services' places, in this batch
 # Every site's centre (closed sites too), read once per batch from its second record on (a batch
 # of one record reads the one site it names): each record of a centre topic asks whose site it
 # names. A site never changes centre; one added in the batch joins the copy.
@@ -260,7 +261,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
                 await read_directory(self.connection)
             )
         near = known.near(departements)
-        capacity, services = await read_capacity(self.connection, [s.site_id for s in near])
+        capacity, services = await self._batch_capacity(batch, [s.site_id for s in near])
         sites = tuple(
             site
             if site.services == services.get(site.site_id, frozenset())
@@ -269,11 +270,53 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
         )
         return Directory(centres=known.centres, sites=sites, capacity=capacity)
 
+    async def _batch_capacity(
+        self, batch: SharedTransaction, site_ids: list[str]
+    ) -> tuple[dict[tuple[str, ServiceCode], Capacity], dict[str, set[ServiceCode]]]:
+        """The places of ``site_ids`` as this batch's transaction sees them: each site is read
+        once per batch and then kept up to date with the batch's own holds and releases (a
+        referral read ~80 rows, 0.5 ms of CPU between routing and PostgreSQL, mostly the same
+        sites again). Another transaction's change is not seen until that site is read again:
+        the reservation checks the places in the database, and one that fails re-reads its site
+        (``_places_changed``), so a copy never makes a place taken twice."""
+        known: dict[str, dict[ServiceCode, Capacity]] = batch.extensions.setdefault(_CAPACITY, {})
+        missing = [site_id for site_id in site_ids if site_id not in known]
+        if missing:
+            read, _ = await read_capacity(self.connection, missing)
+            for site_id in missing:
+                known[site_id] = {}
+            for (site_id, service), places in read.items():
+                known[site_id][service] = places
+        capacity = {
+            (site_id, service): places
+            for site_id in site_ids
+            for service, places in known[site_id].items()
+        }
+        services = {site_id: set(known[site_id]) for site_id in site_ids if known[site_id]}
+        return capacity, services
+
+    def _places_changed(
+        self, site_id: str, services: Collection[ServiceCode], held: int | None
+    ) -> None:
+        """Keep the batch's copy of the site's places true: ``held`` more places held (fewer when
+        negative), or None when the change is not known (the site is read again)."""
+        known = self._batch.extensions.get(_CAPACITY) if self._batch is not None else None
+        site = known.get(site_id) if known is not None else None
+        if known is None or site is None:
+            return
+        if held is None or any(service not in site for service in services):
+            del known[site_id]
+            return
+        for service in services:
+            places = site[service]
+            site[service] = dataclasses.replace(places, places_held=places.places_held + held)
+
     def _forget_directory(self) -> None:
         """This transaction changes the directory: the batch's copy is read again."""
         if self._batch is not None:
             self._batch.extensions.pop(_BatchDirectory, None)
             self._batch.extensions.pop(_FIRST_SNAPSHOT, None)
+            self._batch.extensions.pop(_CAPACITY, None)
 
     async def site_centre(self, site_id: str) -> str | None:
         batch = self._batch
@@ -487,7 +530,9 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             site_id,
             wanted,
         )
-        return len(taken) == len(wanted)
+        won = len(taken) == len(wanted)
+        self._places_changed(site_id, [_SERVICES[w] for w in wanted], 1 if won else None)
+        return won
 
     async def release(
         self, referral_id: str, site_id: str | None = None
@@ -506,6 +551,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
                 site_id,
                 str(service),
             )
+            self._places_changed(site_id, [service], -1)
         return freed
 
     # -- waiting lists -------------------------------------------------------------------------
