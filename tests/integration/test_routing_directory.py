@@ -33,8 +33,7 @@ from aiguillage_schemas.events.centres import (
     SiteClosed,
     SiteClosedData,
 )
-from aiguillage_schemas.events.referral_lifecycle import ReferralCancelled, ReferralCancelledData
-from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode
+from aiguillage_schemas.vocabulary import ServiceCode
 from routing.adapters.kafka import DirectoryHandler, RoutingHandler, SenderCheck
 from routing.adapters.postgres import PostgresRoutingUnitOfWork
 from routing.adapters.senders_file import load_senders
@@ -44,7 +43,7 @@ from routing.use_cases.directory_updates import apply_directory_update
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import route_referral
 from tests.conftest import Isolated
-from tests.support.routing_events import lille_referral, site_added
+from tests.support.routing_events import lille_cancelled, lille_referral, site_added
 
 BIN = Path(sys.executable).parent
 COURSE = ServiceCode.RESPONSIBILITY_COURSE
@@ -398,16 +397,7 @@ async def test_in_one_batch_a_place_freed_is_offered_again_and_a_place_taken_is_
         str(COURSE),
     )
     x, a, b, c = (f"ref-{name}{isolated.suffix}" for name in ("x", "a", "b", "c"))
-    cancelled = ReferralCancelled(
-        source="referral-intake",
-        correlation_id=uuid.uuid4(),
-        subject=a,
-        data=ReferralCancelledData(
-            prescriber_id="parquet-tj-lille",
-            prescriber_kind=PrescriberKind.PARQUET,
-            reason="prescriber_decision",
-        ),
-    )
+    cancelled = lille_cancelled(a)
     events: list[Envelope] = [
         lille_referral(x),
         lille_referral(a),

@@ -19,7 +19,12 @@ from aiguillage_schemas.events.centres import (
     SiteAdded,
     SiteAddedData,
 )
-from aiguillage_schemas.events.referral_lifecycle import ReferralAccepted, ReferralAcceptedData
+from aiguillage_schemas.events.referral_lifecycle import (
+    ReferralAccepted,
+    ReferralAcceptedData,
+    ReferralCancelled,
+    ReferralCancelledData,
+)
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from tests.support.waiting import eventually
 
@@ -50,6 +55,20 @@ def lille_referral(
             urgency=urgency,
             language="fr",
             interpreter_needed=False,
+        ),
+    )
+
+
+def lille_cancelled(referral_id: str) -> ReferralCancelled:
+    """The Lille prosecutor's cancellation of ``referral_id``, as intake forwards it."""
+    return ReferralCancelled(
+        source="referral-intake",
+        correlation_id=uuid.uuid4(),
+        subject=referral_id,
+        data=ReferralCancelledData(
+            prescriber_id="parquet-tj-lille",
+            prescriber_kind=PrescriberKind.PARQUET,
+            reason="prescriber_decision",
         ),
     )
 

@@ -293,21 +293,29 @@ class Timed:
         return AttemptResult("delivered", 1, http_status=200, smtp_code=250)
 
 
+def _timed(
+    store: FakeStore, jobs: list[DeliveryJob], senders: dict[str, Timed], batch: int, **options: Any
+) -> Deliverer:
+    """A deliverer leasing ``batch`` jobs at a time from ``jobs`` (a lease takes them away)."""
+    return Deliverer(
+        lambda: FakeDeliveryUow(store, jobs, []),
+        dict(senders),
+        POLICY,
+        "dead-letter",
+        30.0,
+        batch,
+        lambda: NOW,
+        **options,
+    )
+
+
 async def test_a_slow_webhook_does_not_hold_the_email_lanes_until_the_next_lease() -> None:
     # Leases of 4: the first brings the slow webhook and 3 e-mails, the next ones e-mails only.
     store = FakeStore()
     jobs = [_job("webhook"), *(_job("email") for _ in range(11))]
     ended: list[tuple[str, uuid.UUID]] = []
-    deliverer = Deliverer(
-        lambda: FakeDeliveryUow(store, jobs, []),
-        {"email": Timed(0.001, ended), "webhook": Timed(0.5, ended)},
-        POLICY,
-        "dead-letter",
-        30.0,
-        4,
-        lambda: NOW,
-        concurrency={"email": 1, "webhook": 1},
-    )
+    senders = {"email": Timed(0.001, ended), "webhook": Timed(0.5, ended)}
+    deliverer = _timed(store, jobs, senders, 4, concurrency={"email": 1, "webhook": 1})
     assert await deliverer.deliver_due() == 12
     # Every e-mail, those of later leases included, went out while the webhook was in flight.
     assert [channel for channel, _ in ended] == ["email"] * 11 + ["webhook"]
@@ -318,16 +326,8 @@ async def test_leasing_stops_when_the_run_is_over_and_the_rest_waits_for_the_nex
     store = FakeStore()
     jobs = [_job("email") for _ in range(6)]
     ended: list[tuple[str, uuid.UUID]] = []
-    deliverer = Deliverer(
-        lambda: FakeDeliveryUow(store, jobs, []),
-        {"email": Timed(0.001, ended)},
-        POLICY,
-        "dead-letter",
-        30.0,
-        2,
-        lambda: NOW,
-        run_for_s=0.0,  # one lease per call
-    )
+    # run_for_s 0: one lease per call of deliver_due.
+    deliverer = _timed(store, jobs, {"email": Timed(0.001, ended)}, 2, run_for_s=0.0)
     assert await deliverer.deliver_due() == 2
     assert await deliverer.deliver_due() == 2
     assert len(ended) == 4
@@ -338,14 +338,8 @@ async def test_deliveries_recorded_during_a_slow_send_go_out_without_waiting_for
     store = FakeStore()
     jobs = [_job("webhook")]
     ended: list[tuple[str, uuid.UUID]] = []
-    deliverer = Deliverer(
-        lambda: FakeDeliveryUow(store, jobs, []),
-        {"email": Timed(0.001, ended), "webhook": Timed(0.3, ended)},
-        POLICY,
-        "dead-letter",
-        30.0,
-        10,
-        lambda: NOW,
+    deliverer = _timed(
+        store, jobs, {"email": Timed(0.001, ended), "webhook": Timed(0.3, ended)}, 10
     )
     running = asyncio.create_task(deliverer.deliver_due())
     # The webhook is leased; nothing else is due yet.

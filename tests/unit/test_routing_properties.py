@@ -17,8 +17,6 @@ from aiguillage_schemas.events.centres import OfferAnswered
 from aiguillage_schemas.events.referral_lifecycle import (
     ReferralAccepted,
     ReferralAcceptedData,
-    ReferralCancelled,
-    ReferralCancelledData,
 )
 from aiguillage_schemas.vocabulary import JudicialFrame, PrescriberKind, ServiceCode, Urgency
 from routing.domain.decision import Policy, Request, Routed, Split, Waitlisted, decide, screen
@@ -26,7 +24,7 @@ from routing.domain.directory import Directory
 from routing.use_cases.centre_responses import answer_offer
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.route_referral import cancel_referral, route_referral
-from tests.support.routing_events import answer, lille_referral
+from tests.support.routing_events import answer, lille_cancelled, lille_referral
 from tests.unit.routing_fakes import T0, Clock, RoutingStore, fresh_directory, routing_context
 
 # Communes spread over a few regions, with their départements.
@@ -201,7 +199,7 @@ def test_capacity_is_never_negative_nor_oversubscribed_whatever_happens(
                 except InvalidMessage:
                     assert ref.status != "offered"
             elif action == "cancel":
-                await cancel_referral(_cancel(referral_id), ctx)
+                await cancel_referral(lille_cancelled(referral_id), ctx)
             elif action == "tick":
                 clock.advance(days=6)
                 while await expire_one_offer(ctx) is not None:
@@ -240,16 +238,3 @@ def _accepted(referral_id: str, n: int) -> ReferralAccepted:
 
 def _answer(referral_id: str, site_id: str, verdict: str) -> OfferAnswered:
     return answer(referral_id, site_id, verdict, "no_capacity" if verdict == "declined" else None)
-
-
-def _cancel(referral_id: str) -> ReferralCancelled:
-    return ReferralCancelled(
-        source="referral-intake",
-        correlation_id=uuid.uuid4(),
-        subject=referral_id,
-        data=ReferralCancelledData(
-            prescriber_id="parquet-tj-lille",
-            prescriber_kind=PrescriberKind.PARQUET,
-            reason="prescriber_decision",
-        ),
-    )

@@ -27,9 +27,8 @@ from routing.domain.directory import Capacity, Directory, Site
 from routing.domain.waiting import Waiting, eligible_at, has_room_for, positions
 from routing.use_cases.centre_responses import answer_offer, report_path
 from routing.use_cases.route_referral import cancel_referral, route_referral
-from tests.support.routing_events import answer, lille_referral
+from tests.support.routing_events import answer, lille_cancelled, lille_referral
 from tests.unit.routing_fakes import T0, Clock, RoutingStore, fresh_directory, routing_context
-from tests.unit.test_routing_properties import _cancel
 
 CITIES = {"75056": "751", "69123": "6938", "13055": "132"}
 
@@ -188,7 +187,7 @@ def test_every_release_follows_the_documented_order_across_services(
                     assert ref.site_id is not None
                     await report_path(_completed(referral_id, ref.site_id), ctx)
                 elif action == "cancel":
-                    await cancel_referral(_cancel(referral_id), ctx)
+                    await cancel_referral(lille_cancelled(referral_id), ctx)
             except InvalidMessage:
                 assert ref is not None
             await _check_release(store, geography, policy, before, await waiting())
