@@ -34,7 +34,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -153,8 +153,8 @@ class Deliverer:
         self._lease_s = lease_s
         self._batch_size = batch_size
         self._clock = clock
+        # Lanes per channel (a channel left out gets one per job leased): _Feed starts no more.
         self._widths = dict(concurrency)
-        self._limits = {channel: asyncio.Semaphore(limit) for channel, limit in concurrency.items()}
         # Names this worker's leases; its presence lock (adapters.worker) says it is alive.
         self.worker_id = worker_id or uuid.uuid4()
         self._draining = False
@@ -223,50 +223,40 @@ class Deliverer:
         if self._feed is not None and not self._draining:
             self._feed.poke()
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, channel: str) -> AsyncIterator[None]:
-        limit = self._limits.get(channel)
-        if limit is None:
-            yield
-        else:
-            async with limit:
-                yield
-
     async def _lane(self, channel: str, feed: _Feed, rounds: _Rounds) -> None:
         # A send counts as in flight until its outcome is committed, since that is what a crash
         # would repeat: the lane's next send waits for the round that records it.
-        async with self._turn(channel):
-            done: Settled | None = None
-            while True:
-                # Shutting down: the outcome in hand is recorded, no other job is started.
-                job = None if self._draining else await feed.next(channel)
-                if done is None and job is None:
-                    return
-                attempt_id = await rounds.settle(done, job)
-                if done is not None:
-                    _log_outcome(done.job, done.result, done.decision, None, False)
-                    self._attempted(done.job, done.decision)
-                    done = None
-                if job is None:
-                    return
-                if attempt_id is None:
-                    # Waited so long for its turn that the lease expired and another worker
-                    # took it.
-                    log.warning("delivery.lease_lost", **_fields(job))
-                    continue
-                result = await self._send(job)
-                decision = decide(
-                    result,
-                    job.history,
-                    self._policy,
-                    self._clock(),
-                    identity_policy=self._identity_policy,
-                )
-                settled = Settled(job, attempt_id, result, decision)
-                if decision.fallback is None and decision.state != "dead":
-                    done = settled  # recorded by the next round, with the next start
-                else:
-                    await self._record_alone(settled)
+        done: Settled | None = None
+        while True:
+            # Shutting down: the outcome in hand is recorded, no other job is started.
+            job = None if self._draining else await feed.next(channel)
+            if done is None and job is None:
+                return
+            attempt_id = await rounds.settle(done, job)
+            if done is not None:
+                _log_outcome(done.job, done.result, done.decision, None, False)
+                self._attempted(done.job, done.decision)
+                done = None
+            if job is None:
+                return
+            if attempt_id is None:
+                # Waited so long for its turn that the lease expired and another worker
+                # took it.
+                log.warning("delivery.lease_lost", **_fields(job))
+                continue
+            result = await self._send(job)
+            decision = decide(
+                result,
+                job.history,
+                self._policy,
+                self._clock(),
+                identity_policy=self._identity_policy,
+            )
+            settled = Settled(job, attempt_id, result, decision)
+            if decision.fallback is None and decision.state != "dead":
+                done = settled  # recorded by the next round, with the next start
+            else:
+                await self._record_alone(settled)
 
     async def _record_alone(self, settled: Settled) -> None:
         """An outcome that opens a fallback or a dead letter: its own transaction."""

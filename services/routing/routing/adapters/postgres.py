@@ -531,7 +531,7 @@ class PostgresRoutingUnitOfWork(PostgresUnitOfWork):
             wanted,
         )
         won = len(taken) == len(wanted)
-        self._places_changed(site_id, [_SERVICES[w] for w in wanted], 1 if won else None)
+        self._places_changed(site_id, set(services), 1 if won else None)
         return won
 
     async def release(
