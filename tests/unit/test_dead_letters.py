@@ -417,7 +417,6 @@ async def test_replay_publishes_once_records_it_and_skips_the_second_time() -> N
             Selection(dead_letter.short_id),
             operator="alice",
             secret=SECRET,
-            clock=lambda: NOW,
             again=again,
         )
         return outcome.result
@@ -435,15 +434,18 @@ async def test_replay_publishes_once_records_it_and_skips_the_second_time() -> N
 
 async def test_a_replay_is_dated_when_published_before_what_it_causes() -> None:
     # What the replayed record causes (intake's admission) is recorded once it is published, by
-    # the database's clock: the replay is dated by that clock, read before publishing, so a
-    # timeline reads in order whatever the operator's own clock says.
+    # the database's clock: the replay is dated and signed by that clock, read before
+    # publishing, so a timeline reads in order and the signature's time is the server's.
     dead_letter = _read(_rejection())
     kafka = FakeKafka([dead_letter], {Coordinates("referrals.intake", 3, 41): _source()})
     store = FakeStore()
     publish = kafka.publish
 
+    signatures: list[bytes] = []
+
     async def publishing(plan: ReplayPlan) -> Coordinates:
         store.events.append(f"publish, {len(store.actions)} recorded")
+        signatures.extend(v for k, v in plan.headers if k == REPLAY_SIGNATURE_HEADER)
         return await publish(plan)
 
     kafka.publish = publishing  # type: ignore[method-assign]
@@ -453,11 +455,13 @@ async def test_a_replay_is_dated_when_published_before_what_it_causes() -> None:
         Selection(dead_letter.short_id),
         operator="alice",
         secret=SECRET,
-        clock=lambda: NOW - timedelta(days=1),  # an operator's clock a day behind
     )
     (action,) = store.actions
     assert store.events == ["now", "publish, 0 recorded"]
     assert action.at == NOW + timedelta(minutes=1)  # the store's time read before publishing
+    # The signature is dated by that time too (intake checks it against the broker's).
+    (signature,) = signatures
+    assert signature.startswith(f"t={int(action.at.timestamp())},".encode())
 
 
 async def test_bulk_replay_of_a_reason_leaves_other_reasons_alone() -> None:
@@ -477,7 +481,6 @@ async def test_bulk_replay_of_a_reason_leaves_other_reasons_alone() -> None:
         Selection(reason="retries_exhausted"),
         operator="alice",
         secret=None,
-        clock=lambda: NOW,
     )
     assert [(o.dead_letter.uid, o.result, o.signed) for o in outcomes] == [
         (exhausted.uid, "replayed", False)

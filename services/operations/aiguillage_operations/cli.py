@@ -464,7 +464,6 @@ def replay_command(
                 selection,
                 operator=who,
                 secret=secret,
-                clock=lambda: datetime.now(UTC),
                 again=again,
                 dry_run=dry_run,
             ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -206,7 +206,6 @@ async def replay(
     *,
     operator: str,
     secret: bytes | None,
-    clock: Callable[[], datetime],
     again: bool = False,
     dry_run: bool = False,
 ) -> list[ReplayOutcome]:
@@ -223,9 +222,7 @@ async def replay(
     for dead_letter in select(dead_letters, statuses, selection):
         async with store.exclusive(dead_letter.uid) as claim:
             outcomes.append(
-                await _replay_one(
-                    kafka, claim, dead_letter, operator, secret, clock, again, dry_run
-                )
+                await _replay_one(kafka, claim, dead_letter, operator, secret, again, dry_run)
             )
     return outcomes
 
@@ -236,7 +233,6 @@ async def _replay_one(
     dead_letter: DeadLetter,
     operator: str,
     secret: bytes | None,
-    clock: Callable[[], datetime],
     again: bool,
     dry_run: bool,
 ) -> ReplayOutcome:
@@ -253,18 +249,19 @@ async def _replay_one(
         source = await kafka.fetch(dead_letter.source)
     except SourceUnavailable as gone:
         return ReplayOutcome(dead_letter, "failed", str(gone))
+    # One time for the replay, the store's (PostgreSQL's), read before publishing: its signature
+    # is checked against the broker's append time, and what the replayed record causes (an
+    # admission, a decision) is recorded after it by the database's clock, so a timeline reads in
+    # order; an operator's own clock (a laptop) may be off.
+    published_at = await claim.now()
     try:
-        plan = plan_replay(dead_letter, source, secret, int(clock().timestamp()))
+        plan = plan_replay(dead_letter, source, secret, int(published_at.timestamp()))
     except Refusal as refusal:
         return ReplayOutcome(dead_letter, "refused", str(refusal))
     if dry_run:
         return ReplayOutcome(
             dead_letter, "planned", f"would publish to {plan.topic}:{plan.partition}"
         )
-    # The replay's time is when it is published, taken before: what the replayed record causes
-    # (an admission, a decision) is recorded after it, by the database's clock, and a timeline
-    # must read in that order; the caller's clock (an operator's laptop) may be off.
-    published_at = await claim.now()
     copy = await kafka.publish(plan)
     await claim.record(
         dead_letter.topic,

@@ -228,7 +228,7 @@ def _console(settings: PortalSettings, store: PortalStore) -> tuple[Callable[...
         partial(referrals.register, places=places, store=store),
         partial(
             dead_letters.register,
-            console=dead_letters.DeadLetterConsole(places, secret, store, _now),
+            console=dead_letters.DeadLetterConsole(places, secret, store),
         ),
     )
 

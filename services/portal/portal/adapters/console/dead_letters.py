@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -81,7 +80,6 @@ class DeadLetterConsole:
     places: Places
     secret: bytes | None
     store: PortalStore
-    clock: Callable[[], datetime]
 
     async def run(self, work: Callable[[KafkaDeadLetters, PostgresActions], Awaitable[T]]) -> T:
         return await with_dead_letters(
@@ -215,7 +213,6 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
                     selection,
                     operator=operator_name(session),
                     secret=console.secret,
-                    clock=console.clock,
                 )
             )
         except (IdProblem, FilterProblem):
