@@ -35,9 +35,11 @@ class TrackedConnection(asyncpg.Connection):
         setting, no LISTEN, no session-level advisory lock, no cursor held past the commit."""
         self._transaction_scoped = True
 
-    def take_transaction_scoped(self) -> bool:
+    def get_reset_query(self) -> str:
+        # asyncpg's hook for what the pool runs when it takes the connection back (after
+        # rolling back an open transaction): nothing after a marked use, and the mark is spent.
         scoped, self._transaction_scoped = self._transaction_scoped, False
-        return scoped
+        return "" if scoped else super().get_reset_query()
 
 
 def mark_transaction_scoped(connection: Any) -> None:
@@ -46,15 +48,6 @@ def mark_transaction_scoped(connection: Any) -> None:
     mark = getattr(connection, "mark_transaction_scoped", None)
     if mark is not None:
         mark()
-
-
-async def reset_session(connection: asyncpg.Connection) -> None:
-    """The pool's reset (after asyncpg's own, which rolls back an open transaction)."""
-    if isinstance(connection, TrackedConnection) and connection.take_transaction_scoped():
-        return
-    query = connection.get_reset_query()
-    if query:
-        await connection.execute(query)
 
 
 @asynccontextmanager
@@ -67,8 +60,6 @@ async def transaction_scoped(pool: asyncpg.Pool) -> AsyncIterator[Any]:
 
 async def create_pool(dsn: str, **kwargs: Any) -> asyncpg.Pool:
     """``asyncpg.create_pool`` with connections that can skip the reset (see the module doc)."""
-    pool = await asyncpg.create_pool(
-        dsn, connection_class=TrackedConnection, reset=reset_session, **kwargs
-    )
+    pool = await asyncpg.create_pool(dsn, connection_class=TrackedConnection, **kwargs)
     assert pool is not None
     return pool
