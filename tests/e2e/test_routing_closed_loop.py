@@ -4,13 +4,12 @@ timeouts that survive a restart, and the closed loop with centres."""
 from __future__ import annotations
 
 from aiguillage_schemas import topics
-from aiguillage_schemas.events.referral_lifecycle import ReferralCancelled, ReferralCancelledData
-from aiguillage_schemas.vocabulary import PrescriberKind
 from tests.conftest import Isolated, wait_started
 from tests.support.routing_events import (
     COURSE,
     answer,
     capacity,
+    lille_cancelled,
     lille_referral,
     wait_group,
 )
@@ -201,16 +200,7 @@ async def test_centres_answer_decline_cancel_and_a_stranger_is_dead_lettered(
     )
     await isolated.kafka.send_event(
         accepted_topic,
-        ReferralCancelled(
-            source="referral-intake",
-            correlation_id=placed.correlation_id,
-            subject=placed.subject,
-            data=ReferralCancelledData(
-                prescriber_id="parquet-tj-lille",
-                prescriber_kind=PrescriberKind.PARQUET,
-                reason="prescriber_decision",
-            ),
-        ),
+        lille_cancelled(placed.subject, placed.correlation_id),
     )
     final = await eventually(
         lambda: _events(isolated),

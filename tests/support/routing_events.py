@@ -59,11 +59,11 @@ def lille_referral(
     )
 
 
-def lille_cancelled(referral_id: str) -> ReferralCancelled:
+def lille_cancelled(referral_id: str, correlation_id: uuid.UUID | None = None) -> ReferralCancelled:
     """The Lille prosecutor's cancellation of ``referral_id``, as intake forwards it."""
     return ReferralCancelled(
         source="referral-intake",
-        correlation_id=uuid.uuid4(),
+        correlation_id=correlation_id or uuid.uuid4(),
         subject=referral_id,
         data=ReferralCancelledData(
             prescriber_id="parquet-tj-lille",

@@ -16,8 +16,6 @@ from aiguillage_schemas.events.centres import (
 )
 from aiguillage_schemas.events.referral_lifecycle import (
     ReferralAccepted,
-    ReferralCancelled,
-    ReferralCancelledData,
 )
 from aiguillage_schemas.events.routing_decisions import (
     PathReported,
@@ -27,7 +25,7 @@ from aiguillage_schemas.events.routing_decisions import (
     ReferralWaitlisted,
     ReferralWithdrawn,
 )
-from aiguillage_schemas.vocabulary import PrescriberKind, ServiceCode, Urgency
+from aiguillage_schemas.vocabulary import ServiceCode, Urgency
 from routing.domain.decision import Policy
 from routing.domain.directory import Directory
 from routing.domain.referral import answer_deadline
@@ -35,7 +33,7 @@ from routing.use_cases.centre_responses import answer_offer, report_path
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import cancel_referral, route_referral
-from tests.support.routing_events import answer
+from tests.support.routing_events import answer, lille_cancelled
 from tests.support.routing_events import lille_referral as accepted
 from tests.unit.routing_fakes import (
     Clock,
@@ -145,16 +143,7 @@ async def test_waiting_list_is_served_by_urgency_then_arrival_when_places_free(
     assert told == [("ref-third-01", 1), ("ref-urgent-1", 1), ("ref-third-01", 2)]
     # The first referral is cancelled: its place goes to the urgent one, ahead of the third.
     await cancel_referral(
-        ReferralCancelled(
-            source="referral-intake",
-            correlation_id=uuid.uuid4(),
-            subject="ref-first-01",
-            data=ReferralCancelledData(
-                prescriber_id="parquet-tj-lille",
-                prescriber_kind=PrescriberKind.PARQUET,
-                reason="prescriber_decision",
-            ),
-        ),
+        lille_cancelled("ref-first-01"),
         ctx,
     )
     withdrawn = store.events(ReferralWithdrawn)

@@ -15,8 +15,6 @@ from aiguillage_common.codec import InvalidMessage
 from aiguillage_common.geography import Geography
 from aiguillage_schemas.events.referral_lifecycle import (
     ReferralAcceptedData,
-    ReferralCancelled,
-    ReferralCancelledData,
 )
 from aiguillage_schemas.events.routing_decisions import (
     HousingOffered,
@@ -31,7 +29,7 @@ from routing.use_cases.centre_responses import answer_offer, report_path
 from routing.use_cases.offer_timeouts import expire_one_offer
 from routing.use_cases.ports import RoutingContext
 from routing.use_cases.route_referral import cancel_referral, route_referral
-from tests.support.routing_events import answer, path_report
+from tests.support.routing_events import answer, lille_cancelled, path_report
 from tests.support.routing_events import lille_referral as accepted
 from tests.unit.routing_fakes import (
     T0,
@@ -332,16 +330,7 @@ async def test_another_centre_cannot_answer_for_the_platform_and_cancel_frees_bo
     assert caught.value.problem.reason == "not_offered_to_sender"
     assert store.referrals["ref-split-5"].housing_status == "offered"
     await cancel_referral(
-        ReferralCancelled(
-            source="referral-intake",
-            correlation_id=store.referrals["ref-split-5"].correlation_id,
-            subject="ref-split-5",
-            data=ReferralCancelledData(
-                prescriber_id="parquet-tj-lille",
-                prescriber_kind=PrescriberKind.PARQUET,
-                reason="prescriber_decision",
-            ),
-        ),
+        lille_cancelled("ref-split-5", store.referrals["ref-split-5"].correlation_id),
         ctx,
     )
     assert capacity_of(store, PLATFORM, HOUSING).places_held == 0
