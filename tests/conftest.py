@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from aiguillage_common.migrations.cli import SERVICES, WEB, migrate_services
+from aiguillage_common.pool import create_pool
 from aiguillage_common.provisioning import provision, unprovision
 from aiguillage_demo.peers import SmtpSink, WebhookReceiver
 from aiguillage_demo.samples import make_cancellation
@@ -118,15 +119,20 @@ class Isolated:
         return int(value or 0)
 
     @asynccontextmanager
-    async def schema_pool(self, schema: str) -> AsyncIterator[asyncpg.Pool]:
-        """One connection on ``schema``, as a service's adapters take it from their pool."""
-        pool = await asyncpg.create_pool(
+    async def schema_pool(
+        self, schema: str, max_size: int = 1, application_name: str | None = None
+    ) -> AsyncIterator[asyncpg.Pool]:
+        """A pool on ``schema`` made as the services make theirs (``aiguillage_common.pool``),
+        so their adapters use it as in production; ``application_name`` names its sessions."""
+        settings = {"search_path": schema}
+        if application_name is not None:
+            settings["application_name"] = application_name
+        pool = await create_pool(
             self.endpoints.database_url,
             min_size=1,
-            max_size=1,
-            server_settings={"search_path": schema},
+            max_size=max_size,
+            server_settings=settings,
         )
-        assert pool is not None
         try:
             yield pool
         finally:

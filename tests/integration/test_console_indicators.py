@@ -4,7 +4,6 @@ CSV export compared with a direct SQL computation over the same decision records
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -69,21 +68,11 @@ OFFER_NUM = {
 @pytest.fixture
 async def pools(isolated: Isolated) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
     """Routing's pool (its use cases, in this process) and the portal's (the console's)."""
-    made = []
-    for service in ("routing", "portal"):
-        pool = await asyncpg.create_pool(
-            isolated.endpoints.database_url,
-            min_size=1,
-            max_size=2,
-            server_settings={"search_path": isolated.schema(service)},
-        )
-        assert pool is not None
-        made.append(pool)
-    try:
-        yield made[0], made[1]
-    finally:
-        for pool in made:
-            await asyncio.wait_for(pool.close(), 10)
+    async with (
+        isolated.schema_pool(isolated.schema("routing"), max_size=2) as routing,
+        isolated.schema_pool(isolated.schema("portal"), max_size=2) as portal,
+    ):
+        yield routing, portal
 
 
 def _load_directory(isolated: Isolated) -> None:

@@ -31,20 +31,9 @@ APPLICATION = f"release-store-test-{uuid.uuid4().hex[:8]}"  # finds this test's 
 
 @pytest.fixture
 async def schema_pool(isolated: Isolated) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(
-        isolated.endpoints.database_url,
-        min_size=1,
-        max_size=4,
-        server_settings={
-            "search_path": isolated.schema("referral-intake"),
-            "application_name": APPLICATION,
-        },
-    )
-    assert pool is not None
-    try:
+    schema = isolated.schema("referral-intake")
+    async with isolated.schema_pool(schema, max_size=4, application_name=APPLICATION) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def _stored_referral_held_by(isolated: Isolated, pool: asyncpg.Pool, index: int) -> str:

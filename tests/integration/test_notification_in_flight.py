@@ -118,21 +118,14 @@ class World:
 
 @pytest.fixture
 async def world(isolated: Isolated, hooks: WebhookReceiver, smtp: SmtpSink) -> AsyncIterator[World]:
-    pool = await asyncpg.create_pool(
-        isolated.endpoints.database_url,
-        min_size=1,
-        max_size=8,
-        server_settings={"search_path": isolated.schema("notifications")},
-    )
-    assert pool is not None
-    found = World(isolated, pool, hooks, smtp)
-    try:
-        yield found
-    finally:
-        for worker in found.workers:
-            await worker.stop()
-        await found.client.aclose()
-        await pool.close()
+    async with isolated.schema_pool(isolated.schema("notifications"), max_size=8) as pool:
+        found = World(isolated, pool, hooks, smtp)
+        try:
+            yield found
+        finally:
+            for worker in found.workers:
+                await worker.stop()
+            await found.client.aclose()
 
 
 async def crash_mid_send(world: World, referral_id: str, *, send: int) -> uuid.UUID:

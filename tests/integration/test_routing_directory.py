@@ -3,7 +3,6 @@ record read back with the CLI, on the real database."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -63,22 +61,13 @@ def _cli(isolated: Isolated, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 async def ctx(isolated: Isolated) -> AsyncIterator[RoutingContext]:
     """The use cases on the real database, in this process (the service's own wiring)."""
-    pool = await asyncpg.create_pool(
-        isolated.endpoints.database_url,
-        min_size=1,
-        max_size=2,
-        server_settings={"search_path": isolated.schema("routing")},
-    )
-    assert pool is not None
-    try:
+    async with isolated.schema_pool(isolated.schema("routing"), max_size=2) as pool:
         yield RoutingContext(
             uow_factory=lambda: PostgresRoutingUnitOfWork(pool),
             geography=load_geography(),
             policy=Policy(allow_neighbour_fallback=False),
             decisions_topic="routed",
         )
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
 
 async def test_seed_command_is_idempotent_and_keeps_what_centres_reported(
