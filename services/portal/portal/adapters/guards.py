@@ -196,3 +196,8 @@ async def pre_session_form(request: Request) -> FormData:
 CentreForm = Annotated[FormData, Depends(centre_form)]
 OperatorForm = Annotated[FormData, Depends(operator_form)]
 PreSessionForm = Annotated[FormData, Depends(pre_session_form)]
+
+
+def client_address(request: Request) -> str:
+    """Who is asking, as the audit and the sign-in throttle record it."""
+    return request.client.host if request.client else "unknown"

@@ -42,6 +42,7 @@ from portal.adapters.guards import (
     PreSessionForm,
     SessionReader,
     check_csrf,
+    client_address,
     install,
 )
 from portal.adapters.identity import IdentityClient
@@ -182,9 +183,6 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             **context,
         }
         return templates.TemplateResponse(request, name, context, status_code=status_code)
-
-    def client_address(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
 
     def not_found(request: Request, session: Session | None) -> HTMLResponse:
         return render(

@@ -41,7 +41,7 @@ from aiguillage_operations.use_cases import (
     replay,
     show_dead_letter,
 )
-from portal.adapters.guards import Operator, OperatorForm
+from portal.adapters.guards import Operator, OperatorForm, client_address
 from portal.adapters.postgres import PortalStore
 from portal.adapters.web import PageKit
 from portal.use_cases.accounts import Session
@@ -95,10 +95,6 @@ def operator_name(session: Session) -> str:
     """Who acted, as recorded with the dead letter: the portal user's pseudonymous id (the
     command line records the system account)."""
     return f"portal:{session.principal.actor_id}"
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
@@ -234,7 +230,7 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
                 "copy": str(outcome.copy) if outcome.copy else None,
                 "signed": outcome.signed,
             },
-            client_address=_client(request),
+            client_address=client_address(request),
         )
         log.info(
             "portal.dead_letter_replay",
@@ -292,7 +288,7 @@ def register(app: FastAPI, kit: PageKit, *, console: DeadLetterConsole) -> None:
             user_id=session.principal.user_id,
             referral_id=d.subject if d.subject != "unknown" else None,
             detail={"dead_letter_id": d.short_id, "topic": d.topic, "reason": d.reason},
-            client_address=_client(request),
+            client_address=client_address(request),
         )
         return await detail_page(
             request,

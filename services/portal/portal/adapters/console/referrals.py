@@ -25,7 +25,7 @@ from aiguillage_operations.domain import Kind, short_id
 from aiguillage_operations.timeline import Entry
 from aiguillage_operations.timeline_read import Places, read_timeline
 from aiguillage_schemas.events.referral_submitted import ReferralId
-from portal.adapters.guards import Operator
+from portal.adapters.guards import Operator, client_address
 from portal.adapters.postgres import PortalStore
 from portal.adapters.web import PageKit
 
@@ -123,7 +123,7 @@ def register(app: FastAPI, kit: PageKit, *, places: Places, store: PortalStore) 
             "found" if not timeline.empty else "unknown",
             user_id=session.principal.user_id,
             referral_id=referral_id,
-            client_address=request.client.host if request.client else "unknown",
+            client_address=client_address(request),
         )
         if timeline.empty:
             context["error"] = f"Aucun service n'a de trace de l'orientation {referral_id}."
