@@ -79,12 +79,15 @@ def parse_replies(buffer: bytearray) -> list[SmtpReply]:
     return replies
 
 
+def _terminated(message: bytes) -> bytes:
+    """``message`` ending with a line break, as both DATA and BDAT send it."""
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
 def dot_stuffed(message: bytes) -> bytes:
     """``message`` as the DATA payload: a leading dot doubled on every line (RFC 5321 4.5.2),
     CRLF-terminated, then the ``.`` line that ends it."""
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    stuffed = _terminated(message).replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed + b".\r\n"
@@ -182,32 +185,25 @@ class SmtpClient:
                     raise SmtpRefused(verb, reply)
             return await self._accepted(payload)
         self._write(envelope, "MAIL")
-        refusal, _ = await self._first_refusal(_ENVELOPE)
-        if refusal is not None:
-            raise refusal
+        await self._pipelined(_ENVELOPE)
         return await self._accepted(payload)
 
     async def _send_chunked(self, mail_from: str, rcpt_to: str, message: bytes) -> SmtpReply:
         """The envelope and the whole message in one write. A relay reads a chunk even when the
         envelope before it was refused (RFC 3030 2), and answers it with an error: the session
         stays in step, and the first refusal is the one raised."""
-        if not message.endswith(b"\r\n"):
-            message += b"\r\n"
+        message = _terminated(message)
         commands = (
             f"MAIL FROM:{_path(mail_from)}\r\nRCPT TO:{_path(rcpt_to)}\r\n"
             f"BDAT {len(message)} LAST\r\n"
         )
         self._write(commands.encode("ascii") + message, "MAIL")
-        refusal, reply = await self._first_refusal(_CHUNKED)
-        if refusal is not None:
-            raise refusal
-        return reply
+        return await self._pipelined(_CHUNKED)
 
-    async def _first_refusal(
-        self, expected: tuple[tuple[str, tuple[int, ...]], ...]
-    ) -> tuple[SmtpRefused | None, SmtpReply]:
-        """Read the replies to pipelined commands: the first refusal among them (the replies
-        after it are read too, so the session stays in step), and the last reply."""
+    async def _pipelined(self, expected: tuple[tuple[str, tuple[int, ...]], ...]) -> SmtpReply:
+        """Read the replies to pipelined commands and return the last one; raise the first
+        refusal among them once the replies after it are read too (the session stays in
+        step)."""
         refusal: SmtpRefused | None = None
         reply = SmtpReply(0, "")
         for verb, accepted in expected:
@@ -227,7 +223,9 @@ class SmtpClient:
                 # RFC 2920 3.1: the relay took DATA although the envelope failed; an empty
                 # message ends it (and is refused: no recipient).
                 await self._exchange(b".\r\n", "message")
-        return refusal, reply
+        if refusal is not None:
+            raise refusal
+        return reply
 
     async def _accepted(self, payload: bytes) -> SmtpReply:
         reply = await self._exchange(payload, "message")
