@@ -121,15 +121,16 @@ class SmtpSession(asyncio.Protocol):
         self._sink = sink
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._data: list[bytes] | None = None  # message lines while in DATA
+        self._in_data = False  # between DATA and the line "."
+        self._parts: list[bytes] = []  # the message so far (DATA lines or BDAT chunks)
         self._size = 0
         self._mail_from: str | None = None
         self._rcpt_tos: list[str] = []
         self._waiting: asyncio.Future[str] | None = None  # the sink's answer to the last DATA
-        # BDAT (RFC 3030): the bytes still to read of the chunk being received, the message's
-        # chunks so far, whether it is the last one, and the refusal owed once it is read.
+        # BDAT (RFC 3030): the chunk's declared size, the bytes of it still to read, whether it
+        # is the last one, and the refusal owed once it is read.
+        self._chunk_size = 0
         self._chunk_left: int | None = None
-        self._chunks: list[bytes] = []
         self._chunk_last = False
         self._chunk_refusal: str | None = None
 
@@ -167,13 +168,13 @@ class SmtpSession(asyncio.Protocol):
                 continue
             end = self._buffer.find(b"\n")
             if end < 0:
-                if self._data is None and len(self._buffer) > _MAX_LINE:
+                if not self._in_data and len(self._buffer) > _MAX_LINE:
                     replies.append("500 5.5.6 Line too long")
                     self._buffer.clear()
                 break
             line = bytes(self._buffer[: end + 1])
             del self._buffer[: end + 1]
-            reply = self._message_line(line) if self._data is not None else self._command(line)
+            reply = self._message_line(line) if self._in_data else self._command(line)
             if reply is not None and self._answer(reply, replies):
                 break
         self._write(replies)
@@ -194,9 +195,7 @@ class SmtpSession(asyncio.Protocol):
         taken = bytes(self._buffer[: self._chunk_left])
         del self._buffer[: len(taken)]
         self._chunk_left -= len(taken)
-        self._size += len(taken)
-        if self._size <= _MAX_MESSAGE:
-            self._chunks.append(taken)
+        self._take(taken)
         if self._chunk_left:
             return None
         self._chunk_left = None
@@ -206,10 +205,8 @@ class SmtpSession(asyncio.Protocol):
             self._reset()
             return refusal
         if not self._chunk_last:
-            return f"250 2.0.0 {len(taken)} octets received"
-        mail = ReceivedMail(self._mail_from or "", list(self._rcpt_tos), b"".join(self._chunks))
-        self._reset()
-        return self._sink.accept(mail)
+            return f"250 2.0.0 {self._chunk_size} octets received"
+        return self._end_message()
 
     def _answered(self, answer: asyncio.Future[str]) -> None:
         self._waiting = None
@@ -226,25 +223,30 @@ class SmtpSession(asyncio.Protocol):
                 self._transport.close()
 
     def _message_line(self, line: bytes) -> str | Awaitable[str] | None:
-        assert self._data is not None
         if line in (b".\r\n", b".\n"):
-            mail = ReceivedMail(self._mail_from or "", list(self._rcpt_tos), b"".join(self._data))
-            too_big = self._size > _MAX_MESSAGE
-            self._data = None
-            self._reset()
-            return "552 5.3.4 Message too big" if too_big else self._sink.accept(mail)
+            self._in_data = False
+            return self._end_message()
         # Dot-stuffing (RFC 5321 4.5.2): a leading dot was doubled by the client.
-        if line.startswith(b"."):
-            line = line[1:]
-        self._size += len(line)
-        if self._size <= _MAX_MESSAGE:
-            self._data.append(line)
+        self._take(line[1:] if line.startswith(b".") else line)
         return None
+
+    def _take(self, part: bytes) -> None:
+        """Part of the message (a DATA line, a BDAT chunk): kept up to the size limit."""
+        self._size += len(part)
+        if self._size <= _MAX_MESSAGE:
+            self._parts.append(part)
+
+    def _end_message(self) -> str | Awaitable[str]:
+        """The message is complete: refused when too big, else the sink's answer."""
+        mail = ReceivedMail(self._mail_from or "", list(self._rcpt_tos), b"".join(self._parts))
+        too_big = self._size > _MAX_MESSAGE
+        self._reset()
+        return "552 5.3.4 Message too big" if too_big else self._sink.accept(mail)
 
     def _reset(self) -> None:
         """A new mail transaction: no envelope, no message, no chunk owed a refusal."""
         self._mail_from, self._rcpt_tos, self._size = None, [], 0
-        self._chunks, self._chunk_refusal = [], None
+        self._parts, self._chunk_refusal = [], None
 
     def _command(self, line: bytes) -> str | None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
@@ -282,13 +284,14 @@ class SmtpSession(asyncio.Protocol):
         if verb == "DATA":
             if not self._rcpt_tos:
                 return "503 5.5.1 Need RCPT first"
-            self._data = []
+            self._in_data = True
             return "354 End data with <CR><LF>.<CR><LF>"
         if verb == "BDAT" and self._sink.chunking:
             size, _, last = argument.strip().partition(" ")
             if not size.isdigit() or last.strip().upper() not in ("", "LAST"):
                 return "501 5.5.4 Syntax: BDAT <size> [LAST]"
-            self._chunk_left, self._chunk_last = int(size), bool(last.strip())
+            self._chunk_size = self._chunk_left = int(size)
+            self._chunk_last = bool(last.strip())
             if not self._rcpt_tos:
                 self._chunk_refusal = "503 5.5.1 Need RCPT first"
             return None  # answered once the chunk is read
