@@ -111,6 +111,10 @@ async def test_the_admin_cli_creates_lists_and_disables_users(isolated: Isolated
     assert (twice.returncode, twice.stderr, twice.stdout.strip()) == (0, "", "Already disabled.")
     nobody = uuid.uuid4()
     assert_refused(admin(isolated, "disable-user", f"u:{nobody}"), f"No portal user u:{nobody}.")
+    targets = await isolated.db.fetch(
+        f"SELECT outcome FROM {schema}.audit_log WHERE action = 'user_disabled' ORDER BY id"
+    )
+    assert [r["outcome"] for r in targets] == ["ok", "unchanged"]  # nothing for nobody
     assert_refused(
         admin(isolated, "disable-user", "agent@arras.example"),
         "Not a user id: 'agent@arras.example' (u:<uuid> or <uuid>).",

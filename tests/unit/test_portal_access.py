@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 import pytest
@@ -69,9 +69,11 @@ class FakeStore:
         self.sessions.pop(session_sha256, None)
         self.ended.append(reason)
 
-    async def set_disabled(self, user_id: uuid.UUID, by: uuid.UUID | None, now: datetime) -> bool:
+    async def set_disabled(
+        self, user_id: uuid.UUID, by: uuid.UUID | None, now: datetime
+    ) -> Literal["disabled", "already"] | None:
         self.disabled.append(user_id)
-        return True
+        return "disabled"
 
     async def capacities(self, centre_id: str) -> list[Any]:
         return []

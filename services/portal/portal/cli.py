@@ -149,10 +149,10 @@ def disable_user(
         fail(f"Not a user id: {user_id!r} (u:<uuid> or <uuid>).")
 
     async def action(store: PortalStore, _: PortalSettings) -> bool:
-        done = await store.set_disabled(target, None, datetime.now(UTC))
-        if not done and await store.user(target) is None:
-            raise Refused(f"No portal user u:{target}.")  # audited as an unchanged disable
-        return done
+        outcome = await store.set_disabled(target, None, datetime.now(UTC))
+        if outcome is None:
+            raise Refused(f"No portal user u:{target}.")
+        return outcome == "disabled"
 
     done = _with_store(database_url, action)
     # Disabling twice leaves the user as asked: said on stdout, exit 0 (a script may repeat it).

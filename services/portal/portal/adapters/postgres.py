@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -418,14 +418,23 @@ class PortalStore:
             )
         return True
 
-    async def set_disabled(self, user_id: UUID, by: UUID | None, now: datetime) -> bool:
+    async def set_disabled(
+        self, user_id: UUID, by: UUID | None, now: datetime
+    ) -> Literal["disabled", "already"] | None:
+        """Disable the user and end their sessions; None (nothing written, nothing audited)
+        when there is no such user."""
         async with self.pool.acquire() as connection, connection.transaction():
-            done = await connection.fetchval(
-                "UPDATE users SET disabled_at = $2 WHERE user_id = $1 AND disabled_at IS NULL"
-                " RETURNING true",
+            found = await connection.fetchrow(
+                "SELECT disabled_at IS NULL AS active FROM users WHERE user_id = $1 FOR UPDATE",
                 user_id,
-                now,
             )
+            if found is None:
+                return None
+            done = bool(found["active"])
+            if done:
+                await connection.execute(
+                    "UPDATE users SET disabled_at = $2 WHERE user_id = $1", user_id, now
+                )
             await connection.execute(
                 "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
                 user_id,
@@ -438,7 +447,7 @@ class PortalStore:
                 user_id=by,
                 detail={"target": f"u:{user_id}"},
             )
-        return bool(done)
+        return "disabled" if done else "already"
 
     async def failures_since(
         self, email: str, client_address: str, since: datetime

@@ -624,7 +624,8 @@ def create_web_app(deps: WebDeps) -> FastAPI:
             target = UUID(user_id)
         except ValueError:
             return not_found(request, session)
-        await deps.store.set_disabled(target, session.principal.user_id, deps.clock())
+        if await deps.store.set_disabled(target, session.principal.user_id, deps.clock()) is None:
+            return not_found(request, session)
         return RedirectResponse("/operateur/utilisateurs", status_code=303)
 
     @app.get("/operateur/journal", response_model=None)
