@@ -28,6 +28,7 @@ from portal.domain.capacity import FreshnessPolicy
 from portal.domain.security import SessionPolicy, ThrottlePolicy
 from portal.use_cases.accounts import digest
 from portal.use_cases.centre_actions import Topics
+from tests.support.portal_sessions import InMemorySessions
 
 NOW = datetime(2026, 11, 30, 10, 0, 7, tzinfo=UTC)
 POLICY = SessionPolicy(idle=timedelta(minutes=30), absolute=timedelta(hours=10))
@@ -36,37 +37,21 @@ CSRF_REFUSED = "Requête refusée"
 ROLE_REFUSED = "Accès refusé"
 
 
-class FakeStore:
+class FakeStore(InMemorySessions):
     """The store calls the guarded routes make before or instead of their work."""
 
     def __init__(self) -> None:
-        self.sessions: dict[str, dict[str, Any]] = {}
+        super().__init__()
         self.ended: list[str] = []
         self.disabled: list[uuid.UUID] = []
 
     def sign_in(self, role: str, *, last_seen: datetime = NOW) -> tuple[str, str]:
         """A session of a user of ``role``: its cookie value and its CSRF token."""
         token, csrf = f"cookie-{uuid.uuid4()}", f"csrf-{uuid.uuid4()}"
-        self.sessions[digest(token)] = {
-            "created_at": last_seen,
-            "last_seen_at": last_seen,
-            "csrf_token": csrf,
-            "user_id": uuid.uuid4(),
-            "role": role,
-            "centre_id": "HDF-ARRAS" if role == "centre" else None,
-            "prescriber_id": "parquet-tj-lille" if role == "prescriber" else None,
-            "display_name": f"Agent {role}",
-        }
+        self.add_session(digest(token), uuid.uuid4(), csrf, last_seen, role, f"Agent {role}")
         return token, csrf
 
-    async def session(self, session_sha256: str) -> dict[str, Any] | None:
-        return self.sessions.get(session_sha256)
-
-    async def touch_session(self, session_sha256: str, now: datetime) -> None:
-        self.sessions[session_sha256]["last_seen_at"] = now
-
-    async def end_session(self, session_sha256: str, now: datetime, reason: str) -> None:
-        self.sessions.pop(session_sha256, None)
+    def session_ended(self, reason: str) -> None:
         self.ended.append(reason)
 
     async def set_disabled(
@@ -77,6 +62,15 @@ class FakeStore:
 
     async def capacities(self, centre_id: str) -> list[Any]:
         return []
+
+
+def _signed_in(
+    client: httpx.AsyncClient, store: FakeStore, role: str, *, last_seen: datetime = NOW
+) -> str:
+    """The client signed in as a user of ``role``; the session's CSRF token."""
+    cookie, csrf = store.sign_in(role, last_seen=last_seen)
+    client.cookies.set(SESSION_COOKIE, cookie)
+    return csrf
 
 
 def _app(store: FakeStore) -> FastAPI:
@@ -166,14 +160,12 @@ async def test_a_form_without_a_session_is_refused(
 async def test_an_expired_session_is_ended_and_counts_as_none(
     client: httpx.AsyncClient, store: FakeStore
 ) -> None:
-    idle, csrf = store.sign_in("operator", last_seen=NOW - timedelta(minutes=31))
-    client.cookies.set(SESSION_COOKIE, idle)
+    _signed_in(client, store, "operator", last_seen=NOW - timedelta(minutes=31))
     response = await client.get("/operateur/utilisateurs")
     assert response.headers["location"] == "/connexion?suivant=/operateur/utilisateurs"
     assert store.ended == ["idle_expired"]
 
-    old, csrf = store.sign_in("operator", last_seen=NOW - timedelta(hours=10))
-    client.cookies.set(SESSION_COOKIE, old)
+    csrf = _signed_in(client, store, "operator", last_seen=NOW - timedelta(hours=10))
     target = f"/operateur/utilisateurs/{uuid.uuid4()}/desactiver"
     response = await client.post(target, data={"csrf_token": csrf})
     assert response.status_code == 403
@@ -186,8 +178,7 @@ async def test_an_expired_session_is_ended_and_counts_as_none(
 async def test_another_roles_page_answers_403_with_the_users_own_navigation(
     client: httpx.AsyncClient, store: FakeStore, role: str
 ) -> None:
-    cookie, _ = store.sign_in(role)
-    client.cookies.set(SESSION_COOKIE, cookie)
+    _signed_in(client, store, role)
     others = [path for owner, path in _guarded(_app(store), "GET") if owner != role]
     assert others
     for path in others:
@@ -201,8 +192,7 @@ async def test_another_roles_page_answers_403_with_the_users_own_navigation(
 async def test_another_roles_action_is_refused_for_the_role_whatever_the_token(
     client: httpx.AsyncClient, store: FakeStore, role: str
 ) -> None:
-    cookie, csrf = store.sign_in(role)
-    client.cookies.set(SESSION_COOKIE, cookie)
+    csrf = _signed_in(client, store, role)
     others = [path for owner, path in _guarded(_app(store), "POST") if owner != role]
     assert others
     for path in others:
@@ -217,8 +207,7 @@ async def test_another_roles_action_is_refused_for_the_role_whatever_the_token(
 async def test_a_form_with_a_missing_or_wrong_token_is_refused_and_changes_nothing(
     client: httpx.AsyncClient, store: FakeStore
 ) -> None:
-    cookie, csrf = store.sign_in("operator")
-    client.cookies.set(SESSION_COOKIE, cookie)
+    csrf = _signed_in(client, store, "operator")
     user = uuid.uuid4()
     target = f"/operateur/utilisateurs/{user}/desactiver"
     for form in ({}, {"csrf_token": ""}, {"csrf_token": "forged"}, {"csrf_token": csrf + "x"}):
@@ -237,8 +226,7 @@ async def test_a_form_with_a_missing_or_wrong_token_is_refused_and_changes_nothi
 async def test_a_centre_users_capacity_form_needs_its_token(
     client: httpx.AsyncClient, store: FakeStore
 ) -> None:
-    cookie, csrf = store.sign_in("centre")
-    client.cookies.set(SESSION_COOKIE, cookie)
+    csrf = _signed_in(client, store, "centre")
     form = {"site_id": "HDF-ARRAS-01", "service": "not-a-service", "places_total": "3"}
     refused = await client.post("/centre/capacites", data={**form, "csrf_token": "forged"})
     assert refused.status_code == 403
@@ -252,8 +240,7 @@ async def test_a_centre_users_capacity_form_needs_its_token(
 async def test_signing_out_needs_the_sessions_token_and_signing_in_the_pre_session_one(
     client: httpx.AsyncClient, store: FakeStore
 ) -> None:
-    cookie, csrf = store.sign_in("centre")
-    client.cookies.set(SESSION_COOKIE, cookie)
+    csrf = _signed_in(client, store, "centre")
     refused = await client.post("/deconnexion", data={"csrf_token": "forged"})
     assert refused.status_code == 403
     assert store.ended == []

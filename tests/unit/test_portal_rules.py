@@ -34,6 +34,7 @@ from portal.domain.security import (
 )
 from portal.use_cases import accounts, centre_actions
 from portal.use_cases.centre_actions import NotFound, Topics
+from tests.support.portal_sessions import InMemorySessions
 
 NOW = datetime(2026, 11, 30, 10, 0, 7, tzinfo=UTC)
 ARRAS = Principal(uuid.uuid4(), "centre", centre_id="HDF-ARRAS")
@@ -171,12 +172,12 @@ class FakeUser:
         return Principal(self.user_id, "centre", centre_id="HDF-ARRAS")
 
 
-class FakeAccounts:
+class FakeAccounts(InMemorySessions):
     def __init__(self, user: FakeUser) -> None:
+        super().__init__()
         self.user = user
         self.failures: list[tuple[str, str, datetime]] = []
         self.audit: list[str] = []
-        self.sessions: dict[str, dict[str, Any]] = {}
 
     async def user_by_email(self, email: str) -> FakeUser | None:
         return self.user if email == "agent@arras.example" else None
@@ -210,25 +211,9 @@ class FakeAccounts:
     async def open_session(
         self, session_sha256: str, user_id: uuid.UUID, csrf_token: str, now: datetime
     ) -> None:
-        self.sessions[session_sha256] = {
-            "created_at": now,
-            "last_seen_at": now,
-            "csrf_token": csrf_token,
-            "user_id": user_id,
-            "role": "centre",
-            "centre_id": "HDF-ARRAS",
-            "prescriber_id": None,
-            "display_name": "Agent",
-        }
+        self.add_session(session_sha256, user_id, csrf_token, now)
 
-    async def session(self, session_sha256: str) -> dict[str, Any] | None:
-        return self.sessions.get(session_sha256)
-
-    async def touch_session(self, session_sha256: str, now: datetime) -> None:
-        self.sessions[session_sha256]["last_seen_at"] = now
-
-    async def end_session(self, session_sha256: str, now: datetime, reason: str) -> None:
-        self.sessions.pop(session_sha256, None)
+    def session_ended(self, reason: str) -> None:
         self.audit.append(f"ended:{reason}")
 
 
