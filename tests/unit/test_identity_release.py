@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aiguillage_common.identity_requests import HTTP_STATUS, Release, person_in
+from aiguillage_common.identity_requests import ANSWERS, Release, person_in
 from aiguillage_common.service_auth import sign_request, verify_request
 from aiguillage_schemas.envelope import Envelope
 from aiguillage_schemas.events.referral_submitted import Identity
@@ -320,7 +320,7 @@ async def test_every_answer_of_intake_is_read_alike_by_notifications_and_the_por
     release: Release,
 ) -> None:
     status, outcome, reason = WIRE[release]
-    assert HTTP_STATUS[release] == status
+    assert ANSWERS[release].status == status
     granted = release is Release.GRANTED
     body = json.dumps(
         {"referral_id": REF, "person": {"last_name": "Zed"}} if granted else {"error": release}

@@ -50,9 +50,6 @@ ANSWERS: Final[Mapping[Release, Answer]] = MappingProxyType(
         Release.NOT_YET_KNOWN: Answer(409, "unavailable"),
     }
 )
-HTTP_STATUS: Final[Mapping[Release, int]] = MappingProxyType(
-    {release: answer.status for release, answer in ANSWERS.items()}
-)
 _RELEASE_OF_STATUS: Final[Mapping[int, Release]] = MappingProxyType(
     {answer.status: release for release, answer in ANSWERS.items()}
 )

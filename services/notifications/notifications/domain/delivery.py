@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from aiguillage_common.identity_requests import HTTP_STATUS, Release, status_reason
+from aiguillage_common.identity_requests import ANSWERS, Release, status_reason
 from aiguillage_schemas.events.notifications import DeliveryChannel, RecipientKind
 
 Outcome = Literal["delivered", "transient", "permanent", "held"]
@@ -104,7 +104,7 @@ class IdentityWaitPolicy:
 
 
 # What the identity client records when intake answered 409: the offer is not known there yet.
-INTAKE_LAGGING = status_reason(HTTP_STATUS[Release.NOT_YET_KNOWN])
+INTAKE_LAGGING = status_reason(ANSWERS[Release.NOT_YET_KNOWN].status)
 
 
 @dataclass(frozen=True, slots=True)

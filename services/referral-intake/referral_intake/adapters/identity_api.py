@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiguillage_common.consumer import where
-from aiguillage_common.identity_requests import HTTP_STATUS, Release
+from aiguillage_common.identity_requests import ANSWERS, Release
 from aiguillage_common.logging import get_logger
 from aiguillage_common.service_auth import SERVICE_SIGNATURE_HEADER, verify_request
 from aiguillage_schemas.events.referral_submitted import ReferralId
@@ -165,4 +165,4 @@ class IdentityApi:
                     "person": answer.identity.model_dump(mode="json"),
                 }
             )
-        return _error(HTTP_STATUS[answer.outcome], str(answer.outcome))
+        return _error(ANSWERS[answer.outcome].status, str(answer.outcome))
