@@ -28,9 +28,6 @@ from prometheus_client import REGISTRY
 
 from aiguillage_common.codec import decode_event
 from aiguillage_common.consumer import InboundRecord
-from aiguillage_common.health import HealthState
-from aiguillage_common.kafka import KafkaProducerAdapter
-from aiguillage_common.metrics import ServiceMetrics
 from aiguillage_common.migrations.runner import migrate
 from aiguillage_common.provisioning import delete_groups, provision
 from aiguillage_common.runtime import Runtime, open_pool, service_broker
@@ -217,12 +214,7 @@ async def batches(isolated: Isolated) -> AsyncIterator[Batches]:
         retry_max_delay_s=0.5,
         graceful_timeout_s=5.0,
     )
-    runtime = Runtime(
-        settings=settings,
-        producer=KafkaProducerAdapter(endpoints.kafka_bootstrap_servers, f"aiguillage-{SERVICE}"),
-        health=HealthState(SERVICE),
-        metrics=ServiceMetrics(SERVICE),
-    )
+    runtime = Runtime.for_service(SERVICE, settings)
     application = f"{SERVICE}{isolated.suffix}"
     runtime.pool = await open_pool(settings, application)
     await runtime.producer.start()

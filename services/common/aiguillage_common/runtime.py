@@ -67,6 +67,20 @@ class Runtime:
     workers: list[BackgroundWorker] = field(default_factory=list)
     lag: LagProbe | None = None
 
+    @classmethod
+    def for_service(
+        cls, service: str, settings: ServiceSettings, health: HealthState | None = None
+    ) -> Runtime:
+        """A service's runtime before startup: its producer, health and metrics."""
+        return cls(
+            settings=settings,
+            producer=KafkaProducerAdapter(
+                settings.kafka_bootstrap_servers, f"aiguillage-{service}"
+            ),
+            health=health or HealthState(service),
+            metrics=ServiceMetrics(service),
+        )
+
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:
             raise RuntimeError("the database pool is not open yet")
@@ -218,12 +232,7 @@ def build_app(
     create topics the service publishes to), waiting like the rest while it is transient;
     ``sign_outgoing`` signs each outbox record as it is published (see outbox.RecordSigner)."""
     broker = service_broker(settings, service, description)
-    runtime = Runtime(
-        settings=settings,
-        producer=KafkaProducerAdapter(settings.kafka_bootstrap_servers, f"aiguillage-{service}"),
-        health=health or HealthState(service),
-        metrics=ServiceMetrics(service),
-    )
+    runtime = Runtime.for_service(service, settings, health)
     runtime.metrics.add_probe("outbox", outbox_probe(service, lambda: runtime.pool))
     register(broker, runtime)
     log = get_logger(f"aiguillage.{service}")
