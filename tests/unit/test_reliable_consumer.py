@@ -236,8 +236,13 @@ class Transactions:
         self.inbox.update(self.claims)
 
 
+def _batch(size: int) -> list[InboundRecord]:
+    """``size`` records of one partition, offsets 0 to size - 1."""
+    return [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(size)]
+
+
 async def test_a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_commit_once() -> None:
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(5)]
+    records = _batch(5)
     transactions = Transactions()
 
     async def process(record: InboundRecord) -> None:
@@ -256,7 +261,7 @@ async def test_a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_co
 
 
 async def test_a_poison_record_that_wrote_nothing_costs_no_rollback_and_no_second_run() -> None:
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(5)]
+    records = _batch(5)
     transactions = Transactions()
     runs: list[int] = []
 
@@ -276,7 +281,7 @@ async def test_a_poison_record_that_wrote_nothing_costs_no_rollback_and_no_secon
 
 
 async def test_an_outage_mid_batch_retries_the_whole_batch_and_commits_nothing_twice() -> None:
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(4)]
+    records = _batch(4)
     transactions = Transactions()
     outage = [asyncpg.AdminShutdownError(), asyncpg.CannotConnectNowError()]
 
@@ -298,7 +303,7 @@ def _event(offset: int) -> Claim:
 async def test_a_redelivered_batch_changes_nothing_twice_though_its_claims_are_deferred() -> None:
     # Offsets 0-2 were handled (committed) before a crash that lost the offset commit; 3-4 new.
     transactions = Transactions(inbox={_event(0), _event(1), _event(2)})
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(5)]
+    records = _batch(5)
     handled: list[int] = []
 
     async def process(record: InboundRecord) -> None:
@@ -320,7 +325,7 @@ async def test_a_record_failing_only_because_its_event_was_handled_is_not_dead_l
     # A redelivered event whose use case, believing it new, finds the state moved on and
     # refuses it: the claim, checked on the next run, says it is a duplicate.
     transactions = Transactions(inbox={_event(1)})
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(3)]
+    records = _batch(3)
 
     async def process(record: InboundRecord) -> None:
         if not transactions.claim(f"event-{record.offset}"):
@@ -338,7 +343,7 @@ async def test_a_record_failing_only_because_its_event_was_handled_is_not_dead_l
 
 async def test_a_genuine_poison_record_that_claimed_is_still_dead_lettered_alone() -> None:
     transactions = Transactions()
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(3)]
+    records = _batch(3)
 
     async def process(record: InboundRecord) -> None:
         if not transactions.claim(f"event-{record.offset}"):
@@ -361,7 +366,7 @@ async def test_deferred_writes_failing_for_good_find_the_record_they_belong_to()
     transactions = Transactions()
     transactions.fail_deferred = asyncpg.UniqueViolationError("duplicate key")
     transactions.at_once_failure = (2, asyncpg.UniqueViolationError("duplicate key"))
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(4)]
+    records = _batch(4)
 
     async def process(record: InboundRecord) -> None:
         transactions.write(record.offset)
@@ -376,7 +381,7 @@ async def test_deferred_writes_failing_for_good_find_the_record_they_belong_to()
 async def test_an_outage_at_the_end_of_a_batch_is_retried_not_written_at_once() -> None:
     transactions = Transactions()
     transactions.fail_deferred = asyncpg.CannotConnectNowError()
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(3)]
+    records = _batch(3)
     attempts: list[bool] = []
 
     async def process(record: InboundRecord) -> None:
@@ -442,7 +447,7 @@ async def test_metrics_count_a_batch_once_per_outcome_with_the_reasons_set_aside
     """A redelivered batch with a poison record: the metrics see each record once, in its final
     outcome (the rolled-back runs count nothing), and the dead letter's reason."""
     transactions = Transactions(inbox={_event(0), _event(1)})
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(6)]
+    records = _batch(6)
 
     async def process(record: InboundRecord) -> None:
         if record.offset == 4:
@@ -474,7 +479,7 @@ async def test_metrics_count_a_batch_once_per_outcome_with_the_reasons_set_aside
 async def test_a_batch_lets_the_service_s_other_tasks_run_between_its_records() -> None:
     # Records that never await (their writes wait for the batch's end) must still give way:
     # a delivery lane or an identity request of the same process is served meanwhile.
-    records = [InboundRecord("t", 0, offset, b"ref-abcdef", b"{}") for offset in range(20)]
+    records = _batch(20)
     transactions = Transactions()
     seen_by_other_task: list[int] = []
 
